@@ -1,0 +1,135 @@
+//! Field-level differences between two specs, after normalisation on both
+//! sides, so defaulted fields, unit spellings and extension order never show
+//! as changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::quantity::{normalize_setting, parse_bytes, parse_cpu};
+use crate::spec::InstanceSpec;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    /// e.g. `config.work_mem`, `extensions`
+    pub path: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// The changes that turn `old` into `new`; empty when they mean the same.
+pub fn diff_specs(old: &InstanceSpec, new: &InstanceSpec) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    let mut field = |path: &str, a: String, b: String| {
+        if a != b {
+            out.push(FieldChange {
+                path: path.to_owned(),
+                from: Some(a),
+                to: Some(b),
+            });
+        }
+    };
+    field(
+        "postgresVersion",
+        old.postgres_version.clone(),
+        new.postgres_version.clone(),
+    );
+    field(
+        "replicas",
+        old.replicas.to_string(),
+        new.replicas.to_string(),
+    );
+    let same_cpu = parse_cpu(&old.resources.cpu).ok() == parse_cpu(&new.resources.cpu).ok();
+    if !same_cpu {
+        field(
+            "resources.cpu",
+            old.resources.cpu.clone(),
+            new.resources.cpu.clone(),
+        );
+    }
+    if parse_bytes(&old.resources.memory).ok() != parse_bytes(&new.resources.memory).ok() {
+        field(
+            "resources.memory",
+            old.resources.memory.clone(),
+            new.resources.memory.clone(),
+        );
+    }
+    if parse_bytes(&old.storage).ok() != parse_bytes(&new.storage).ok() {
+        field("storage", old.storage.clone(), new.storage.clone());
+    }
+    field("stopped", old.stopped.to_string(), new.stopped.to_string());
+
+    let a: BTreeSet<&str> = old.extension_names().collect();
+    let b: BTreeSet<&str> = new.extension_names().collect();
+    if a != b {
+        out.push(FieldChange {
+            path: "extensions".to_owned(),
+            from: Some(a.into_iter().collect::<Vec<_>>().join(",")),
+            to: Some(b.into_iter().collect::<Vec<_>>().join(",")),
+        });
+    }
+    out.extend(diff_config(&old.config, &new.config));
+    out
+}
+
+/// Parameter-level changes, values compared in canonical form.
+pub fn diff_config(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<FieldChange> {
+    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let a = old.get(name);
+            let b = new.get(name);
+            let same = match (a, b) {
+                (Some(a), Some(b)) => normalize_setting(name, a) == normalize_setting(name, b),
+                (None, None) => true,
+                _ => false,
+            };
+            (!same).then(|| FieldChange {
+                path: format!("config.{name}"),
+                from: a.cloned(),
+                to: b.cloned(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Extension;
+
+    #[test]
+    fn equal_meaning_is_no_change() {
+        let mut a = InstanceSpec::default();
+        a.config.insert("work_mem".into(), "16MB".into());
+        a.extensions = vec![
+            Extension { name: "b".into() },
+            Extension { name: "a".into() },
+        ];
+        a.storage = "10Gi".into();
+        let mut b = a.clone();
+        b.config.insert("work_mem".into(), "16384kB".into());
+        b.extensions.reverse();
+        b.storage = "10240Mi".into();
+        assert_eq!(diff_specs(&a, &b), vec![]);
+    }
+
+    #[test]
+    fn changes_are_listed_by_field() {
+        let a = InstanceSpec::default();
+        let mut b = a.clone();
+        b.config.insert("work_mem".into(), "16MB".into());
+        b.extensions.push(Extension {
+            name: "hstore".into(),
+        });
+        let d = diff_specs(&a, &b);
+        let paths: Vec<&str> = d.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["extensions", "config.work_mem"]);
+        assert_eq!(d[1].from, None);
+        assert_eq!(d[1].to.as_deref(), Some("16MB"));
+    }
+}

@@ -1,0 +1,29 @@
+//! pgplane's pure domain.
+//!
+//! Everything here is a plain function of its inputs: no I/O, no clock, no
+//! randomness. Callers pass time, ids and observations in.
+//!
+//! - [`spec`]: the desired [`InstanceSpec`] and the [`ObservedSpec`] a data plane reports.
+//! - [`validate`]: strict validation with field paths ([`ValidationErrors`]).
+//! - [`state`]: the [`State`] machine: [`transition`] is the single source of truth.
+//! - [`restart`]: predicts whether a spec change needs a Postgres restart.
+//! - [`diff`]: field-level differences between two specs, normalised.
+//! - [`message`]: what travels on the queues between control and data planes.
+
+pub mod diff;
+pub mod message;
+pub mod name;
+pub mod quantity;
+pub mod restart;
+pub mod settings;
+pub mod spec;
+pub mod state;
+pub mod validate;
+
+pub use diff::{diff_specs, FieldChange};
+pub use message::{DataPlaneEvent, EventKind, ReportKind, StatusReport};
+pub use name::{InstanceName, NameError};
+pub use restart::{predict_restart, RestartPrediction};
+pub use spec::{ConnectionInfo, Extension, InstanceSpec, ObservedSpec, Resources};
+pub use state::{transition, Event, State, TransitionError};
+pub use validate::{validate_spec, FieldError, ValidationErrors};

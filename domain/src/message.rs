@@ -1,0 +1,134 @@
+//! Messages on the queues between the control plane and data planes (DESIGN.md §5).
+//!
+//! Control → data carries the **full desired spec**, never a diff, so any one
+//! message is enough to converge. Data → control carries what was observed;
+//! passwords never travel on a queue.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::spec::{ConnectionInfo, InstanceSpec, ObservedSpec};
+use crate::state::Event;
+
+/// The command a data-plane event asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    Create,
+    Update,
+    Restart,
+    Stop,
+    Start,
+    Delete,
+}
+
+impl EventKind {
+    pub fn from_event(event: Event) -> Option<EventKind> {
+        Some(match event {
+            Event::Create => EventKind::Create,
+            Event::Update => EventKind::Update,
+            Event::Restart => EventKind::Restart,
+            Event::Stop => EventKind::Stop,
+            Event::Start => EventKind::Start,
+            Event::Delete => EventKind::Delete,
+            _ => return None,
+        })
+    }
+}
+
+/// Control plane → data plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataPlaneEvent {
+    pub event_id: Uuid,
+    pub instance_id: Uuid,
+    pub org: String,
+    pub name: String,
+    pub generation: i64,
+    pub kind: EventKind,
+    pub spec: InstanceSpec,
+    /// What the control plane predicted for this change, so the data plane
+    /// can report whether the prediction held.
+    #[serde(default)]
+    pub restart_predicted: bool,
+}
+
+/// What a data-plane report says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReportKind {
+    Created,
+    Updated,
+    Restarted,
+    Stopped,
+    Started,
+    Deleted,
+    Failed,
+    /// A periodic re-observation: updates the observed spec, moves no state.
+    Observed,
+}
+
+impl ReportKind {
+    /// The state-machine event this report feeds, if any.
+    pub fn event(self) -> Option<Event> {
+        Some(match self {
+            ReportKind::Created => Event::Created,
+            ReportKind::Updated => Event::Updated,
+            ReportKind::Restarted => Event::Restarted,
+            ReportKind::Stopped => Event::Stopped,
+            ReportKind::Started => Event::Started,
+            ReportKind::Deleted => Event::Deleted,
+            ReportKind::Failed => Event::Failed,
+            ReportKind::Observed => return None,
+        })
+    }
+}
+
+/// Data plane → control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusReport {
+    pub instance_id: Uuid,
+    /// The generation this report is about (`observed_generation`).
+    pub generation: i64,
+    pub kind: ReportKind,
+    #[serde(default)]
+    pub observed: Option<ObservedSpec>,
+    #[serde(default)]
+    pub connection: Option<ConnectionInfo>,
+    /// For `Failed`: why, in words a user can act on. Never contains secrets.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Whether Postgres was restarted to apply this generation.
+    #[serde(default)]
+    pub restarted: bool,
+    /// Set when the control plane's restart prediction did not hold.
+    #[serde(default)]
+    pub prediction_note: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_event_has_a_kind_and_no_report_does() {
+        for e in Event::ALL {
+            assert_eq!(EventKind::from_event(e).is_some(), e.is_command(), "{e}");
+        }
+    }
+
+    #[test]
+    fn event_round_trips_as_json() {
+        let ev = DataPlaneEvent {
+            event_id: Uuid::nil(),
+            instance_id: Uuid::nil(),
+            org: "acme".into(),
+            name: "orders".into(),
+            generation: 3,
+            kind: EventKind::Update,
+            spec: InstanceSpec::default(),
+            restart_predicted: true,
+        };
+        let json = serde_json::to_string(&ev).unwrap();
+        assert_eq!(serde_json::from_str::<DataPlaneEvent>(&json).unwrap(), ev);
+    }
+}

@@ -1,0 +1,215 @@
+//! Strict validation of an [`InstanceSpec`]: every problem is reported at
+//! once, each with the field path and what is allowed.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::quantity::{check_setting_value, parse_bytes, parse_cpu};
+use crate::settings::{self, Context};
+use crate::spec::InstanceSpec;
+
+/// Postgres major versions pgplane can run.
+pub const SUPPORTED_VERSIONS: &[&str] = &["15"];
+pub const MAX_REPLICAS: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// e.g. `spec.config.port`
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl ValidationErrors {
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_result(self) -> Result<(), ValidationErrors> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", e.path, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+/// Validates a spec. `prefix` is the path of the spec itself, e.g. `spec`.
+pub fn validate_spec(spec: &InstanceSpec, prefix: &str) -> Result<(), ValidationErrors> {
+    let mut errs = ValidationErrors::default();
+    if !SUPPORTED_VERSIONS.contains(&spec.postgres_version.as_str()) {
+        errs.push(
+            format!("{prefix}.postgresVersion"),
+            format!(
+                "unsupported version {:?}; supported: {}",
+                spec.postgres_version,
+                SUPPORTED_VERSIONS.join(", ")
+            ),
+        );
+    }
+    if spec.replicas == 0 || spec.replicas > MAX_REPLICAS {
+        errs.push(
+            format!("{prefix}.replicas"),
+            format!(
+                "must be between 1 and {MAX_REPLICAS} (got {})",
+                spec.replicas
+            ),
+        );
+    }
+    if let Err(e) = parse_cpu(&spec.resources.cpu) {
+        errs.push(format!("{prefix}.resources.cpu"), e.to_string());
+    }
+    if let Err(e) = parse_bytes(&spec.resources.memory) {
+        errs.push(format!("{prefix}.resources.memory"), e.to_string());
+    }
+    if let Err(e) = parse_bytes(&spec.storage) {
+        errs.push(format!("{prefix}.storage"), e.to_string());
+    }
+    for (i, ext) in spec.extensions.iter().enumerate() {
+        if !is_extension_name(&ext.name) {
+            errs.push(
+                format!("{prefix}.extensions[{i}].name"),
+                format!(
+                    "{:?} is not a valid extension name: use lower-case letters, digits, '_' and '-'",
+                    ext.name
+                ),
+            );
+        }
+    }
+    for (name, value) in &spec.config {
+        let path = format!("{prefix}.config.{name}");
+        if let Err(message) = check_parameter(name, value) {
+            errs.push(path, message);
+        }
+    }
+    errs.into_result()
+}
+
+fn is_extension_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn check_parameter(name: &str, value: &str) -> Result<(), String> {
+    if settings::is_reserved(name) {
+        return Err(format!(
+            "parameter {name:?} is managed by pgplane and may not be set"
+        ));
+    }
+    if value.contains('\0') || value.contains('\n') {
+        return Err("value must be a single line".to_owned());
+    }
+    match settings::lookup(name) {
+        Some(s) if s.context == Context::Internal => Err(format!(
+            "parameter {name:?} is read-only (fixed when Postgres was built)"
+        )),
+        Some(_) => check_setting_value(name, value),
+        // Extension parameters (pg_stat_statements.max) are namespaced.
+        None if is_custom_parameter(name) => Ok(()),
+        None => Err(format!(
+            "unknown parameter {name:?} for PostgreSQL 15 (see pg_settings; extension parameters are written extension.name)"
+        )),
+    }
+}
+
+fn is_custom_parameter(name: &str) -> bool {
+    let mut parts = name.split('.');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Extension;
+
+    fn errors(spec: &InstanceSpec) -> Vec<(String, String)> {
+        match validate_spec(spec, "spec") {
+            Ok(()) => vec![],
+            Err(e) => e.0.into_iter().map(|e| (e.path, e.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn default_spec_is_valid() {
+        assert!(errors(&InstanceSpec::default()).is_empty());
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let mut spec = InstanceSpec {
+            postgres_version: "9".into(),
+            replicas: 0,
+            storage: "10GB".into(),
+            extensions: vec![Extension {
+                name: "Bad Name".into(),
+            }],
+            ..Default::default()
+        };
+        spec.resources.cpu = "lots".into();
+        for (k, v) in [
+            ("port", "5433"),
+            ("data_directory", "/tmp"),
+            ("work_mem", "16XB"),
+            ("no_such_param", "1"),
+            ("server_version", "99"),
+            ("pg_stat_statements.max", "5000"),
+        ] {
+            spec.config.insert(k.into(), v.into());
+        }
+        let errs = errors(&spec);
+        let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.postgresVersion",
+                "spec.replicas",
+                "spec.resources.cpu",
+                "spec.storage",
+                "spec.extensions[0].name",
+                "spec.config.data_directory",
+                "spec.config.no_such_param",
+                "spec.config.port",
+                "spec.config.server_version",
+                "spec.config.work_mem",
+            ]
+        );
+        let msg = |p: &str| &errs.iter().find(|(q, _)| q == p).unwrap().1;
+        assert!(msg("spec.config.port").contains("managed by pgplane"));
+        assert!(msg("spec.config.no_such_param").contains("unknown parameter"));
+        assert!(msg("spec.config.server_version").contains("read-only"));
+        assert!(msg("spec.postgresVersion").contains("supported: 15"));
+    }
+}
