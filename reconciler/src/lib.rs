@@ -1,1 +1,157 @@
-//! reconciler
+//! pgplane's control plane.
+//!
+//! - [`http`]: the axum API under `/api/v1` (bearer tokens per organisation).
+//! - [`commands`]: user commands through the state machine, each in one
+//!   transaction together with its PGMQ event.
+//! - [`status`]: data-plane reports through the state machine.
+//! - [`resend`]: the desired≠actual loop.
+//! - [`store`]: SQL (the only crate besides `queue` that talks SQL).
+
+pub mod auth;
+pub mod commands;
+pub mod error;
+pub mod http;
+pub mod resend;
+pub mod status;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use queue::Queues;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::ApiError;
+
+/// Shared by every handler and loop.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub queues: Queues,
+    /// The data plane new instances go to unless they name one.
+    pub default_data_plane: String,
+}
+
+impl AppState {
+    pub async fn new(pool: PgPool, default_data_plane: &str) -> AppState {
+        AppState {
+            queues: Queues::new(pool.clone()).await,
+            pool,
+            default_data_plane: default_data_plane.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub default_data_plane: String,
+    /// How often the desired≠actual loop looks for overdue instances.
+    pub resend_every: Duration,
+    /// How long a data plane may owe a report before the event is re-sent.
+    pub resend_after: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot connect to the control-plane database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("migrating the control-plane database failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("installing PGMQ failed: {0}")]
+    Queue(#[source] queue::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A pool that fails fast when the database is gone, so requests answer 503
+/// instead of hanging.
+pub async fn connect(database_url: &str) -> Result<PgPool, StartError> {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(database_url)
+        .await
+        .map_err(StartError::Connect)
+}
+
+/// Applies migrations, installs PGMQ and creates the default data plane's
+/// queue. Idempotent; safe from several processes at once.
+pub async fn prepare_database(pool: &PgPool, data_plane: &str) -> Result<(), StartError> {
+    sqlx::migrate!("./migrations")
+        .run(pool)
+        .await
+        .map_err(StartError::Migrate)?;
+    let queues = Queues::new(pool.clone()).await;
+    queues.install().await.map_err(StartError::Queue)?;
+    queues
+        .create_data_plane_queue(data_plane)
+        .await
+        .map_err(StartError::Queue)?;
+    Ok(())
+}
+
+/// The axum application (used in-process by tests).
+pub fn app(state: AppState) -> axum::Router {
+    http::router(state).layer(axum::middleware::from_fn(log_request))
+}
+
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+    resp
+}
+
+/// Runs the control plane until `cancel`: the HTTP API, the status consumer
+/// and the desired≠actual loop, all tracked and awaited on shutdown.
+pub async fn run(
+    pool: PgPool,
+    settings: Settings,
+    cancel: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), StartError> {
+    prepare_database(&pool, &settings.default_data_plane).await?;
+    let state = AppState::new(pool, &settings.default_data_plane).await;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let tasks = TaskTracker::new();
+    tasks.spawn(status::run(state.clone(), cancel.clone()));
+    tasks.spawn(resend::run(
+        state.clone(),
+        settings.resend_every,
+        settings.resend_after,
+        cancel.clone(),
+    ));
+    tasks.close();
+    tracing::info!(%addr, "control plane listening");
+    if let Some(tx) = ready {
+        let _ = tx.send(addr);
+    }
+    let shutdown = cancel.clone();
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "HTTP server failed");
+        cancel.cancel();
+    }
+    tasks.wait().await;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Bearer tokens scoped to one organisation. Only a SHA-256 hash of each
+//! token is stored; the token itself is shown once, when created.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Who is calling: the organisation their token belongs to.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub org: String,
+    pub admin: bool,
+    pub token_id: Uuid,
+}
+
+impl Caller {
+    /// The actor name written to instance history.
+    pub fn actor(&self) -> String {
+        format!("token:{}", &self.token_id.simple().to_string()[..8])
+    }
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+pub fn generate_token() -> String {
+    let random: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    format!("pgp_{random}")
+}
+
+/// Creates a token for `org` (creating the organisation if needed) and
+/// returns the plaintext token, which is not stored.
+pub async fn create_token(
+    conn: &mut PgConnection,
+    org: &str,
+    admin: bool,
+    description: Option<&str>,
+) -> Result<String, ApiError> {
+    domain::name::check_dns1123_label(org).map_err(|e| ApiError::invalid("org", e.to_string()))?;
+    sqlx::query("insert into orgs (name) values ($1) on conflict do nothing")
+        .bind(org)
+        .execute(&mut *conn)
+        .await?;
+    let token = generate_token();
+    sqlx::query("insert into tokens (id, org, hash, admin, description) values ($1, $2, $3, $4, $5)")
+        .bind(Uuid::new_v4())
+        .bind(org)
+        .bind(hash_token(&token))
+        .bind(admin)
+        .bind(description)
+        .execute(&mut *conn)
+        .await?;
+    Ok(token)
+}
+
+/// Whether `token` is a valid token (used by `pgplane up` to re-use the one
+/// in `pgplane.env`).
+pub async fn token_is_valid(conn: &mut PgConnection, token: &str) -> Result<bool, ApiError> {
+    let found: Option<Uuid> = sqlx::query_scalar("select id from tokens where hash = $1")
+        .bind(hash_token(token))
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(ApiError::Unauthorized)?
+            .trim();
+        let row: Option<(Uuid, String, bool)> =
+            sqlx::query_as("select id, org, admin from tokens where hash = $1")
+                .bind(hash_token(token))
+                .fetch_optional(&state.pool)
+                .await?;
+        let (token_id, org, admin) = row.ok_or(ApiError::Unauthorized)?;
+        Ok(Caller {
+            org,
+            admin,
+            token_id,
+        })
+    }
+}

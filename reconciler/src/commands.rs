@@ -1,0 +1,279 @@
+//! The state-machine driver for user commands.
+//!
+//! Each command runs in one transaction: lock the instance, ask the pure
+//! [`domain::transition`] whether the command is allowed (before anything is
+//! written), then write the new state, the history entry and the data-plane
+//! event together. An illegal command changes nothing.
+
+use api::{CreateInstance, Instance};
+use domain::state::Change;
+use domain::{
+    diff_specs, predict_restart, transition, validate_spec, DataPlaneEvent, Event, EventKind,
+    InstanceName, InstanceSpec, State, ValidationErrors,
+};
+use sqlx::PgConnection;
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Result};
+use crate::store::{self, HistoryRecord, InstanceRow, NewInstance};
+use crate::AppState;
+
+/// A command on an existing instance.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Update {
+        spec: InstanceSpec,
+        expected_generation: Option<i64>,
+    },
+    Restart,
+    Stop,
+    Start,
+    Delete,
+}
+
+impl Command {
+    fn event(&self) -> Event {
+        match self {
+            Command::Update { .. } => Event::Update,
+            Command::Restart => Event::Restart,
+            Command::Stop => Event::Stop,
+            Command::Start => Event::Start,
+            Command::Delete => Event::Delete,
+        }
+    }
+}
+
+#[instrument(skip_all, fields(org = %caller.org, name = %req.name))]
+pub async fn create(state: &AppState, caller: &Caller, req: CreateInstance) -> Result<Instance> {
+    let mut errs = ValidationErrors::default();
+    if let Err(e) = InstanceName::parse(&req.name) {
+        errs.push("name", e.to_string());
+    }
+    if let Err(e) = validate_spec(&req.spec, "spec") {
+        errs.0.extend(e.0);
+    }
+    errs.into_result().map_err(ApiError::Invalid)?;
+    let spec = req.spec.normalized();
+    let data_plane = req
+        .data_plane
+        .unwrap_or_else(|| state.default_data_plane.clone());
+    queue::data_plane_queue(&data_plane)?;
+    let owner = req.owner.unwrap_or_else(|| "api".to_owned());
+
+    let mut tx = state.pool.begin().await?;
+    check_extensions_available(&mut tx, &data_plane, &spec).await?;
+    let existing: Option<(String, String)> = sqlx::query_as(
+        "select state, owner from instances where org = $1 and name = $2 and state <> 'Deleted'",
+    )
+    .bind(&caller.org)
+    .bind(&req.name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((st, owner)) = existing {
+        return Err(ApiError::Conflict(format!(
+            "instance {:?} already exists (state {st}, managed by {owner})",
+            req.name
+        )));
+    }
+    let row = store::insert_instance(
+        &mut tx,
+        NewInstance {
+            id: Uuid::new_v4(),
+            org: &caller.org,
+            name: &req.name,
+            data_plane: &data_plane,
+            owner: &owner,
+            state: domain::state::initial_state(),
+            spec: &spec,
+        },
+    )
+    .await?;
+    store::record_history(
+        &mut tx,
+        HistoryRecord {
+            instance_id: row.id,
+            from: None,
+            event: Event::Create.as_str(),
+            to: row.state(),
+            generation: row.generation,
+            actor: &caller.actor(),
+            detail: None,
+        },
+    )
+    .await?;
+    enqueue(state, &mut tx, &row, EventKind::Create, false).await?;
+    tx.commit().await?;
+    tracing::info!(instance_id = %row.id, "instance submitted");
+    Ok(row.into_api())
+}
+
+#[instrument(skip_all, fields(org = %caller.org, name = %name, event = %command.event()))]
+pub async fn execute(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    command: Command,
+) -> Result<Instance> {
+    let event = command.event();
+    let mut tx = state.pool.begin().await?;
+    let row = store::find_instance(&mut tx, &caller.org, name, true).await?;
+    let current = row.state();
+    let old_spec = row.spec.0.clone();
+
+    let new_spec = match &command {
+        Command::Update {
+            spec,
+            expected_generation,
+        } => {
+            validate_spec(spec, "spec").map_err(ApiError::Invalid)?;
+            if let Some(g) = expected_generation {
+                if *g != row.generation {
+                    return Err(ApiError::Conflict(format!(
+                        "instance {name:?} is at generation {}, not {g}: it changed since you read it",
+                        row.generation
+                    )));
+                }
+            }
+            let mut spec = spec.clone().normalized();
+            // Stop/start are commands of their own; an update keeps the run state.
+            spec.stopped = old_spec.stopped;
+            spec
+        }
+        Command::Stop => InstanceSpec {
+            stopped: true,
+            ..old_spec.clone()
+        },
+        Command::Start => InstanceSpec {
+            stopped: false,
+            ..old_spec.clone()
+        },
+        Command::Restart | Command::Delete => old_spec.clone(),
+    };
+    let prediction = match command {
+        Command::Update { .. } => predict_restart(&old_spec, &new_spec),
+        _ => Default::default(),
+    };
+    let next = transition(
+        current,
+        event,
+        Change {
+            restart_required: prediction.required(),
+        },
+    )
+    .map_err(|e| ApiError::deleted_or(current, name, e))?;
+
+    if let Command::Update { .. } = command {
+        check_extensions_available(&mut tx, &row.data_plane, &new_spec).await?;
+        // An update that changes nothing is not an event: nothing is enqueued.
+        if diff_specs(&old_spec, &new_spec).is_empty() && current != State::Error {
+            return Ok(row.into_api());
+        }
+    }
+
+    let generation = row.generation + 1;
+    let kind = match command {
+        Command::Update { .. } => EventKind::Update,
+        Command::Restart => EventKind::Restart,
+        Command::Stop => EventKind::Stop,
+        Command::Start => EventKind::Start,
+        Command::Delete => EventKind::Delete,
+    };
+    let updated = store::apply_command(
+        &mut tx,
+        row.id,
+        next,
+        &new_spec,
+        generation,
+        &prediction.reasons,
+        kind,
+    )
+    .await?;
+    let detail = describe_change(&old_spec, &new_spec, &prediction.reasons);
+    store::record_history(
+        &mut tx,
+        HistoryRecord {
+            instance_id: row.id,
+            from: Some(current),
+            event: event.as_str(),
+            to: next,
+            generation,
+            actor: &caller.actor(),
+            detail: detail.as_deref(),
+        },
+    )
+    .await?;
+    enqueue(state, &mut tx, &updated, kind, prediction.required()).await?;
+    tx.commit().await?;
+    Ok(updated.into_api())
+}
+
+/// Sends the instance's full desired spec to its data plane, inside `tx`.
+pub async fn enqueue(
+    state: &AppState,
+    tx: &mut PgConnection,
+    row: &InstanceRow,
+    kind: EventKind,
+    restart_predicted: bool,
+) -> Result<()> {
+    let event = DataPlaneEvent {
+        event_id: Uuid::new_v4(),
+        instance_id: row.id,
+        org: row.org.clone(),
+        name: row.name.clone(),
+        generation: row.generation,
+        kind,
+        spec: row.spec.0.clone(),
+        restart_predicted,
+    };
+    state.queues.send_event(tx, &row.data_plane, &event).await?;
+    Ok(())
+}
+
+fn describe_change(old: &InstanceSpec, new: &InstanceSpec, reasons: &[String]) -> Option<String> {
+    let changes: Vec<String> = diff_specs(old, new)
+        .into_iter()
+        .map(|c| {
+            format!(
+                "{}: {} → {}",
+                c.path,
+                c.from.as_deref().unwrap_or("unset"),
+                c.to.as_deref().unwrap_or("unset")
+            )
+        })
+        .collect();
+    let mut parts = Vec::new();
+    if !changes.is_empty() {
+        parts.push(changes.join(", "));
+    }
+    if !reasons.is_empty() {
+        parts.push(format!("restart: {}", reasons.join("; ")));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Rejects extensions the data plane said it cannot run, listing what it can.
+async fn check_extensions_available(
+    conn: &mut PgConnection,
+    data_plane: &str,
+    spec: &InstanceSpec,
+) -> Result<()> {
+    let Some(available) = store::data_plane_extensions(conn, data_plane).await? else {
+        return Ok(());
+    };
+    let mut errs = ValidationErrors::default();
+    for (i, ext) in spec.extensions.iter().enumerate() {
+        if !available.iter().any(|a| a == &ext.name) {
+            errs.push(
+                format!("spec.extensions[{i}].name"),
+                format!(
+                    "extension {:?} is not available on data plane {data_plane:?}; available: {}",
+                    ext.name,
+                    available.join(", ")
+                ),
+            );
+        }
+    }
+    errs.into_result().map_err(ApiError::Invalid)
+}

@@ -1,0 +1,109 @@
+//! The control plane's error type and its HTTP mapping.
+
+use api::ErrorBody;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use domain::{State, TransitionError, ValidationErrors};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request: {0}")]
+    Invalid(ValidationErrors),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("this token may not {0}")]
+    Forbidden(&'static str),
+    #[error("instance {0:?} not found")]
+    NotFound(String),
+    #[error("instance {name:?} is deleted")]
+    Deleted { name: String },
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the control-plane database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    pub fn invalid(path: &str, message: impl Into<String>) -> ApiError {
+        let mut errs = ValidationErrors::default();
+        errs.push(path, message);
+        ApiError::Invalid(errs)
+    }
+
+    pub fn deleted_or(state: State, name: &str, err: TransitionError) -> ApiError {
+        if state == State::Deleted {
+            ApiError::Deleted { name: name.to_owned() }
+        } else {
+            ApiError::Transition(err)
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => ApiError::Unavailable(e),
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
+                ApiError::Unavailable(e)
+            }
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                ApiError::Conflict("an instance with this name already exists".to_owned())
+            }
+            _ => ApiError::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<queue::Error> for ApiError {
+    fn from(e: queue::Error) -> Self {
+        match e {
+            queue::Error::Sql { source, .. } => ApiError::from(source),
+            queue::Error::InvalidDataPlane(dp) => {
+                ApiError::invalid("dataPlane", format!("invalid data plane name {dp:?}"))
+            }
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Deleted { .. } => (StatusCode::CONFLICT, "deleted"),
+            ApiError::Transition(_) => (StatusCode::CONFLICT, "illegal_transition"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        match &self {
+            ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
+            ApiError::Unavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            _ => {}
+        }
+        let fields = match &self {
+            ApiError::Invalid(errs) => errs.0.clone(),
+            _ => Vec::new(),
+        };
+        let body = ErrorBody {
+            code: code.to_owned(),
+            message: self.to_string(),
+            fields,
+        };
+        (status, Json(body)).into_response()
+    }
+}

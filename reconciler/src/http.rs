@@ -1,0 +1,269 @@
+//! The HTTP API under `/api/v1`. Handlers are thin: parse, authenticate,
+//! call [`crate::commands`] or the store, answer.
+
+use api::{
+    CreateInstance, CreateToken, Credentials, ErrorBody, History, Instance, InstanceList,
+    TokenCreated, UpdateInstance,
+};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::OpenApi;
+
+use crate::auth::{self, Caller};
+use crate::commands::{self, Command};
+use crate::error::{ApiError, Result};
+use crate::store;
+use crate::AppState;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/instances", post(create_instance).get(list_instances))
+        .route(
+            "/api/v1/instances/{name}",
+            get(get_instance).put(update_instance).delete(delete_instance),
+        )
+        .route("/api/v1/instances/{name}/restart", post(restart_instance))
+        .route("/api/v1/instances/{name}/stop", post(stop_instance))
+        .route("/api/v1/instances/{name}/start", post(start_instance))
+        .route("/api/v1/instances/{name}/history", get(instance_history))
+        .route("/api/v1/instances/{name}/credentials", get(instance_credentials))
+        .route("/api/v1/tokens", post(create_token))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .with_state(state)
+}
+
+fn body<T>(json: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
+    json.map(|Json(t)| t)
+        .map_err(|rejection| ApiError::invalid("body", rejection.body_text()))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances", request_body = CreateInstance,
+    responses((status = 201, body = Instance), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_instance(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    json: std::result::Result<Json<CreateInstance>, JsonRejection>,
+) -> Result<(StatusCode, Json<Instance>)> {
+    let req = body(json)?;
+    let created = commands::create(&state, &caller, req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct ListQuery {
+    /// Only instances in this state (e.g. `Up`, `Deleted`).
+    state: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/instances", params(ListQuery),
+    responses((status = 200, body = InstanceList)), security(("bearer" = [])))]
+async fn list_instances(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<InstanceList>> {
+    let filter = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(domain::State::parse(s).ok_or_else(|| {
+            ApiError::invalid("state", format!("unknown state {s:?}; one of {}", all_states()))
+        })?),
+    };
+    let mut conn = state.pool.acquire().await?;
+    let rows = store::list_instances(&mut conn, &caller.org, filter).await?;
+    Ok(Json(InstanceList {
+        items: rows.into_iter().map(|r| r.into_api()).collect(),
+    }))
+}
+
+fn all_states() -> String {
+    domain::State::ALL.map(|s| s.as_str()).join(", ")
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}", params(("name" = String, Path, description = "instance name or id")),
+    responses((status = 200, body = Instance), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_instance(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Instance>> {
+    let mut conn = state.pool.acquire().await?;
+    let row = store::find_instance(&mut conn, &caller.org, &name, false).await?;
+    Ok(Json(row.into_api()))
+}
+
+#[utoipa::path(put, path = "/api/v1/instances/{name}", request_body = UpdateInstance,
+    params(("name" = String, Path, description = "instance name or id")),
+    responses((status = 200, body = Instance), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_instance(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    json: std::result::Result<Json<UpdateInstance>, JsonRejection>,
+) -> Result<Json<Instance>> {
+    let req = body(json)?;
+    let cmd = Command::Update {
+        spec: req.spec,
+        expected_generation: req.expected_generation,
+    };
+    Ok(Json(commands::execute(&state, &caller, &name, cmd).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/restart", params(("name" = String, Path)),
+    responses((status = 200, body = Instance), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn restart_instance(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Instance>> {
+    Ok(Json(commands::execute(&state, &caller, &name, Command::Restart).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/stop", params(("name" = String, Path)),
+    responses((status = 200, body = Instance), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn stop_instance(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Instance>> {
+    Ok(Json(commands::execute(&state, &caller, &name, Command::Stop).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/start", params(("name" = String, Path)),
+    responses((status = 200, body = Instance), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn start_instance(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Instance>> {
+    Ok(Json(commands::execute(&state, &caller, &name, Command::Start).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/instances/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = Instance), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn delete_instance(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Instance>> {
+    Ok(Json(commands::execute(&state, &caller, &name, Command::Delete).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/history", params(("name" = String, Path)),
+    responses((status = 200, body = History)), security(("bearer" = [])))]
+async fn instance_history(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<History>> {
+    let mut conn = state.pool.acquire().await?;
+    let row = store::find_instance(&mut conn, &caller.org, &name, false).await?;
+    let items = store::history(&mut conn, row.id).await?;
+    Ok(Json(History { items }))
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/credentials", params(("name" = String, Path)),
+    responses((status = 200, body = Credentials), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn instance_credentials(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Credentials>> {
+    let mut conn = state.pool.acquire().await?;
+    let row = store::find_instance(&mut conn, &caller.org, &name, false).await?;
+    if row.state() == domain::State::Deleted {
+        return Err(ApiError::Deleted { name });
+    }
+    let conn_info = row.connection.as_ref().map(|c| c.0.clone());
+    let password = state.queues.get_secret(row.id).await?;
+    let (Some(info), Some(password)) = (conn_info, password) else {
+        return Err(ApiError::Conflict(format!(
+            "instance {name:?} has no credentials yet (state {}); wait until it is Up",
+            row.state()
+        )));
+    };
+    let uri = format!(
+        "postgres://{}:{}@{}:{}/{}",
+        info.user,
+        percent_encode(&password),
+        info.host,
+        info.port,
+        info.database
+    );
+    Ok(Json(Credentials {
+        host: info.host,
+        port: info.port,
+        database: info.database,
+        user: info.user,
+        password,
+        uri,
+    }))
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = CreateToken,
+    responses((status = 201, body = TokenCreated), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn create_token(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    json: std::result::Result<Json<CreateToken>, JsonRejection>,
+) -> Result<(StatusCode, Json<TokenCreated>)> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden("create tokens (admin only)"));
+    }
+    let req = body(json)?;
+    let mut conn = state.pool.acquire().await?;
+    let token =
+        auth::create_token(&mut conn, &req.org, req.admin, req.description.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(TokenCreated { org: req.org, token })))
+}
+
+async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
+    sqlx::query("select 1").execute(&state.pool).await?;
+    Ok("ready")
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "pgplane", description = "Declarative managed Postgres: the control-plane API."),
+    paths(create_instance, list_instances, get_instance, update_instance, restart_instance,
+          stop_instance, start_instance, delete_instance, instance_history, instance_credentials,
+          create_token),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

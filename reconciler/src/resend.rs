@@ -1,0 +1,82 @@
+//! The desired≠actual loop: an instance whose data plane owes a report for
+//! too long gets its desired spec sent again. Handlers are idempotent, so a
+//! duplicate costs nothing; a lost message costs one resend interval.
+
+use std::time::Duration;
+
+use domain::EventKind;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::enqueue;
+use crate::error::Result;
+use crate::store::InstanceRow;
+use crate::AppState;
+
+pub async fn run(state: AppState, every: Duration, overdue: Duration, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match resend_overdue(&state, overdue).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "re-sent desired spec for overdue instances"),
+            Err(e) => tracing::warn!(error = %e, "desired≠actual loop failed; will retry"),
+        }
+    }
+}
+
+/// Re-sends events for instances in a transitional state whose last event
+/// is older than `overdue`. Returns how many were re-sent.
+pub async fn resend_overdue(state: &AppState, overdue: Duration) -> Result<usize> {
+    let mut tx = state.pool.begin().await?;
+    let rows: Vec<(InstanceRow, String)> = sqlx::query_as::<_, InstanceRowWithEvent>(
+        "select id, org, name, data_plane, owner, state, spec, generation, observed_generation,
+                observed, observed_at, connection, error, restart_reasons, created_at, updated_at, last_event
+         from instances
+         where state in ('Submitted', 'Configuring', 'Restarting', 'Stopping', 'Starting', 'Deleting')
+           and observed_generation < generation
+           and last_event_at < now() - make_interval(secs => $1)
+         order by last_event_at limit 500
+         for update skip locked",
+    )
+    .bind(overdue.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| (r.row, r.last_event))
+    .collect();
+    for (row, last_event) in &rows {
+        let kind = match last_event.as_str() {
+            "Update" => EventKind::Update,
+            "Restart" => EventKind::Restart,
+            "Stop" => EventKind::Stop,
+            "Start" => EventKind::Start,
+            "Delete" => EventKind::Delete,
+            _ => EventKind::Create,
+        };
+        let restart = !row.restart_reasons.0.is_empty();
+        enqueue(state, &mut tx, row, kind, restart).await?;
+        sqlx::query("update instances set last_event_at = now() where id = $1")
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
+struct InstanceRowWithEvent {
+    row: InstanceRow,
+    last_event: String,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for InstanceRowWithEvent {
+    fn from_row(r: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(InstanceRowWithEvent {
+            row: InstanceRow::from_row(r)?,
+            last_event: r.try_get("last_event")?,
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! Applies data-plane reports from the status queue through the state
+//! machine.
+//!
+//! A report is for one generation. A report for an older generation than the
+//! instance's current one never completes the newer change (it only refreshes
+//! the observation), which makes redelivered and reordered messages harmless.
+
+use std::time::Duration;
+
+use domain::state::Change;
+use domain::{transition, ReportKind, State, StatusReport};
+use queue::{Message, STATUS_QUEUE};
+use sqlx::types::Json;
+use tokio_util::sync::CancellationToken;
+use tracing::instrument;
+
+use crate::error::ApiError;
+use crate::store::{self, HistoryRecord};
+use crate::AppState;
+
+/// How a handled message leaves the queue.
+#[derive(Debug)]
+pub enum Outcome {
+    Ack,
+    DeadLetter(String),
+    /// Leave it for redelivery after the visibility timeout.
+    Retry,
+}
+
+const VISIBILITY: Duration = Duration::from_secs(30);
+const BATCH: i32 = 100;
+const MAX_DELIVERIES: i32 = 5;
+
+pub async fn run(state: AppState, cancel: CancellationToken) {
+    let mut wakeup = loop {
+        match state.queues.listen(STATUS_QUEUE).await {
+            Ok(w) => break w,
+            Err(e) => {
+                tracing::warn!(error = %e, "status consumer cannot listen; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    while !cancel.is_cancelled() {
+        let batch = match state.queues.read(STATUS_QUEUE, VISIBILITY, BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the status queue failed");
+                Vec::new()
+            }
+        };
+        let empty = batch.is_empty();
+        for msg in batch {
+            let outcome = handle(&state, &msg).await;
+            settle(&state, &msg, outcome).await;
+        }
+        if empty {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = wakeup.wait(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+async fn settle(state: &AppState, msg: &Message<serde_json::Value>, outcome: Outcome) {
+    let result = match outcome {
+        Outcome::Ack => state.queues.delete(STATUS_QUEUE, msg.msg_id).await,
+        Outcome::DeadLetter(reason) => state.queues.dead_letter(STATUS_QUEUE, msg, &reason).await,
+        Outcome::Retry => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, msg_id = msg.msg_id, "settling a status message failed; it will be redelivered");
+    }
+}
+
+#[instrument(skip_all, fields(msg_id = msg.msg_id))]
+pub async fn handle(state: &AppState, msg: &Message<serde_json::Value>) -> Outcome {
+    let report: StatusReport = match serde_json::from_value(msg.message.clone()) {
+        Ok(r) => r,
+        Err(e) => return Outcome::DeadLetter(format!("unparseable status report: {e}")),
+    };
+    if msg.read_ct > MAX_DELIVERIES {
+        return Outcome::DeadLetter(format!("delivered {} times without being applied", msg.read_ct));
+    }
+    match apply_report(state, &report).await {
+        Ok(()) => Outcome::Ack,
+        Err(e @ (ApiError::Unavailable(_) | ApiError::Internal(_))) => {
+            tracing::warn!(error = %e, instance_id = %report.instance_id, "applying report failed; will retry");
+            Outcome::Retry
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, instance_id = %report.instance_id, "report not applied");
+            Outcome::Ack
+        }
+    }
+}
+
+/// Applies one report in one transaction.
+pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(), ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let Some(row) = store::find_by_id(&mut tx, report.instance_id).await? else {
+        tracing::info!(instance_id = %report.instance_id, "report for an unknown instance ignored");
+        return Ok(());
+    };
+    let current = row.state();
+    if current == State::Deleted {
+        return Ok(());
+    }
+    let observed = report.observed.as_ref().map(Json);
+    let connection = report.connection.as_ref().map(Json);
+    // Generation 0 marks a report about a message whose generation could not
+    // be read (a dead-lettered event): it applies to the current generation.
+    let generation = if report.generation == 0 {
+        row.generation
+    } else {
+        report.generation
+    };
+
+    let event = report.kind.event();
+    let stale = generation < row.generation;
+    let next = match event {
+        Some(ev) if !stale => match transition(current, ev, Change::default()) {
+            Ok(next) => Some(next),
+            Err(e) => {
+                tracing::info!(error = %e, "report acknowledged without a state change");
+                None
+            }
+        },
+        _ => None,
+    };
+    let applied_generation = if stale || report.kind == ReportKind::Observed {
+        row.observed_generation
+    } else {
+        generation.max(row.observed_generation)
+    };
+    let error = match (next, report.kind) {
+        (Some(State::Error), _) => report.error.clone(),
+        (Some(_), _) => None,
+        (None, _) => row.error.clone(),
+    };
+    sqlx::query(
+        "update instances set state = $2, observed = coalesce($3, observed), observed_at = case when $3 is null then observed_at else now() end,
+                observed_generation = $4, connection = coalesce($5, connection), error = $6, updated_at = now()
+         where id = $1",
+    )
+    .bind(row.id)
+    .bind(next.unwrap_or(current).as_str())
+    .bind(observed)
+    .bind(applied_generation)
+    .bind(connection)
+    .bind(&error)
+    .execute(&mut *tx)
+    .await?;
+
+    if let (Some(ev), Some(to)) = (event, next) {
+        let detail = match (&report.error, &report.prediction_note) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Some(n)) => Some(n.clone()),
+            (None, None) => None,
+        };
+        store::record_history(
+            &mut tx,
+            HistoryRecord {
+                instance_id: row.id,
+                from: Some(current),
+                event: ev.as_str(),
+                to,
+                generation,
+                actor: &format!("data-plane:{}", row.data_plane),
+                detail: detail.as_deref(),
+            },
+        )
+        .await?;
+        if to == State::Deleted {
+            sqlx::query("delete from instance_secrets where instance_id = $1")
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
