@@ -1,1 +1,12 @@
-//! api
+//! The control plane's HTTP API under `/api/v1`: wire types and a typed
+//! client. The server (in `reconciler`) and every client (CLI, Terraform
+//! provider) share these types, so they cannot drift apart.
+
+pub mod client;
+pub mod types;
+
+pub use client::{Client, ClientError};
+pub use types::*;
+
+/// Prefix of every API route.
+pub const API_PREFIX: &str = "/api/v1";

@@ -1,1 +1,263 @@
-//! conductor
+//! pgplane's data plane.
+//!
+//! The conductor reads its data plane's queue, applies each event through a
+//! [`Runtime`], and reports back on the status queue. Delivery is
+//! at-least-once and handlers are idempotent. A message that cannot be
+//! parsed, or that was delivered too often, is dead-lettered with its reason
+//! and its instance is reported `Failed` with that reason — never retried
+//! forever. A periodic resync re-observes every instance, so out-of-band
+//! changes become visible.
+
+pub mod local;
+pub mod runtime;
+pub mod simulated;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::{DataPlaneEvent, ReportKind, StatusReport};
+use queue::{Message, Queues};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+pub use local::{LocalRuntime, LocalSettings};
+pub use runtime::{Applied, Observation, Runtime, RuntimeError};
+pub use simulated::SimulatedRuntime;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_plane: String,
+    /// How long a read message stays hidden; after a crash it is redelivered
+    /// this long after it was read.
+    pub visibility_timeout: Duration,
+    /// How often every instance is re-observed.
+    pub resync_every: Duration,
+    /// Deliveries after which a message is dead-lettered.
+    pub max_deliveries: i32,
+    /// Messages read (and applied concurrently) at once.
+    pub batch: i32,
+}
+
+impl Settings {
+    pub fn new(data_plane: &str) -> Settings {
+        Settings {
+            data_plane: data_plane.to_owned(),
+            visibility_timeout: Duration::from_secs(60),
+            resync_every: Duration::from_secs(30),
+            max_deliveries: 5,
+            batch: 32,
+        }
+    }
+}
+
+/// How a handled message leaves the queue (acted on in [`settle`] only).
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Ack,
+    DeadLetter(String),
+    /// Leave it: it comes back after the visibility timeout.
+    Retry,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Queue(#[from] queue::Error),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// Runs the conductor until `cancel`.
+pub async fn run<R: Runtime>(
+    queues: Queues,
+    runtime: Arc<R>,
+    settings: Settings,
+    cancel: CancellationToken,
+) -> Result<(), Error> {
+    let queue_name = queues.create_data_plane_queue(&settings.data_plane).await?;
+    let extensions = runtime.available_extensions().await?;
+    queues
+        .register_data_plane(&settings.data_plane, &extensions)
+        .await?;
+    let mut wakeup = queues.listen(&queue_name).await?;
+    tracing::info!(data_plane = %settings.data_plane, runtime = runtime.kind(), "conductor consuming");
+    let mut next_resync = tokio::time::Instant::now() + settings.resync_every;
+    while !cancel.is_cancelled() {
+        if tokio::time::Instant::now() >= next_resync {
+            resync(&queues, runtime.as_ref()).await;
+            next_resync = tokio::time::Instant::now() + settings.resync_every;
+        }
+        let batch = match queues
+            .read(&queue_name, settings.visibility_timeout, settings.batch)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the data-plane queue failed; retrying");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            let until_resync = next_resync.saturating_duration_since(tokio::time::Instant::now());
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = wakeup.wait(until_resync.min(Duration::from_secs(1))) => {}
+            }
+            continue;
+        }
+        let mut tasks = JoinSet::new();
+        for msg in batch {
+            let queues = queues.clone();
+            let runtime = runtime.clone();
+            let settings = settings.clone();
+            let queue_name = queue_name.clone();
+            let span = tracing::info_span!("event", msg_id = msg.msg_id);
+            tasks.spawn(
+                async move {
+                    let outcome = handle(&queues, runtime.as_ref(), &settings, &msg).await;
+                    settle(&queues, &queue_name, &msg, outcome).await;
+                }
+                .instrument(span),
+            );
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+    tracing::info!("conductor stopped");
+    Ok(())
+}
+
+/// Handles one message; never fails (the outcome says what to do with it).
+pub async fn handle<R: Runtime + ?Sized>(
+    queues: &Queues,
+    runtime: &R,
+    settings: &Settings,
+    msg: &Message<serde_json::Value>,
+) -> Outcome {
+    let event: DataPlaneEvent = match serde_json::from_value(msg.message.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            let reason = format!("unparseable data-plane event (message {}): {e}", msg.msg_id);
+            return fail_dead(queues, &msg.message, reason).await;
+        }
+    };
+    if msg.read_ct > settings.max_deliveries {
+        let reason = format!(
+            "{:?} for generation {} was delivered {} times without completing",
+            event.kind, event.generation, msg.read_ct
+        );
+        return fail_dead(queues, &msg.message, reason).await;
+    }
+    tracing::info!(instance_id = %event.instance_id, generation = event.generation, kind = ?event.kind, "applying event");
+    let report = match runtime.apply(&event).await {
+        Ok(applied) => {
+            if let Some(password) = &applied.password {
+                if let Err(e) = queues.put_secret(event.instance_id, password).await {
+                    tracing::warn!(error = %e, "storing the instance secret failed; will retry");
+                    return Outcome::Retry;
+                }
+            }
+            success_report(&event, applied)
+        }
+        Err(e) => {
+            tracing::warn!(instance_id = %event.instance_id, error = %e, "event failed");
+            StatusReport {
+                instance_id: event.instance_id,
+                generation: event.generation,
+                kind: ReportKind::Failed,
+                observed: None,
+                connection: None,
+                error: Some(e.to_string()),
+                restarted: false,
+                prediction_note: None,
+            }
+        }
+    };
+    match queues.send_report(&report).await {
+        Ok(_) => Outcome::Ack,
+        Err(e) => {
+            tracing::warn!(error = %e, "sending the report failed; the event will be redelivered");
+            Outcome::Retry
+        }
+    }
+}
+
+fn success_report(event: &DataPlaneEvent, applied: Applied) -> StatusReport {
+    let prediction_note = match (event.kind, event.restart_predicted, applied.restarted) {
+        (domain::EventKind::Update, true, false) => Some(
+            "restart was predicted but Postgres did not need one (pending_restart was empty)".to_owned(),
+        ),
+        (domain::EventKind::Update, false, true) => Some(
+            "no restart was predicted but Postgres reported pending_restart; restarted".to_owned(),
+        ),
+        _ => None,
+    };
+    StatusReport {
+        instance_id: event.instance_id,
+        generation: event.generation,
+        kind: applied.report,
+        observed: applied.observed,
+        connection: applied.connection,
+        error: None,
+        restarted: applied.restarted,
+        prediction_note,
+    }
+}
+
+/// Dead-letters a message and, when its instance can be told, reports the
+/// instance `Failed` with the reason.
+async fn fail_dead(queues: &Queues, raw: &serde_json::Value, reason: String) -> Outcome {
+    let instance_id = raw
+        .get("instanceId")
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok());
+    if let Some(instance_id) = instance_id {
+        let generation = raw.get("generation").and_then(|g| g.as_i64()).unwrap_or(0);
+        let report = StatusReport {
+            instance_id,
+            generation,
+            kind: ReportKind::Failed,
+            observed: None,
+            connection: None,
+            error: Some(reason.clone()),
+            restarted: false,
+            prediction_note: None,
+        };
+        if let Err(e) = queues.send_report(&report).await {
+            tracing::warn!(error = %e, "reporting a dead-lettered event failed; will retry");
+            return Outcome::Retry;
+        }
+    }
+    Outcome::DeadLetter(reason)
+}
+
+async fn settle(queues: &Queues, queue: &str, msg: &Message<serde_json::Value>, outcome: Outcome) {
+    let result = match outcome {
+        Outcome::Ack => queues.delete(queue, msg.msg_id).await,
+        Outcome::DeadLetter(reason) => queues.dead_letter(queue, msg, &reason).await,
+        Outcome::Retry => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, msg_id = msg.msg_id, "settling a message failed; it will be redelivered");
+    }
+}
+
+/// Re-observes every instance and reports what it saw.
+pub async fn resync<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
+    for obs in runtime.observe_all().await {
+        let report = StatusReport {
+            instance_id: obs.instance_id,
+            generation: obs.generation,
+            kind: ReportKind::Observed,
+            observed: Some(obs.observed),
+            connection: None,
+            error: None,
+            restarted: false,
+            prediction_note: None,
+        };
+        if let Err(e) = queues.send_report(&report).await {
+            tracing::warn!(error = %e, "sending an observation failed");
+        }
+    }
+}

@@ -10,6 +10,7 @@ use crate::quantity::{normalize_setting, parse_bytes, parse_cpu};
 use crate::spec::InstanceSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldChange {
     /// e.g. `config.work_mem`, `extensions`
     pub path: String,

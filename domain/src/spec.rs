@@ -15,6 +15,7 @@ pub const DEFAULT_MEMORY: &str = "1Gi";
 /// Unknown fields are rejected; every field has a default, so `{}` is a valid
 /// spec. Use [`InstanceSpec::normalized`] before comparing two specs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstanceSpec {
     #[serde(default = "default_version")]
@@ -35,6 +36,7 @@ pub struct InstanceSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
     #[serde(default = "default_cpu")]
@@ -44,6 +46,7 @@ pub struct Resources {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Extension {
     pub name: String,
@@ -108,6 +111,7 @@ impl InstanceSpec {
 
 /// What the data plane reports it actually runs.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ObservedSpec {
     pub postgres_version: String,
@@ -125,6 +129,7 @@ pub struct ObservedSpec {
 /// Where to connect. The password never travels with this: it lives in the
 /// secret store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
     pub host: String,

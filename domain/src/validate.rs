@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::quantity::{check_setting_value, parse_bytes, parse_cpu};
 use crate::settings::{self, Context};
@@ -13,7 +13,8 @@ use crate::spec::InstanceSpec;
 pub const SUPPORTED_VERSIONS: &[&str] = &["15"];
 pub const MAX_REPLICAS: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// e.g. `spec.config.port`
     pub path: String,

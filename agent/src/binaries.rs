@@ -1,0 +1,104 @@
+//! Finding the PostgreSQL server binaries on this machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, Result};
+
+/// The directory holding `initdb` and `postgres`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresBinaries {
+    pub bindir: PathBuf,
+}
+
+impl PostgresBinaries {
+    /// `pg_config --bindir` first, then the Debian layout
+    /// (`/usr/lib/postgresql/<major>/bin`, newest major first).
+    pub fn discover() -> Result<PostgresBinaries> {
+        let mut tried = Vec::new();
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+            if out.status.success() {
+                let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+                if has_server(&dir) {
+                    return Ok(PostgresBinaries { bindir: dir });
+                }
+                tried.push(dir);
+            }
+        }
+        let root = Path::new("/usr/lib/postgresql");
+        let mut majors: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+                Some((major, e.path().join("bin")))
+            })
+            .collect();
+        majors.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, dir) in majors {
+            if has_server(&dir) {
+                return Ok(PostgresBinaries { bindir: dir });
+            }
+            tried.push(dir);
+        }
+        if tried.is_empty() {
+            tried.push(root.join("<major>/bin"));
+        }
+        Err(Error::BinariesNotFound { tried })
+    }
+
+    pub fn postgres(&self) -> PathBuf {
+        self.bindir.join("postgres")
+    }
+
+    pub fn initdb(&self) -> PathBuf {
+        self.bindir.join("initdb")
+    }
+
+    /// The major version of the server binaries, e.g. `"15"`.
+    pub fn version(&self) -> Result<String> {
+        let binary = self.postgres();
+        let err = |message: String| Error::Version {
+            binary: binary.clone(),
+            message,
+        };
+        let out = Command::new(&binary)
+            .arg("--version")
+            .output()
+            .map_err(|e| err(e.to_string()))?;
+        if !out.status.success() {
+            return Err(err(format!("exited with {}", out.status)));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_major(&text).ok_or_else(|| err(format!("unexpected output {:?}", text.trim())))
+    }
+}
+
+fn has_server(dir: &Path) -> bool {
+    dir.join("postgres").is_file() && dir.join("initdb").is_file()
+}
+
+/// `postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)` → `15`.
+fn parse_major(version_output: &str) -> Option<String> {
+    let version = version_output
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    let major: String = version.chars().take_while(char::is_ascii_digit).collect();
+    (!major.is_empty()).then_some(major)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_major_versions() {
+        assert_eq!(
+            parse_major("postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)\n").as_deref(),
+            Some("15")
+        );
+        assert_eq!(parse_major("postgres (PostgreSQL) 17beta1").as_deref(), Some("17"));
+        assert_eq!(parse_major("nonsense"), None);
+    }
+}

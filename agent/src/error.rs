@@ -1,0 +1,156 @@
+//! The agent's one error type. Each variant names the operation that failed
+//! and carries the data directory (or other path) it was working on.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "PostgreSQL binaries not found (tried `pg_config --bindir` and {tried:?}); \
+         install PostgreSQL or put its pg_config on PATH"
+    )]
+    BinariesNotFound { tried: Vec<PathBuf> },
+
+    #[error("reading the PostgreSQL version from {binary}: {message}")]
+    Version { binary: PathBuf, message: String },
+
+    #[error("preparing OS user {user:?} to run Postgres: {message}")]
+    RunAsUser { user: String, message: String },
+
+    #[error(
+        "{path} is not traversable by OS user {user:?}, which runs Postgres for {data_dir}; \
+         make it traversable (e.g. `chmod o+x {path}`) or choose a data directory elsewhere"
+    )]
+    NotTraversable {
+        path: PathBuf,
+        user: String,
+        data_dir: PathBuf,
+    },
+
+    #[error(
+        "the unix socket path {path} is {len} bytes, over the limit of {max}; \
+         choose a shorter --data-dir"
+    )]
+    SocketPathTooLong { path: PathBuf, len: usize, max: usize },
+
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("initdb into {dir} failed ({status}): {output}")]
+    Initdb {
+        dir: PathBuf,
+        status: String,
+        output: String,
+    },
+
+    #[error("starting Postgres for {data_dir} failed: {message}\n--- log tail ---\n{log_tail}")]
+    Start {
+        data_dir: PathBuf,
+        message: String,
+        log_tail: String,
+    },
+
+    #[error("stopping Postgres for {data_dir} (pid {pid}) failed: {message}")]
+    Stop {
+        data_dir: PathBuf,
+        pid: i32,
+        message: String,
+    },
+
+    #[error("{op} on the instance at {data_dir}")]
+    Sql {
+        op: &'static str,
+        data_dir: PathBuf,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("instance at {data_dir}: setting {name} = {value:?} was rejected")]
+    ConfigRejected {
+        data_dir: PathBuf,
+        name: String,
+        value: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error(
+        "{name:?} is not a valid parameter name (letters, digits, `_`, and `.` for \
+         extension parameters)"
+    )]
+    InvalidParameterName { name: String },
+
+    #[error("{name:?} is managed by pgplane and cannot be set in the spec")]
+    ReservedParameter { name: String },
+
+    #[error("extension {name:?} is not available on this server; available: {}", available.join(", "))]
+    ExtensionUnavailable { name: String, available: Vec<String> },
+
+    #[error("instance at {data_dir}: {op} extension {name:?} failed")]
+    Extension {
+        data_dir: PathBuf,
+        op: &'static str,
+        name: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("instance at {data_dir}: {op} timed out after {seconds} s")]
+    Timeout {
+        data_dir: PathBuf,
+        op: &'static str,
+        seconds: u64,
+    },
+
+    #[error("background task for {op} failed: {message}")]
+    Task { op: &'static str, message: String },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+
+    /// A short stable name for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::BinariesNotFound { .. } => "binaries_not_found",
+            Error::Version { .. } => "version",
+            Error::RunAsUser { .. } => "run_as_user",
+            Error::NotTraversable { .. } => "not_traversable",
+            Error::SocketPathTooLong { .. } => "socket_path_too_long",
+            Error::Io { .. } => "io",
+            Error::Initdb { .. } => "initdb",
+            Error::Start { .. } => "start",
+            Error::Stop { .. } => "stop",
+            Error::Sql { .. } => "sql",
+            Error::ConfigRejected { .. } => "config_rejected",
+            Error::InvalidParameterName { .. } => "invalid_parameter_name",
+            Error::ReservedParameter { .. } => "reserved_parameter",
+            Error::ExtensionUnavailable { .. } => "extension_unavailable",
+            Error::Extension { .. } => "extension",
+            Error::Timeout { .. } => "timeout",
+            Error::Task { .. } => "task",
+        }
+    }
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task {
+            op,
+            message: e.to_string(),
+        })?
+}

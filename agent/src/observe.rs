@@ -1,0 +1,98 @@
+//! What the instance actually runs, reported as a [`domain::ObservedSpec`].
+
+use std::collections::BTreeMap;
+
+use domain::quantity::normalize_setting;
+use domain::restart::effective_config;
+use domain::{InstanceSpec, ObservedSpec};
+use tokio_postgres::Client;
+
+use crate::converge::pending_restart;
+use crate::error::{blocking, Result};
+use crate::Agent;
+
+impl Agent {
+    /// Observes the instance: version, installed extensions, the current
+    /// values of the parameters the spec declares, and pending restarts.
+    /// Never starts a stopped server.
+    pub async fn observe(&self, spec: &InstanceSpec) -> Result<ObservedSpec> {
+        if self.running_pid().is_none() {
+            let bins = self.bins.clone();
+            return Ok(ObservedSpec {
+                postgres_version: blocking("reading the Postgres version", move || bins.version()).await?,
+                running: false,
+                ..ObservedSpec::default()
+            });
+        }
+        let client = self.start_connected().await?;
+        self.observe_with(&client, spec).await
+    }
+
+    pub(crate) async fn observe_with(&self, client: &Client, spec: &InstanceSpec) -> Result<ObservedSpec> {
+        let err = |e| self.sql_error("observing", e);
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int / 10000", &[])
+            .await
+            .map_err(err)?
+            .get(0);
+        let extensions = client
+            .query("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", &[])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let desired = effective_config(spec);
+        let names: Vec<&str> = desired.keys().map(String::as_str).collect();
+        let rows = client
+            .query(
+                "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY($1)",
+                &[&names],
+            )
+            .await
+            .map_err(err)?;
+        let config: BTreeMap<String, String> = rows
+            .iter()
+            .map(|r| {
+                let (name, current): (String, String) = (r.get(0), r.get(1));
+                let value = match desired.get(&name) {
+                    Some(wanted) if same_setting(&name, wanted, &current) => wanted.clone(),
+                    _ => current,
+                };
+                (name, value)
+            })
+            .collect();
+        Ok(ObservedSpec {
+            postgres_version: version.to_string(),
+            extensions,
+            config,
+            running: true,
+            pending_restart: pending_restart(client).await.map_err(err)?,
+        })
+    }
+}
+
+/// Whether two spellings of a parameter value mean the same (`16MB` and
+/// `16384kB`; `a, b` and `a,b` for lists).
+fn same_setting(name: &str, a: &str, b: &str) -> bool {
+    let list = |v: &str| -> Vec<String> {
+        v.split(',')
+            .map(|s| s.trim().trim_matches('"').to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    normalize_setting(name, a) == normalize_setting(name, b) || (a.contains(',') && list(a) == list(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_setting_ignores_spelling() {
+        assert!(same_setting("work_mem", "16MB", "16384kB"));
+        assert!(!same_setting("work_mem", "16MB", "64MB"));
+        assert!(same_setting("shared_preload_libraries", "a, b", "a,b"));
+        assert!(same_setting("jit", "true", "on"));
+    }
+}

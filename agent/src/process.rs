@@ -1,0 +1,255 @@
+//! Starting, stopping and finding the postmaster. The server is spawned
+//! directly (no `pg_ctl`), detached in its own process group so it outlives
+//! pgplane; a later pgplane adopts it through `postmaster.pid`.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio_postgres::Client;
+
+use crate::error::{blocking, Error, Result};
+use crate::sql::quote_literal;
+use crate::template::PGPLANE_CONF;
+use crate::Agent;
+
+const POLL: Duration = Duration::from_millis(10);
+const START_DEADLINE: Duration = Duration::from_secs(30);
+const FAST_STOP_DEADLINE: Duration = Duration::from_secs(60);
+const IMMEDIATE_STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+impl Agent {
+    /// Starts the server unless it already runs, and waits until it answers.
+    pub async fn start(&self) -> Result<()> {
+        self.start_connected().await.map(drop)
+    }
+
+    /// Stops the server with a fast shutdown (SIGINT); falls back to an
+    /// immediate shutdown (SIGQUIT) after 60 s. A no-op when not running.
+    pub async fn stop(&self) -> Result<()> {
+        let agent = self.clone();
+        blocking("stop", move || agent.stop_blocking()).await
+    }
+
+    /// [`Agent::stop`] for synchronous contexts such as `Drop`.
+    pub fn stop_blocking(&self) -> Result<()> {
+        let Some(pid) = self.running_pid() else {
+            return Ok(());
+        };
+        let _span = tracing::info_span!("stop", data_dir = %self.layout.data_dir.display(), pid).entered();
+        for (signal, deadline) in [
+            (Signal::SIGINT, FAST_STOP_DEADLINE),
+            (Signal::SIGQUIT, IMMEDIATE_STOP_DEADLINE),
+        ] {
+            match kill(Pid::from_raw(pid), signal) {
+                Ok(()) => {}
+                Err(Errno::ESRCH) => return Ok(()),
+                Err(e) => {
+                    return Err(Error::Stop {
+                        data_dir: self.layout.data_dir.clone(),
+                        pid,
+                        message: format!("sending {signal}: {e}"),
+                    })
+                }
+            }
+            let until = Instant::now() + deadline;
+            while Instant::now() < until {
+                if !process_alive(pid) {
+                    tracing::info!(%signal, "stopped");
+                    return Ok(());
+                }
+                std::thread::sleep(POLL);
+            }
+            tracing::warn!(%signal, ?deadline, "postmaster still running");
+        }
+        Err(Error::Stop {
+            data_dir: self.layout.data_dir.clone(),
+            pid,
+            message: "still running after fast and immediate shutdown".to_owned(),
+        })
+    }
+
+    pub async fn restart(&self) -> Result<()> {
+        self.stop().await?;
+        self.start().await
+    }
+
+    /// Whether a postmaster for this data directory is alive (it may still be
+    /// starting up).
+    pub async fn is_running(&self) -> Result<bool> {
+        Ok(self.running_pid().is_some())
+    }
+
+    /// Starts the server if needed and returns an admin connection to it.
+    pub(crate) async fn start_connected(&self) -> Result<Client> {
+        let exited = match self.running_pid() {
+            Some(pid) => {
+                tracing::debug!(pid, "adopting the running postmaster");
+                None
+            }
+            None => Some(self.spawn_postmaster()?),
+        };
+        self.wait_until_ready(exited).await
+    }
+
+    /// The postmaster's pid from `postmaster.pid`, if that process is alive.
+    pub(crate) fn running_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.layout.data_dir.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        (pid > 0 && process_alive(pid)).then_some(pid)
+    }
+
+    /// Spawns `postgres -D data_dir`, detached, with stdout and stderr going
+    /// to the log file. Returns a cell that a reaper thread fills when the
+    /// process exits.
+    fn spawn_postmaster(&self) -> Result<Arc<Mutex<Option<ExitStatus>>>> {
+        let layout = &self.layout;
+        layout.check_socket_path()?;
+        self.run_as.check_traversable(&layout.data_dir, &layout.data_dir)?;
+        if !layout.socket_dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&layout.socket_dir)
+                .map_err(Error::io("creating the socket directory", &layout.socket_dir))?;
+        }
+        self.run_as.chown(&layout.socket_dir)?;
+        self.write_pgplane_conf(&layout.data_dir)?;
+        let log_dir = layout.log_file.parent().unwrap_or(Path::new("/"));
+        if !log_dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(log_dir)
+                .map_err(Error::io("creating the log directory", log_dir))?;
+            self.run_as.chown(log_dir)?;
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&layout.log_file)
+            .map_err(Error::io("opening the server log", &layout.log_file))?;
+        self.run_as.chown(&layout.log_file)?;
+        let stderr = log.try_clone().map_err(Error::io("duplicating", &layout.log_file))?;
+        let postgres = self.bins.postgres();
+        let mut child = self
+            .run_as
+            .command(&postgres)
+            .arg("-D")
+            .arg(&layout.data_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .map_err(Error::io("spawning", &postgres))?;
+        tracing::info!(pid = child.id(), data_dir = %layout.data_dir.display(), "postmaster spawned");
+        // Reap the child when it exits, so a stopped server never lingers as
+        // a zombie that still looks alive.
+        let exited = Arc::new(Mutex::new(None));
+        let cell = Arc::clone(&exited);
+        std::thread::Builder::new()
+            .name(format!("reap-postmaster-{}", child.id()))
+            .spawn(move || {
+                if let Ok(status) = child.wait() {
+                    *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+                }
+            })
+            .map_err(|e| Error::Task {
+                op: "spawning the postmaster reaper",
+                message: e.to_string(),
+            })?;
+        Ok(exited)
+    }
+
+    /// Polls the unix socket until a connection succeeds.
+    async fn wait_until_ready(&self, exited: Option<Arc<Mutex<Option<ExitStatus>>>>) -> Result<Client> {
+        let started = Instant::now();
+        loop {
+            let attempt = self.try_connect().await;
+            match attempt {
+                Ok(client) => {
+                    tracing::debug!(elapsed = ?started.elapsed(), "server ready");
+                    return Ok(client);
+                }
+                Err(e) => {
+                    let status = exited
+                        .as_ref()
+                        .and_then(|c| *c.lock().unwrap_or_else(|e| e.into_inner()));
+                    if let Some(status) = status {
+                        return Err(self.start_error(format!("postgres exited with {status}")));
+                    }
+                    if started.elapsed() > START_DEADLINE {
+                        return Err(self.start_error(format!(
+                            "not accepting connections after {} s (last error: {e})",
+                            START_DEADLINE.as_secs()
+                        )));
+                    }
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn start_error(&self, message: String) -> Error {
+        Error::Start {
+            data_dir: self.layout.data_dir.clone(),
+            message,
+            log_tail: log_tail(&self.layout.log_file, 20),
+        }
+    }
+
+    /// The settings pgplane owns, rewritten before every start so the port
+    /// and socket follow the instance config.
+    pub(crate) fn write_pgplane_conf(&self, data_dir: &Path) -> Result<()> {
+        let c = &self.config;
+        let text = format!(
+            "# Managed by pgplane; rewritten before every start. Do not edit.\n\
+             # The server log is Postgres' stderr, in log/postgres.log.\n\
+             port = {port}\n\
+             listen_addresses = {listen}\n\
+             unix_socket_directories = {socket}\n\
+             unix_socket_permissions = 0700\n\
+             password_encryption = 'scram-sha-256'\n\
+             logging_collector = off\n\
+             log_destination = 'stderr'\n",
+            port = c.port,
+            listen = quote_literal(&c.listen_address),
+            socket = quote_literal(&self.layout.socket_dir.to_string_lossy()),
+        );
+        let path = data_dir.join(PGPLANE_CONF);
+        std::fs::write(&path, text).map_err(Error::io("writing", &path))?;
+        self.run_as.chown(&path)
+    }
+}
+
+/// Alive and not a zombie. A pid the kernel reuses for something that is not
+/// Postgres does not count.
+fn process_alive(pid: i32) -> bool {
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return false,
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    if matches!(state, Some('Z' | 'X')) {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains("postgres"),
+        // No procfs: trust kill(2).
+        Err(_) => true,
+    }
+}
+
+/// The last `lines` lines of a file, for error messages.
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the agent against real Postgres servers.
+
+mod converge;
+mod lifecycle;
+mod support;

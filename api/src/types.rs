@@ -1,0 +1,142 @@
+//! Request and response bodies.
+
+use chrono::{DateTime, Utc};
+use domain::{ConnectionInfo, FieldError, InstanceSpec, ObservedSpec, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// `POST /api/v1/instances`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateInstance {
+    /// DNS-1123 label, unique in the organisation.
+    pub name: String,
+    #[serde(default)]
+    pub spec: InstanceSpec,
+    /// Which data plane runs it; the control plane's default when absent.
+    #[serde(default)]
+    pub data_plane: Option<String>,
+    /// Who manages the instance: `api` (default), `terraform`, or `git:<source>`.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// `PUT /api/v1/instances/{name}`: replaces the desired spec.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateInstance {
+    pub spec: InstanceSpec,
+    /// Only apply if the instance is still at this generation (optimistic concurrency).
+    #[serde(default)]
+    pub expected_generation: Option<i64>,
+}
+
+/// An instance as the control plane knows it: desired, observed, and state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub id: Uuid,
+    pub org: String,
+    pub name: String,
+    pub data_plane: String,
+    pub owner: String,
+    pub state: State,
+    /// Bumped by every accepted command.
+    pub generation: i64,
+    /// The generation the data plane last reported on.
+    pub observed_generation: i64,
+    pub spec: InstanceSpec,
+    pub observed: Option<ObservedSpec>,
+    pub observed_at: Option<DateTime<Utc>>,
+    pub connection: Option<ConnectionInfo>,
+    /// Why the instance is in `Error`.
+    pub error: Option<String>,
+    /// Why the last accepted update will restart Postgres (empty: it will not).
+    #[serde(default)]
+    pub restart_reasons: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceList {
+    pub items: Vec<Instance>,
+}
+
+/// One entry of an instance's state timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub from: Option<State>,
+    pub event: String,
+    pub to: State,
+    pub generation: i64,
+    pub actor: String,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    pub items: Vec<HistoryEntry>,
+}
+
+/// `GET /api/v1/instances/{name}/credentials`. Sensitive.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    /// `postgres://user:password@host:port/database`
+    pub uri: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// `POST /api/v1/tokens` (admin tokens only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateToken {
+    pub org: String,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCreated {
+    pub org: String,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+}
+
+/// Every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Machine-readable: `invalid`, `conflict`, `illegal_transition`,
+    /// `not_found`, `unauthorized`, `deleted`, `unavailable`, `internal`.
+    pub code: String,
+    pub message: String,
+    /// For `invalid`: each field that failed, with its path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+}

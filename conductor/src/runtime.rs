@@ -1,0 +1,77 @@
+//! What a data plane runs instances on.
+
+use async_trait::async_trait;
+use domain::{ConnectionInfo, DataPlaneEvent, ObservedSpec, ReportKind};
+use uuid::Uuid;
+
+/// The result of applying one event.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub report: ReportKind,
+    pub observed: Option<ObservedSpec>,
+    pub connection: Option<ConnectionInfo>,
+    /// Whether Postgres was restarted to apply the event.
+    pub restarted: bool,
+    /// A password to put in the secret store (new instances only).
+    pub password: Option<String>,
+}
+
+/// A periodic re-observation of one instance.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub instance_id: Uuid,
+    /// The generation last applied.
+    pub generation: i64,
+    pub observed: ObservedSpec,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The instance could not be converged; the reason is shown to users.
+    #[error("{0}")]
+    Apply(String),
+    #[error(transparent)]
+    Agent(#[from] agent::Error),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Turns events into running instances. Implementations are idempotent:
+/// applying a generation they already applied only re-reports it.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// `local`, `simulated`, `kubernetes`.
+    fn kind(&self) -> &'static str;
+    async fn available_extensions(&self) -> Result<Vec<String>, RuntimeError>;
+    async fn apply(&self, event: &DataPlaneEvent) -> Result<Applied, RuntimeError>;
+    async fn observe_all(&self) -> Vec<Observation>;
+}
+
+/// The report kind for a non-delete event, from what actually happened.
+pub fn report_kind(
+    event: domain::EventKind,
+    created: bool,
+    started: bool,
+    stopped: bool,
+    restarted: bool,
+) -> ReportKind {
+    use domain::EventKind as K;
+    if event == K::Delete {
+        ReportKind::Deleted
+    } else if created {
+        ReportKind::Created
+    } else if stopped {
+        ReportKind::Stopped
+    } else if started || event == K::Start {
+        ReportKind::Started
+    } else if restarted || event == K::Restart {
+        ReportKind::Restarted
+    } else {
+        ReportKind::Updated
+    }
+}
