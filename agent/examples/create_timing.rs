@@ -22,7 +22,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let template = Template::ensure(&root.join("template"), &bins, &run_as).await?;
     println!("template (initdb): {:?}", t.elapsed());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let agent = Agent::new(bins, run_as, InstanceConfig::new(root.join("data"), port));
     let password = Secret::generate();
     let t = Instant::now();
@@ -39,7 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     tokio::spawn(conn);
     client.query_one("SELECT 1", &[]).await?;
-    println!("create: {created:?}; create → first query over TCP: {:?}", t.elapsed());
+    println!(
+        "create: {created:?}; create → first query over TCP: {:?}",
+        t.elapsed()
+    );
 
     agent.delete().await?;
     std::fs::remove_dir_all(&root)?;

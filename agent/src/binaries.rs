@@ -35,7 +35,7 @@ impl PostgresBinaries {
                 Some((major, e.path().join("bin")))
             })
             .collect();
-        majors.sort_by(|a, b| b.0.cmp(&a.0));
+        majors.sort_by_key(|m| std::cmp::Reverse(m.0));
         for (_, dir) in majors {
             if has_server(&dir) {
                 return Ok(PostgresBinaries { bindir: dir });
@@ -98,7 +98,10 @@ mod tests {
             parse_major("postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)\n").as_deref(),
             Some("15")
         );
-        assert_eq!(parse_major("postgres (PostgreSQL) 17beta1").as_deref(), Some("17"));
+        assert_eq!(
+            parse_major("postgres (PostgreSQL) 17beta1").as_deref(),
+            Some("17")
+        );
         assert_eq!(parse_major("nonsense"), None);
     }
 }

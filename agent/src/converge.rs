@@ -27,9 +27,21 @@ pub struct ConvergeOutcome {
 }
 
 impl Agent {
-    /// Converges the instance to `spec`; see the crate docs for the steps.
-    #[tracing::instrument(skip_all, fields(data_dir = %self.layout.data_dir.display(), force_restart))]
-    pub async fn converge(&self, spec: &InstanceSpec, force_restart: bool) -> Result<ConvergeOutcome> {
+    /// Converges the instance to `spec`:
+    /// 1. `spec.stopped`: stop, and report it stopped.
+    /// 2. Start if needed; refuse extensions the server does not have.
+    /// 3. `ALTER SYSTEM SET` the effective config (user parameters plus the
+    ///    preload libraries of its extensions), `RESET` what is no longer
+    ///    wanted, reload and wait until the reload took effect.
+    /// 4. Restart when `pg_settings.pending_restart` names anything, or when
+    ///    `force_restart`.
+    /// 5. `CREATE EXTENSION` the wanted ones, `DROP EXTENSION` the others.
+    #[tracing::instrument(skip_all, fields(data_dir = %self.layout.data_dir.display(), force_restart = force_restart))]
+    pub async fn converge(
+        &self,
+        spec: &InstanceSpec,
+        force_restart: bool,
+    ) -> Result<ConvergeOutcome> {
         if spec.stopped {
             self.stop().await?;
             return Ok(ConvergeOutcome {
@@ -67,11 +79,17 @@ impl Agent {
 
     async fn check_extensions_available(&self, client: &Client, spec: &InstanceSpec) -> Result<()> {
         let rows = client
-            .query("SELECT name FROM pg_available_extensions ORDER BY name", &[])
+            .query(
+                "SELECT name FROM pg_available_extensions ORDER BY name",
+                &[],
+            )
             .await
             .map_err(|e| self.sql_error("listing available extensions", e))?;
         let available: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        match spec.extension_names().find(|n| !available.iter().any(|a| a == n)) {
+        match spec
+            .extension_names()
+            .find(|n| !available.iter().any(|a| a == n))
+        {
             Some(name) => Err(Error::ExtensionUnavailable {
                 name: name.to_owned(),
                 available,
@@ -82,7 +100,11 @@ impl Agent {
 
     /// `ALTER SYSTEM SET` what differs from `postgresql.auto.conf`, `RESET`
     /// what is there but no longer desired. Returns whether anything changed.
-    async fn apply_config(&self, client: &Client, desired: &BTreeMap<String, String>) -> Result<bool> {
+    async fn apply_config(
+        &self,
+        client: &Client,
+        desired: &BTreeMap<String, String>,
+    ) -> Result<bool> {
         let rows = client
             .query(
                 "SELECT lower(name), setting FROM pg_file_settings \
@@ -91,20 +113,27 @@ impl Agent {
             )
             .await
             .map_err(|e| self.sql_error("reading postgresql.auto.conf", e))?;
-        let current: BTreeMap<String, Option<String>> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let current: BTreeMap<String, Option<String>> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         let mut changed = false;
         for (name, value) in desired {
-            if current.get(name).is_some_and(|v| v.as_deref() == Some(value)) {
+            if current
+                .get(name)
+                .is_some_and(|v| v.as_deref() == Some(value))
+            {
                 continue;
             }
             tracing::info!(name, value, "ALTER SYSTEM SET");
             let sql = format!("ALTER SYSTEM SET {name} = {}", quote_literal(value));
-            client.batch_execute(&sql).await.map_err(|source| Error::ConfigRejected {
-                data_dir: self.layout.data_dir.clone(),
-                name: name.clone(),
-                value: value.clone(),
-                source,
-            })?;
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|source| Error::ConfigRejected {
+                    data_dir: self.layout.data_dir.clone(),
+                    name: name.clone(),
+                    value: value.clone(),
+                    source,
+                })?;
             changed = true;
         }
         for name in current.keys().filter(|n| !desired.contains_key(*n)) {
@@ -129,7 +158,10 @@ impl Agent {
         let err = |e| self.sql_error("reloading the configuration", e);
         let load_time = "SELECT pg_conf_load_time()::text";
         let before: String = client.query_one(load_time, &[]).await.map_err(err)?.get(0);
-        client.batch_execute("SELECT pg_reload_conf()").await.map_err(err)?;
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .map_err(err)?;
         let started = Instant::now();
         loop {
             let now: String = client.query_one(load_time, &[]).await.map_err(err)?.get(0);
@@ -151,13 +183,19 @@ impl Agent {
     /// keeping `plpgsql` and whatever the wanted extensions depend on.
     async fn converge_extensions(&self, client: &Client, spec: &InstanceSpec) -> Result<()> {
         for name in spec.extension_names() {
-            let sql = format!("CREATE EXTENSION IF NOT EXISTS {} CASCADE", quote_ident(name));
-            client.batch_execute(&sql).await.map_err(|source| Error::Extension {
-                data_dir: self.layout.data_dir.clone(),
-                op: "creating",
-                name: name.to_owned(),
-                source,
-            })?;
+            let sql = format!(
+                "CREATE EXTENSION IF NOT EXISTS {} CASCADE",
+                quote_ident(name)
+            );
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|source| Error::Extension {
+                    data_dir: self.layout.data_dir.clone(),
+                    op: "creating",
+                    name: name.to_owned(),
+                    source,
+                })?;
         }
         let wanted: Vec<&str> = spec.extension_names().collect();
         let rows = client
@@ -207,9 +245,14 @@ fn check_parameters(desired: &BTreeMap<String, String>) -> Result<()> {
 /// clears) the flag for every postmaster parameter whose file value differs
 /// from the running one, without waiting for any signal.
 pub(crate) async fn pending_restart(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
-    client.batch_execute("SELECT count(*) FROM pg_file_settings").await?;
+    client
+        .batch_execute("SELECT count(*) FROM pg_file_settings")
+        .await?;
     let rows = client
-        .query("SELECT name FROM pg_settings WHERE pending_restart ORDER BY name", &[])
+        .query(
+            "SELECT name FROM pg_settings WHERE pending_restart ORDER BY name",
+            &[],
+        )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -26,9 +26,13 @@ impl Agent {
         }
         let started = Instant::now();
         layout.check_socket_path()?;
-        self.run_as.check_traversable(&layout.tmp_dir, &layout.data_dir)?;
+        self.run_as
+            .check_traversable(&layout.tmp_dir, &layout.data_dir)?;
         let (agent, template_dir) = (self.clone(), template.dir.clone());
-        blocking("preparing the data directory", move || agent.prepare_data_dir(&template_dir)).await?;
+        blocking("preparing the data directory", move || {
+            agent.prepare_data_dir(&template_dir)
+        })
+        .await?;
         tracing::debug!(elapsed = ?started.elapsed(), "data directory copied");
         let client = self.start_connected().await?;
         tracing::debug!(elapsed = ?started.elapsed(), "server started");
@@ -41,7 +45,8 @@ impl Agent {
             .batch_execute(&sql)
             .await
             .map_err(|e| self.sql_error("setting the postgres password", e))?;
-        std::fs::write(&layout.marker, "created by pgplane\n").map_err(Error::io("writing", &layout.marker))?;
+        std::fs::write(&layout.marker, "created by pgplane\n")
+            .map_err(Error::io("writing", &layout.marker))?;
         tracing::info!(data_dir = %layout.data_dir.display(), elapsed = ?started.elapsed(), "instance created");
         Ok(())
     }
@@ -81,8 +86,10 @@ impl Agent {
             self.allow_remote_clients(&layout.tmp_dir)?;
         }
         self.write_pgplane_conf(&layout.tmp_dir)?;
-        std::fs::rename(&layout.tmp_dir, &layout.data_dir)
-            .map_err(Error::io("renaming the new data directory into place at", &layout.data_dir))
+        std::fs::rename(&layout.tmp_dir, &layout.data_dir).map_err(Error::io(
+            "renaming the new data directory into place at",
+            &layout.data_dir,
+        ))
     }
 
     /// Listening beyond loopback: clients from anywhere, still with SCRAM.
@@ -129,7 +136,9 @@ fn copy_tree(src: &Path, dst: &Path, run_as: &RunAs) -> Result<()> {
     let mut jobs = Vec::new();
     create_dirs(src, dst, run_as, &mut jobs)?;
     jobs.sort_by_key(|j| std::cmp::Reverse(j.files.len()));
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 4);
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -138,7 +147,8 @@ fn copy_tree(src: &Path, dst: &Path, run_as: &RunAs) -> Result<()> {
                     while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                         for name in &job.files {
                             let to = job.dst.join(name);
-                            std::fs::copy(job.src.join(name), &to).map_err(Error::io("copying to", &to))?;
+                            std::fs::copy(job.src.join(name), &to)
+                                .map_err(Error::io("copying to", &to))?;
                             run_as.chown(&to)?;
                         }
                     }
@@ -167,8 +177,11 @@ struct CopyJob {
 fn create_dirs(src: &Path, dst: &Path, run_as: &RunAs, jobs: &mut Vec<CopyJob>) -> Result<()> {
     let meta = std::fs::metadata(src).map_err(Error::io("reading", src))?;
     std::fs::create_dir(dst).map_err(Error::io("creating", dst))?;
-    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.permissions().mode()))
-        .map_err(Error::io("setting permissions of", dst))?;
+    std::fs::set_permissions(
+        dst,
+        std::fs::Permissions::from_mode(meta.permissions().mode()),
+    )
+    .map_err(Error::io("setting permissions of", dst))?;
     run_as.chown(dst)?;
     let mut files = Vec::new();
     for entry in std::fs::read_dir(src).map_err(Error::io("listing", src))? {

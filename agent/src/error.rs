@@ -33,7 +33,11 @@ pub enum Error {
         "the unix socket path {path} is {len} bytes, over the limit of {max}; \
          choose a shorter --data-dir"
     )]
-    SocketPathTooLong { path: PathBuf, len: usize, max: usize },
+    SocketPathTooLong {
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
 
     #[error("{op} {path}")]
     Io {
@@ -91,7 +95,10 @@ pub enum Error {
     ReservedParameter { name: String },
 
     #[error("extension {name:?} is not available on this server; available: {}", available.join(", "))]
-    ExtensionUnavailable { name: String, available: Vec<String> },
+    ExtensionUnavailable {
+        name: String,
+        available: Vec<String>,
+    },
 
     #[error("instance at {data_dir}: {op} extension {name:?} failed")]
     Extension {
@@ -114,7 +121,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
     }

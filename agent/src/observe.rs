@@ -19,7 +19,8 @@ impl Agent {
         if self.running_pid().is_none() {
             let bins = self.bins.clone();
             return Ok(ObservedSpec {
-                postgres_version: blocking("reading the Postgres version", move || bins.version()).await?,
+                postgres_version: blocking("reading the Postgres version", move || bins.version())
+                    .await?,
                 running: false,
                 ..ObservedSpec::default()
             });
@@ -28,15 +29,25 @@ impl Agent {
         self.observe_with(&client, spec).await
     }
 
-    pub(crate) async fn observe_with(&self, client: &Client, spec: &InstanceSpec) -> Result<ObservedSpec> {
+    pub(crate) async fn observe_with(
+        &self,
+        client: &Client,
+        spec: &InstanceSpec,
+    ) -> Result<ObservedSpec> {
         let err = |e| self.sql_error("observing", e);
         let version: i32 = client
-            .query_one("SELECT current_setting('server_version_num')::int / 10000", &[])
+            .query_one(
+                "SELECT current_setting('server_version_num')::int / 10000",
+                &[],
+            )
             .await
             .map_err(err)?
             .get(0);
         let extensions = client
-            .query("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", &[])
+            .query(
+                "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
+                &[],
+            )
             .await
             .map_err(err)?
             .iter()
@@ -81,7 +92,8 @@ fn same_setting(name: &str, a: &str, b: &str) -> bool {
             .filter(|s| !s.is_empty())
             .collect()
     };
-    normalize_setting(name, a) == normalize_setting(name, b) || (a.contains(',') && list(a) == list(b))
+    normalize_setting(name, a) == normalize_setting(name, b)
+        || (a.contains(',') && list(a) == list(b))
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ impl Agent {
         let Some(pid) = self.running_pid() else {
             return Ok(());
         };
-        let _span = tracing::info_span!("stop", data_dir = %self.layout.data_dir.display(), pid).entered();
+        let _span =
+            tracing::info_span!("stop", data_dir = %self.layout.data_dir.display(), pid).entered();
         for (signal, deadline) in [
             (Signal::SIGINT, FAST_STOP_DEADLINE),
             (Signal::SIGQUIT, IMMEDIATE_STOP_DEADLINE),
@@ -88,15 +89,40 @@ impl Agent {
     }
 
     /// Starts the server if needed and returns an admin connection to it.
+    /// A running postmaster is adopted; one that goes away while we wait for
+    /// it (it was shutting down) is replaced.
     pub(crate) async fn start_connected(&self) -> Result<Client> {
-        let exited = match self.running_pid() {
-            Some(pid) => {
-                tracing::debug!(pid, "adopting the running postmaster");
-                None
+        let started = Instant::now();
+        let mut spawned: Option<Arc<Mutex<Option<ExitStatus>>>> = None;
+        loop {
+            if spawned.is_none() {
+                match self.running_pid() {
+                    Some(pid) => tracing::trace!(pid, "waiting for the running postmaster"),
+                    None => spawned = Some(self.spawn_postmaster()?),
+                }
             }
-            None => Some(self.spawn_postmaster()?),
-        };
-        self.wait_until_ready(exited).await
+            match self.try_connect().await {
+                Ok(client) => {
+                    tracing::debug!(elapsed = ?started.elapsed(), "server ready");
+                    return Ok(client);
+                }
+                Err(e) => {
+                    let status = spawned
+                        .as_ref()
+                        .and_then(|c| *c.lock().unwrap_or_else(|e| e.into_inner()));
+                    if let Some(status) = status {
+                        return Err(self.start_error(format!("postgres exited with {status}")));
+                    }
+                    if started.elapsed() > START_DEADLINE {
+                        return Err(self.start_error(format!(
+                            "not accepting connections after {} s (last error: {e})",
+                            START_DEADLINE.as_secs()
+                        )));
+                    }
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// The postmaster's pid from `postmaster.pid`, if that process is alive.
@@ -112,12 +138,16 @@ impl Agent {
     fn spawn_postmaster(&self) -> Result<Arc<Mutex<Option<ExitStatus>>>> {
         let layout = &self.layout;
         layout.check_socket_path()?;
-        self.run_as.check_traversable(&layout.data_dir, &layout.data_dir)?;
+        self.run_as
+            .check_traversable(&layout.data_dir, &layout.data_dir)?;
         if !layout.socket_dir.is_dir() {
             std::fs::DirBuilder::new()
                 .mode(0o700)
                 .create(&layout.socket_dir)
-                .map_err(Error::io("creating the socket directory", &layout.socket_dir))?;
+                .map_err(Error::io(
+                    "creating the socket directory",
+                    &layout.socket_dir,
+                ))?;
         }
         self.run_as.chown(&layout.socket_dir)?;
         self.write_pgplane_conf(&layout.data_dir)?;
@@ -135,7 +165,9 @@ impl Agent {
             .open(&layout.log_file)
             .map_err(Error::io("opening the server log", &layout.log_file))?;
         self.run_as.chown(&layout.log_file)?;
-        let stderr = log.try_clone().map_err(Error::io("duplicating", &layout.log_file))?;
+        let stderr = log
+            .try_clone()
+            .map_err(Error::io("duplicating", &layout.log_file))?;
         let postgres = self.bins.postgres();
         let mut child = self
             .run_as
@@ -165,35 +197,6 @@ impl Agent {
                 message: e.to_string(),
             })?;
         Ok(exited)
-    }
-
-    /// Polls the unix socket until a connection succeeds.
-    async fn wait_until_ready(&self, exited: Option<Arc<Mutex<Option<ExitStatus>>>>) -> Result<Client> {
-        let started = Instant::now();
-        loop {
-            let attempt = self.try_connect().await;
-            match attempt {
-                Ok(client) => {
-                    tracing::debug!(elapsed = ?started.elapsed(), "server ready");
-                    return Ok(client);
-                }
-                Err(e) => {
-                    let status = exited
-                        .as_ref()
-                        .and_then(|c| *c.lock().unwrap_or_else(|e| e.into_inner()));
-                    if let Some(status) = status {
-                        return Err(self.start_error(format!("postgres exited with {status}")));
-                    }
-                    if started.elapsed() > START_DEADLINE {
-                        return Err(self.start_error(format!(
-                            "not accepting connections after {} s (last error: {e})",
-                            START_DEADLINE.as_secs()
-                        )));
-                    }
-                }
-            }
-            tokio::time::sleep(POLL).await;
-        }
     }
 
     fn start_error(&self, message: String) -> Error {
@@ -236,7 +239,9 @@ fn process_alive(pid: i32) -> bool {
         Err(_) => return false,
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
     if matches!(state, Some('Z' | 'X')) {
         return false;
     }

@@ -62,7 +62,13 @@ impl RunAs {
                 }
                 tracing::info!(user = name, "creating system user to run Postgres");
                 let out = Command::new("useradd")
-                    .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+                    .args([
+                        "--system",
+                        "--no-create-home",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        name,
+                    ])
                     .output()
                     .map_err(|e| err(format!("running useradd: {e}")))?;
                 if !out.status.success() {
@@ -72,7 +78,8 @@ impl RunAs {
                         String::from_utf8_lossy(&out.stderr).trim()
                     )));
                 }
-                lookup()?.ok_or_else(|| err("useradd succeeded but the user is not found".into()))?
+                lookup()?
+                    .ok_or_else(|| err("useradd succeeded but the user is not found".into()))?
             }
         };
         let me = getuid();

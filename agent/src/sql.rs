@@ -1,10 +1,14 @@
 //! The agent's SQL connection (unix socket, as `postgres`) and the quoting
 //! rules for the few statements that cannot take bind parameters.
 
+use std::time::Duration;
+
 use tokio_postgres::{Client, NoTls};
 
 use crate::error::{Error, Result};
 use crate::Agent;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Agent {
     /// One connection attempt over the unix socket. It sets no session
@@ -16,6 +20,7 @@ impl Agent {
             .port(self.config.port)
             .user("postgres")
             .dbname("postgres")
+            .connect_timeout(CONNECT_TIMEOUT)
             .connect(NoTls)
             .await?;
         tokio::spawn(async move {
@@ -51,7 +56,8 @@ pub(crate) fn quote_literal(value: &str) -> String {
 pub(crate) fn check_parameter_name(name: &str) -> Result<()> {
     let part_ok = |p: &str| {
         p.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
     };
     let parts: Vec<&str> = name.split('.').collect();
     if name.len() < 64 && parts.len() <= 2 && parts.iter().all(|p| part_ok(p)) {

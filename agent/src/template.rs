@@ -44,6 +44,13 @@ impl Template {
         if is_complete(&dir) {
             return Ok(Template { dir });
         }
+        // One build at a time in this process; other processes race safely
+        // through the atomic rename.
+        static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _guard = BUILDING.lock().await;
+        if is_complete(&dir) {
+            return Ok(Template { dir });
+        }
         let (bins, run_as, target) = (bins.clone(), run_as.clone(), dir.clone());
         blocking("initdb", move || build(&target, &bins, &run_as)).await?;
         Ok(Template { dir })
@@ -64,7 +71,11 @@ fn build(dir: &Path, bins: &PostgresBinaries, run_as: &RunAs) -> Result<()> {
     }
     let parent = dir.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
-    let tmp = sibling(dir, &format!("tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+    remove_abandoned_builds(dir);
+    let tmp = sibling(
+        dir,
+        &format!("tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()),
+    );
     run_as.check_traversable(&tmp, dir)?;
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -90,6 +101,29 @@ fn build(dir: &Path, bins: &PostgresBinaries, run_as: &RunAs) -> Result<()> {
             path: dir.to_path_buf(),
             source: e,
         }),
+    }
+}
+
+/// Removes `<dir>.tmp-<pid>-*` left by builds whose process is gone.
+fn remove_abandoned_builds(dir: &Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        let gone = pid.is_some_and(|p| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
+                == Err(nix::errno::Errno::ESRCH)
+        });
+        if gone {
+            tracing::info!(path = %entry.path().display(), "removing an abandoned template build");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

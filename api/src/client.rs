@@ -84,15 +84,21 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|source| ClientError::Unreachable {
-            endpoint: self.endpoint.clone(),
-            source,
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Unreachable {
-            endpoint: self.endpoint.clone(),
-            source,
-        })?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
         if status.is_success() {
             let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
                 b"null"

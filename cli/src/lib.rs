@@ -1,1 +1,126 @@
-//! cli
+//! The `pgplane` command line: every subcommand parses its arguments here
+//! and calls into the library crates.
+
+pub mod instance;
+pub mod output;
+pub mod server;
+pub mod up;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::OutputFormat;
+
+/// Declarative managed Postgres.
+///
+/// Start everything on this machine with `pgplane up`, then manage instances
+/// with `pgplane instance …` (the endpoint and token come from
+/// PGPLANE_ENDPOINT and PGPLANE_TOKEN, which `pgplane up` writes to
+/// DATA_DIR/pgplane.env).
+#[derive(Parser, Debug)]
+#[command(name = "pgplane", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything in one process: an embedded state Postgres, the control
+    /// plane's HTTP API and a conductor with the local runtime.
+    Up(up::UpArgs),
+    /// Manage Postgres instances through the control-plane API.
+    Instance {
+        #[command(flatten)]
+        conn: ApiArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
+        output: OutputFormat,
+        #[command(subcommand)]
+        command: instance::InstanceCommand,
+    },
+    /// Run the control plane alone, against an external Postgres.
+    Server(server::ServerArgs),
+    /// Run a conductor (data plane) alone, against the control plane's database.
+    Conductor(server::ConductorArgs),
+    /// Manage API tokens directly in the control-plane database.
+    Token {
+        #[command(subcommand)]
+        command: server::TokenCommand,
+    },
+    /// Print the control plane's OpenAPI document.
+    Openapi,
+}
+
+/// Where the control-plane API is and who you are.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Control-plane endpoint, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "PGPLANE_ENDPOINT", default_value = "http://127.0.0.1:8080", global = true)]
+    pub endpoint: String,
+    /// Bearer token (scoped to one organisation); `pgplane up` prints one.
+    #[arg(long, env = "PGPLANE_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Up(args) => {
+            init_logging("info");
+            report(up::run(args).await)
+        }
+        Command::Server(args) => {
+            init_logging("info");
+            report(server::run_server(args).await)
+        }
+        Command::Conductor(args) => {
+            init_logging("info");
+            report(server::run_conductor(args).await)
+        }
+        Command::Token { command } => {
+            init_logging("warn");
+            report(server::run_token(command).await)
+        }
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&reconciler::http::openapi_document())
+                    .expect("OpenAPI document serialises")
+            );
+            0
+        }
+        Command::Instance {
+            conn,
+            output,
+            command,
+        } => {
+            init_logging("warn");
+            let Some(token) = conn.token else {
+                eprintln!("error: no token: set PGPLANE_TOKEN (`pgplane up` writes it to DATA_DIR/pgplane.env) or pass --token");
+                return 1;
+            };
+            let client = api::Client::new(&conn.endpoint, &token);
+            instance::run(command, &client, output).await.clamp(0, 255) as u8
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> u8 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+/// Logs go to stderr (stdout is for results); `RUST_LOG` overrides the level.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

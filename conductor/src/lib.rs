@@ -186,7 +186,8 @@ pub async fn handle<R: Runtime + ?Sized>(
 fn success_report(event: &DataPlaneEvent, applied: Applied) -> StatusReport {
     let prediction_note = match (event.kind, event.restart_predicted, applied.restarted) {
         (domain::EventKind::Update, true, false) => Some(
-            "restart was predicted but Postgres did not need one (pending_restart was empty)".to_owned(),
+            "restart was predicted but Postgres did not need one (pending_restart was empty)"
+                .to_owned(),
         ),
         (domain::EventKind::Update, false, true) => Some(
             "no restart was predicted but Postgres reported pending_restart; restarted".to_owned(),

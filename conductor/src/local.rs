@@ -116,11 +116,15 @@ impl LocalRuntime {
         let path = self.state_path(state.instance_id);
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
-        tokio::fs::write(&tmp, bytes).await.map_err(io("write", &tmp))?;
+        tokio::fs::write(&tmp, bytes)
+            .await
+            .map_err(io("write", &tmp))?;
         tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
             .await
             .map_err(io("chmod", &tmp))?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io("rename", &tmp))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(io("rename", &tmp))?;
         Ok(())
     }
 
@@ -132,9 +136,14 @@ impl LocalRuntime {
         while let Ok(Some(entry)) = dir.next_entry().await {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("i-") && name.ends_with(".json") {
-                match tokio::fs::read(entry.path()).await.map(|b| serde_json::from_slice::<InstanceState>(&b)) {
+                match tokio::fs::read(entry.path())
+                    .await
+                    .map(|b| serde_json::from_slice::<InstanceState>(&b))
+                {
                     Ok(Ok(s)) => out.push(s),
-                    _ => tracing::warn!(file = %entry.path().display(), "unreadable instance state file skipped"),
+                    _ => {
+                        tracing::warn!(file = %entry.path().display(), "unreadable instance state file skipped")
+                    }
                 }
             }
         }
@@ -152,7 +161,9 @@ impl LocalRuntime {
             let agent = self.agent(s.instance_id, s.port);
             match agent.start().await {
                 Ok(()) => n += 1,
-                Err(e) => tracing::warn!(instance = %s.name, error = %e, "could not start instance on adoption"),
+                Err(e) => {
+                    tracing::warn!(instance = %s.name, error = %e, "could not start instance on adoption")
+                }
             }
         }
         n
@@ -174,7 +185,9 @@ impl LocalRuntime {
             if let Some(s) = &existing {
                 self.agent(s.instance_id, s.port).delete().await?;
                 let path = self.state_path(s.instance_id);
-                tokio::fs::remove_file(&path).await.map_err(io("remove", &path))?;
+                tokio::fs::remove_file(&path)
+                    .await
+                    .map_err(io("remove", &path))?;
             }
             return Ok(Applied {
                 report: ReportKind::Deleted,
@@ -314,7 +327,9 @@ impl Runtime for LocalRuntime {
                     generation: s.applied_generation,
                     observed,
                 }),
-                Err(e) => tracing::warn!(instance = %s.name, error = %e, "observing instance failed"),
+                Err(e) => {
+                    tracing::warn!(instance = %s.name, error = %e, "observing instance failed")
+                }
             }
         }
         out

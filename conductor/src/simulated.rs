@@ -50,9 +50,15 @@ impl Runtime for SimulatedRuntime {
     }
 
     async fn available_extensions(&self) -> Result<Vec<String>, RuntimeError> {
-        Ok(["hstore", "pg_stat_statements", "citext", "pgcrypto", "pg_trgm"]
-            .map(String::from)
-            .to_vec())
+        Ok([
+            "hstore",
+            "pg_stat_statements",
+            "citext",
+            "pgcrypto",
+            "pg_trgm",
+        ]
+        .map(String::from)
+        .to_vec())
     }
 
     async fn apply(&self, event: &DataPlaneEvent) -> Result<Applied, RuntimeError> {
@@ -64,7 +70,13 @@ impl Runtime for SimulatedRuntime {
             map.insert(event.instance_id, (event.generation, observed(event)));
         }
         Ok(Applied {
-            report: report_kind(event.kind, created, false, event.spec.stopped, event.restart_predicted),
+            report: report_kind(
+                event.kind,
+                created,
+                false,
+                event.spec.stopped,
+                event.restart_predicted,
+            ),
             observed: (event.kind != EventKind::Delete).then(|| observed(event)),
             connection: Some(ConnectionInfo {
                 host: "simulated.invalid".into(),

@@ -89,15 +89,18 @@ impl Queues {
     /// Installs PGMQ's SQL (embedded in the `pgmq` crate: no network) when it
     /// is missing, and creates the status queue. Idempotent.
     pub async fn install(&self) -> Result<()> {
-        let installed: bool = sqlx::query_scalar(
-            "select exists(select 1 from pg_namespace where nspname = 'pgmq')",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(sql("check for the pgmq schema"))?;
+        let installed: bool =
+            sqlx::query_scalar("select exists(select 1 from pg_namespace where nspname = 'pgmq')")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(sql("check for the pgmq schema"))?;
         if !installed {
             // Two processes may race to install: serialise on an advisory lock.
-            let mut conn = self.pool.acquire().await.map_err(sql("acquire a connection"))?;
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(sql("acquire a connection"))?;
             sqlx::query("select pg_advisory_lock(7715001)")
                 .execute(&mut *conn)
                 .await
@@ -161,7 +164,11 @@ impl Queues {
 
     /// Sends a report (on its own when `conn` is the pool's).
     pub async fn send_report(&self, report: &StatusReport) -> Result<i64> {
-        let mut conn = self.pool.acquire().await.map_err(sql("acquire a connection"))?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(sql("acquire a connection"))?;
         self.send_json(&mut conn, STATUS_QUEUE, report).await
     }
 
@@ -251,7 +258,12 @@ impl Queues {
                 source,
             })?;
         tx.commit().await.map_err(sql("commit dead letter"))?;
-        tracing::warn!(queue, msg_id = message.msg_id, reason, "message dead-lettered");
+        tracing::warn!(
+            queue,
+            msg_id = message.msg_id,
+            reason,
+            "message dead-lettered"
+        );
         Ok(())
     }
 

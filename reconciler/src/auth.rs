@@ -54,14 +54,16 @@ pub async fn create_token(
         .execute(&mut *conn)
         .await?;
     let token = generate_token();
-    sqlx::query("insert into tokens (id, org, hash, admin, description) values ($1, $2, $3, $4, $5)")
-        .bind(Uuid::new_v4())
-        .bind(org)
-        .bind(hash_token(&token))
-        .bind(admin)
-        .bind(description)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "insert into tokens (id, org, hash, admin, description) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(org)
+    .bind(hash_token(&token))
+    .bind(admin)
+    .bind(description)
+    .execute(&mut *conn)
+    .await?;
     Ok(token)
 }
 
@@ -78,7 +80,10 @@ pub async fn token_is_valid(conn: &mut PgConnection, token: &str) -> Result<bool
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)

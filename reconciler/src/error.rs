@@ -39,7 +39,9 @@ impl ApiError {
 
     pub fn deleted_or(state: State, name: &str, err: TransitionError) -> ApiError {
         if state == State::Deleted {
-            ApiError::Deleted { name: name.to_owned() }
+            ApiError::Deleted {
+                name: name.to_owned(),
+            }
         } else {
             ApiError::Transition(err)
         }
@@ -54,7 +56,11 @@ impl From<sqlx::Error> for ApiError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_) => ApiError::Unavailable(e),
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
+            {
                 ApiError::Unavailable(e)
             }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {

@@ -21,16 +21,24 @@ use crate::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/v1/instances", post(create_instance).get(list_instances))
+        .route(
+            "/api/v1/instances",
+            post(create_instance).get(list_instances),
+        )
         .route(
             "/api/v1/instances/{name}",
-            get(get_instance).put(update_instance).delete(delete_instance),
+            get(get_instance)
+                .put(update_instance)
+                .delete(delete_instance),
         )
         .route("/api/v1/instances/{name}/restart", post(restart_instance))
         .route("/api/v1/instances/{name}/stop", post(stop_instance))
         .route("/api/v1/instances/{name}/start", post(start_instance))
         .route("/api/v1/instances/{name}/history", get(instance_history))
-        .route("/api/v1/instances/{name}/credentials", get(instance_credentials))
+        .route(
+            "/api/v1/instances/{name}/credentials",
+            get(instance_credentials),
+        )
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(|| async { "ok" }))
@@ -72,7 +80,10 @@ async fn list_instances(
     let filter = match q.state.as_deref() {
         None => None,
         Some(s) => Some(domain::State::parse(s).ok_or_else(|| {
-            ApiError::invalid("state", format!("unknown state {s:?}; one of {}", all_states()))
+            ApiError::invalid(
+                "state",
+                format!("unknown state {s:?}; one of {}", all_states()),
+            )
         })?),
     };
     let mut conn = state.pool.acquire().await?;
@@ -123,7 +134,9 @@ async fn restart_instance(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Instance>> {
-    Ok(Json(commands::execute(&state, &caller, &name, Command::Restart).await?))
+    Ok(Json(
+        commands::execute(&state, &caller, &name, Command::Restart).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/stop", params(("name" = String, Path)),
@@ -133,7 +146,9 @@ async fn stop_instance(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Instance>> {
-    Ok(Json(commands::execute(&state, &caller, &name, Command::Stop).await?))
+    Ok(Json(
+        commands::execute(&state, &caller, &name, Command::Stop).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/start", params(("name" = String, Path)),
@@ -143,7 +158,9 @@ async fn start_instance(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Instance>> {
-    Ok(Json(commands::execute(&state, &caller, &name, Command::Start).await?))
+    Ok(Json(
+        commands::execute(&state, &caller, &name, Command::Start).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/instances/{name}", params(("name" = String, Path)),
@@ -153,7 +170,9 @@ async fn delete_instance(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Instance>> {
-    Ok(Json(commands::execute(&state, &caller, &name, Command::Delete).await?))
+    Ok(Json(
+        commands::execute(&state, &caller, &name, Command::Delete).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/history", params(("name" = String, Path)),
@@ -233,7 +252,13 @@ async fn create_token(
     let mut conn = state.pool.acquire().await?;
     let token =
         auth::create_token(&mut conn, &req.org, req.admin, req.description.as_deref()).await?;
-    Ok((StatusCode::CREATED, Json(TokenCreated { org: req.org, token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            org: req.org,
+            token,
+        }),
+    ))
 }
 
 async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
@@ -264,6 +289,11 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The OpenAPI document, generated from the handlers and wire types.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(openapi_document())
 }

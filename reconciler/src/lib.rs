@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use queue::Queues;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
+pub use sqlx::PgPool;
 
 /// Shared by every handler and loop.
 #[derive(Clone)]
@@ -103,7 +103,10 @@ pub fn app(state: AppState) -> axum::Router {
     http::router(state).layer(axum::middleware::from_fn(log_request))
 }
 
-async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn log_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let resp = next.run(req).await;

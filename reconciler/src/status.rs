@@ -84,7 +84,10 @@ pub async fn handle(state: &AppState, msg: &Message<serde_json::Value>) -> Outco
         Err(e) => return Outcome::DeadLetter(format!("unparseable status report: {e}")),
     };
     if msg.read_ct > MAX_DELIVERIES {
-        return Outcome::DeadLetter(format!("delivered {} times without being applied", msg.read_ct));
+        return Outcome::DeadLetter(format!(
+            "delivered {} times without being applied",
+            msg.read_ct
+        ));
     }
     match apply_report(state, &report).await {
         Ok(()) => Outcome::Ack,

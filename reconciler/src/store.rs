@@ -59,7 +59,8 @@ impl InstanceRow {
     }
 }
 
-const COLUMNS: &str = "id, org, name, data_plane, owner, state, spec, generation, observed_generation, \
+const COLUMNS: &str =
+    "id, org, name, data_plane, owner, state, spec, generation, observed_generation, \
      observed, observed_at, connection, error, restart_reasons, created_at, updated_at";
 
 /// The instance a name (or id) refers to in an organisation: the live one,
@@ -117,14 +118,12 @@ pub async fn list_instances(
             .fetch_all(&mut *conn)
             .await?
         }
-        None => {
-            sqlx::query_as::<_, InstanceRow>(&format!(
-                "select {COLUMNS} from instances where org = $1 and state <> 'Deleted' order by name"
-            ))
-            .bind(org)
-            .fetch_all(&mut *conn)
-            .await?
-        }
+        None => sqlx::query_as::<_, InstanceRow>(&format!(
+            "select {COLUMNS} from instances where org = $1 and state <> 'Deleted' order by name"
+        ))
+        .bind(org)
+        .fetch_all(&mut *conn)
+        .await?,
     };
     Ok(rows)
 }

@@ -10,7 +10,11 @@ use crate::support::{eventually, spec, TestInstance};
 async fn reloadable_parameters_apply_without_restart() {
     let t = TestInstance::created().await;
     for value in ["16MB", "17MB", "18MB"] {
-        let out = t.agent.converge(&spec(&[("work_mem", value)], &[]), false).await.unwrap();
+        let out = t
+            .agent
+            .converge(&spec(&[("work_mem", value)], &[]), false)
+            .await
+            .unwrap();
         assert!(!out.restarted, "{out:?}");
         assert!(out.pending_restart_before.is_empty(), "{out:?}");
         // Visible to a new connection right away, no polling needed.
@@ -33,16 +37,31 @@ async fn preload_extensions_restart_and_get_installed() {
     assert_eq!(out.pending_restart_before, ["shared_preload_libraries"]);
     assert_eq!(out.observed.extensions, ["hstore", "pg_stat_statements"]);
     assert!(out.observed.pending_restart.is_empty(), "{out:?}");
-    assert!(t.show("shared_preload_libraries").await.contains("pg_stat_statements"));
+    assert!(t
+        .show("shared_preload_libraries")
+        .await
+        .contains("pg_stat_statements"));
     // The view only works when the library is preloaded.
-    t.client().await.query("SELECT * FROM pg_stat_statements LIMIT 1", &[]).await.unwrap();
+    t.client()
+        .await
+        .query("SELECT * FROM pg_stat_statements LIMIT 1", &[])
+        .await
+        .unwrap();
 
     // Converging again changes nothing.
-    let again = t.agent.converge(&spec(&[], &["pg_stat_statements", "hstore"]), false).await.unwrap();
+    let again = t
+        .agent
+        .converge(&spec(&[], &["pg_stat_statements", "hstore"]), false)
+        .await
+        .unwrap();
     assert!(!again.restarted, "{again:?}");
 
     // Dropping hstore from the spec drops the extension.
-    let out = t.agent.converge(&spec(&[], &["pg_stat_statements"]), false).await.unwrap();
+    let out = t
+        .agent
+        .converge(&spec(&[], &["pg_stat_statements"]), false)
+        .await
+        .unwrap();
     assert_eq!(out.observed.extensions, ["pg_stat_statements"]);
 }
 
@@ -57,22 +76,31 @@ async fn postmaster_parameters_restart_and_removed_parameters_reset() {
     assert_eq!(out.observed.config["max_connections"], "150");
 
     let out = t.agent.converge(&spec(&[], &[]), false).await.unwrap();
-    assert!(out.restarted, "resetting max_connections needs a restart: {out:?}");
+    assert!(
+        out.restarted,
+        "resetting max_connections needs a restart: {out:?}"
+    );
     assert_eq!(out.pending_restart_before, ["max_connections"]);
     assert_eq!(t.show("max_connections").await, "100");
     assert_eq!(t.show("work_mem").await, "4MB");
     assert!(out.observed.config.is_empty());
 
     let out = t.agent.converge(&spec(&[], &[]), true).await.unwrap();
-    assert!(out.restarted && out.pending_restart_before.is_empty(), "{out:?}");
+    assert!(
+        out.restarted && out.pending_restart_before.is_empty(),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
 async fn pending_restart_is_seen_even_when_set_out_of_band() {
     let t = TestInstance::created().await;
     let client = t.client().await;
-    client.batch_execute("ALTER SYSTEM SET max_connections = 120").await.unwrap();
-    client.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    // Not even reloaded: pending_restart must not depend on signal timing.
+    client
+        .batch_execute("ALTER SYSTEM SET max_connections = 120")
+        .await
+        .unwrap();
     let desired = spec(&[("max_connections", "120")], &[]);
     let observed = t.agent.observe(&desired).await.unwrap();
     assert_eq!(observed.pending_restart, ["max_connections"]);
@@ -85,7 +113,11 @@ async fn pending_restart_is_seen_even_when_set_out_of_band() {
 #[tokio::test]
 async fn unavailable_extensions_are_refused_with_the_available_ones() {
     let t = TestInstance::created().await;
-    let err = t.agent.converge(&spec(&[], &["no_such_ext"]), false).await.unwrap_err();
+    let err = t
+        .agent
+        .converge(&spec(&[], &["no_such_ext"]), false)
+        .await
+        .unwrap_err();
     let Error::ExtensionUnavailable { name, available } = &err else {
         panic!("{err}");
     };
@@ -115,10 +147,19 @@ async fn observe_reports_out_of_band_changes() {
     let t = TestInstance::created().await;
     let desired = spec(&[("work_mem", "16MB")], &[]);
     t.agent.converge(&desired, false).await.unwrap();
-    assert_eq!(t.agent.observe(&desired).await.unwrap().config["work_mem"], "16MB");
+    assert_eq!(
+        t.agent.observe(&desired).await.unwrap().config["work_mem"],
+        "16MB"
+    );
     let client = t.client().await;
-    client.batch_execute("ALTER SYSTEM SET work_mem = '64MB'").await.unwrap();
-    client.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    client
+        .batch_execute("ALTER SYSTEM SET work_mem = '64MB'")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
     let observed = eventually("work_mem = 64MB", Duration::from_secs(10), || async {
         let o = t.agent.observe(&desired).await.unwrap();
         (o.config["work_mem"] == "64MB").then_some(o)
@@ -133,11 +174,23 @@ async fn observe_reports_out_of_band_changes() {
 #[tokio::test]
 async fn invalid_parameters_are_refused() {
     let t = TestInstance::created().await;
-    let err = t.agent.converge(&spec(&[("work_mem; drop", "1")], &[]), false).await.unwrap_err();
+    let err = t
+        .agent
+        .converge(&spec(&[("work_mem; drop", "1")], &[]), false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidParameterName { .. }), "{err}");
-    let err = t.agent.converge(&spec(&[("port", "1")], &[]), false).await.unwrap_err();
+    let err = t
+        .agent
+        .converge(&spec(&[("port", "1")], &[]), false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::ReservedParameter { .. }), "{err}");
-    let err = t.agent.converge(&spec(&[("work_mem", "lots")], &[]), false).await.unwrap_err();
+    let err = t
+        .agent
+        .converge(&spec(&[("work_mem", "lots")], &[]), false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::ConfigRejected { .. }), "{err}");
     // Quotes in values are escaped, not executed.
     let out = t

@@ -17,7 +17,9 @@ async fn created_instance_takes_the_password_over_tcp_and_rejects_others() {
     eprintln!("create → first query over TCP: {:?}", started.elapsed());
     assert_eq!(one, 1);
 
-    let err = connect(&t.agent, "not-the-password").await.err().expect("wrong password rejected");
+    let Err(err) = connect(&t.agent, "not-the-password").await else {
+        panic!("a wrong password was accepted");
+    };
     let code = err.as_db_error().map(|e| e.code().code().to_owned());
     assert_eq!(code.as_deref(), Some("28P01"), "{err}");
 }
@@ -26,8 +28,14 @@ async fn created_instance_takes_the_password_over_tcp_and_rejects_others() {
 async fn create_is_idempotent() {
     let t = TestInstance::created().await;
     let pid = std::fs::read_to_string(t.data_dir().join("postmaster.pid")).unwrap();
-    t.agent.create(&template().await, &Secret::new("other".into())).await.unwrap();
-    assert_eq!(std::fs::read_to_string(t.data_dir().join("postmaster.pid")).unwrap(), pid);
+    t.agent
+        .create(&template().await, &Secret::new("other".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(t.data_dir().join("postmaster.pid")).unwrap(),
+        pid
+    );
     let mut entries: Vec<String> = std::fs::read_dir(t.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -44,7 +52,10 @@ async fn half_copied_tmp_dir_is_cleaned_up() {
     let tmp = t.dir.path().join("data.tmp");
     std::fs::create_dir_all(tmp.join("base")).unwrap();
     std::fs::write(tmp.join("PG_VERSION"), "15\n").unwrap();
-    t.agent.create(&template().await, &t.password).await.unwrap();
+    t.agent
+        .create(&template().await, &t.password)
+        .await
+        .unwrap();
     assert!(!tmp.exists());
     t.client().await;
 }
@@ -62,11 +73,17 @@ async fn a_new_agent_adopts_or_starts_the_same_instance() {
     let pid = std::fs::read_to_string(t.data_dir().join("postmaster.pid")).unwrap();
     // Starting a running instance adopts it.
     t.agent.start().await.unwrap();
-    assert_eq!(std::fs::read_to_string(t.data_dir().join("postmaster.pid")).unwrap(), pid);
+    assert_eq!(
+        std::fs::read_to_string(t.data_dir().join("postmaster.pid")).unwrap(),
+        pid
+    );
     t.client().await;
 
     t.agent.restart().await.unwrap();
-    assert_ne!(std::fs::read_to_string(t.data_dir().join("postmaster.pid")).unwrap(), pid);
+    assert_ne!(
+        std::fs::read_to_string(t.data_dir().join("postmaster.pid")).unwrap(),
+        pid
+    );
     t.client().await;
 }
 
@@ -86,8 +103,14 @@ async fn the_password_never_reaches_the_server_log() {
     assert!(connect(&t.agent, "wrong").await.is_err());
     t.agent.restart().await.unwrap();
     let log = std::fs::read_to_string(t.agent.log_file()).unwrap();
-    assert!(log.contains("database system is ready to accept connections"), "{log}");
-    assert!(!log.contains(t.password.expose()), "password in the log:\n{log}");
+    assert!(
+        log.contains("database system is ready to accept connections"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(t.password.expose()),
+        "password in the log:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -101,10 +124,16 @@ async fn an_untraversable_parent_is_named_in_the_error() {
     std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let config = InstanceConfig::new(closed.join("data"), 5432);
     let agent = Agent::new(bins(), run_as(), config);
-    let err = agent.create(&template().await, &Secret::generate()).await.unwrap_err();
+    let err = agent
+        .create(&template().await, &Secret::generate())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NotTraversable { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains(&closed.display().to_string()) && msg.contains("chmod o+x"), "{msg}");
+    assert!(
+        msg.contains(&closed.display().to_string()) && msg.contains("chmod o+x"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -112,6 +141,69 @@ async fn a_too_long_socket_path_suggests_a_shorter_data_dir() {
     let dir = scratch_dir();
     let config = InstanceConfig::new(dir.path().join("d".repeat(90)), 5432);
     let agent = Agent::new(bins(), run_as(), config);
-    let err = agent.create(&template().await, &Secret::generate()).await.unwrap_err();
+    let err = agent
+        .create(&template().await, &Secret::generate())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("shorter --data-dir"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failing_start_reports_the_log_quickly() {
+    let first = TestInstance::created().await;
+    let dir = scratch_dir();
+    let config = InstanceConfig::new(dir.path().join("data"), first.agent.config().port);
+    let agent = Agent::new(bins(), run_as(), config);
+    let started = Instant::now();
+    let err = agent
+        .create(&template().await, &Secret::generate())
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "took {:?}",
+        started.elapsed()
+    );
+    let Error::Start { log_tail, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(log_tail.contains("could not bind"), "{err}");
+}
+
+const CHILD_DIR: &str = "PGPLANE_AGENT_IT_CHILD_DIR";
+const CHILD_PORT: &str = "PGPLANE_AGENT_IT_CHILD_PORT";
+
+/// Runs itself as a child process that creates an instance and exits; the
+/// server must keep running, and a new agent adopts it.
+#[tokio::test]
+async fn the_server_outlives_the_process_that_started_it() {
+    if let (Ok(dir), Ok(port)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_PORT)) {
+        let config = InstanceConfig::new(dir, port.parse().unwrap());
+        let agent = Agent::new(bins(), run_as(), config);
+        agent
+            .create(&template().await, &Secret::new("child-pw".into()))
+            .await
+            .unwrap();
+        return;
+    }
+    let t = TestInstance::new();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "lifecycle::the_server_outlives_the_process_that_started_it",
+        ])
+        .env(CHILD_DIR, t.data_dir())
+        .env(CHILD_PORT, t.agent.config().port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        child.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+    assert!(t.agent.is_running().await.unwrap());
+    connect(&t.agent, "child-pw").await.unwrap();
+    t.agent.stop().await.unwrap();
+    assert!(!t.agent.is_running().await.unwrap());
 }

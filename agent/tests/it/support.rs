@@ -19,17 +19,28 @@ pub fn run_as() -> RunAs {
 
 /// One template for all tests (and test processes) on this machine.
 pub async fn template() -> Template {
-    let dir = std::env::temp_dir().join(format!("pgplane-agent-it-{}", nix::unistd::getuid())).join("template");
-    Template::ensure(&dir, &bins(), &run_as()).await.expect("template")
+    let dir = std::env::temp_dir()
+        .join(format!("pgplane-agent-it-{}", nix::unistd::getuid()))
+        .join("template");
+    Template::ensure(&dir, &bins(), &run_as())
+        .await
+        .expect("template")
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A directory under /tmp that the Postgres user can traverse.
 pub fn scratch_dir() -> TempDir {
-    let dir = tempfile::Builder::new().prefix("pga").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("pga")
+        .tempdir_in("/tmp")
+        .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
@@ -55,7 +66,10 @@ impl TestInstance {
 
     pub async fn created() -> TestInstance {
         let t = TestInstance::new();
-        t.agent.create(&template().await, &t.password).await.expect("create");
+        t.agent
+            .create(&template().await, &t.password)
+            .await
+            .expect("create");
         t
     }
 
@@ -65,11 +79,18 @@ impl TestInstance {
 
     /// A client over TCP with the password, as users connect.
     pub async fn client(&self) -> Client {
-        connect(&self.agent, self.password.expose()).await.expect("connect over TCP")
+        connect(&self.agent, self.password.expose())
+            .await
+            .expect("connect over TCP")
     }
 
     pub async fn show(&self, name: &str) -> String {
-        self.client().await.query_one(&format!("SHOW {name}"), &[]).await.unwrap().get(0)
+        self.client()
+            .await
+            .query_one(&format!("SHOW {name}"), &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 }
 
@@ -113,10 +134,15 @@ where
 
 pub fn spec(config: &[(&str, &str)], extensions: &[&str]) -> domain::InstanceSpec {
     domain::InstanceSpec {
-        config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         extensions: extensions
             .iter()
-            .map(|e| domain::Extension { name: e.to_string() })
+            .map(|e| domain::Extension {
+                name: e.to_string(),
+            })
             .collect(),
         ..Default::default()
     }

@@ -1,0 +1,246 @@
+//! Why an instance command failed, and how that reads on stderr.
+
+use std::error::Error as _;
+use std::fmt::Write as _;
+use std::io;
+use std::time::Duration;
+
+use api::ClientError;
+use domain::State;
+
+use super::spec::FlagError;
+use crate::output;
+
+#[derive(Debug)]
+pub enum Failure {
+    /// The flags contradict each other or the current spec.
+    Flags(FlagError),
+    /// The control plane refused the request or could not be reached.
+    Client {
+        error: ClientError,
+        hint: Option<String>,
+    },
+    /// The control plane says the instance is deleted (409 `deleted`), or it
+    /// was deleted while waiting.
+    Deleted { name: String },
+    /// The data plane reported a failure while waiting.
+    InstanceFailed { name: String, error: String },
+    /// `--timeout` passed before the instance settled.
+    TimedOut {
+        name: String,
+        after: Duration,
+        state: State,
+        generation: i64,
+        observed_generation: i64,
+        /// The last transient error while polling, if polling was failing.
+        last_error: Option<String>,
+    },
+    /// Writing the result to stdout failed.
+    Output(io::Error),
+}
+
+impl Failure {
+    /// A client error about instance `name`, with a hint where one helps.
+    pub fn client(name: &str, error: ClientError) -> Failure {
+        match &error {
+            ClientError::Api { code, .. } if code == "deleted" => Failure::Deleted {
+                name: name.to_owned(),
+            },
+            ClientError::Unreachable { .. } => Failure::Client {
+                error,
+                hint: Some(
+                    "check PGPLANE_ENDPOINT, or start a local control plane with `pgplane up`"
+                        .to_owned(),
+                ),
+            },
+            ClientError::Api { .. } | ClientError::Protocol { .. } => {
+                Failure::Client { error, hint: None }
+            }
+        }
+    }
+
+    /// What stderr shows: `error: …` first, then details and hints.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        match self {
+            Failure::Flags(e) => line(&mut out, format_args!("error: {e}")),
+            Failure::Client { error, hint } => {
+                line(&mut out, format_args!("error: {error}"));
+                if let ClientError::Api { fields, .. } = error {
+                    for f in fields {
+                        line(&mut out, format_args!("  {}: {}", f.path, f.message));
+                    }
+                }
+                for cause in causes(error) {
+                    line(&mut out, format_args!("  caused by: {cause}"));
+                }
+                if let Some(hint) = hint {
+                    line(&mut out, format_args!("hint: {hint}"));
+                }
+            }
+            Failure::Deleted { name } => {
+                line(&mut out, format_args!("error: instance {name} is deleted"))
+            }
+            Failure::InstanceFailed { name, error } => line(
+                &mut out,
+                format_args!("error: instance {name} failed: {error}"),
+            ),
+            Failure::TimedOut {
+                name,
+                after,
+                state,
+                generation,
+                observed_generation,
+                last_error,
+            } => {
+                line(
+                    &mut out,
+                    format_args!(
+                        "error: timed out after {} waiting for instance {name}; \
+                         last state {state} (generation {generation}, observed {observed_generation})",
+                        output::duration(*after)
+                    ),
+                );
+                if let Some(e) = last_error {
+                    line(&mut out, format_args!("  last error: {e}"));
+                }
+                line(
+                    &mut out,
+                    format_args!(
+                        "hint: the command was accepted and is still in progress; \
+                         follow it with `pgplane instance get {name}`"
+                    ),
+                );
+            }
+            Failure::Output(e) => line(&mut out, format_args!("error: cannot write output: {e}")),
+        }
+        out
+    }
+}
+
+impl From<FlagError> for Failure {
+    fn from(e: FlagError) -> Self {
+        Failure::Flags(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Output(e)
+    }
+}
+
+fn line(out: &mut String, args: std::fmt::Arguments<'_>) {
+    let _ = out.write_fmt(args);
+    out.push('\n');
+}
+
+/// The causes below the error's own source (which its message already
+/// includes), skipping any whose text an earlier line already shows: the
+/// root cause ("connection refused") is often all a user needs.
+fn causes(error: &ClientError) -> Vec<String> {
+    let mut shown = error.to_string();
+    let mut out = Vec::new();
+    let mut next = error.source().and_then(|s| s.source());
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            shown.push_str(&text);
+            out.push(text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::FieldError;
+
+    fn api(status: u16, code: &str, message: &str, fields: Vec<FieldError>) -> ClientError {
+        ClientError::Api {
+            status,
+            code: code.into(),
+            message: message.into(),
+            fields,
+        }
+    }
+
+    #[test]
+    fn validation_errors_list_each_field() {
+        let err = api(
+            422,
+            "invalid",
+            "invalid request: spec.config.port: managed by pgplane",
+            vec![
+                FieldError {
+                    path: "spec.config.port".into(),
+                    message: "managed by pgplane".into(),
+                },
+                FieldError {
+                    path: "spec.storage".into(),
+                    message: "expected a byte quantity".into(),
+                },
+            ],
+        );
+        assert_eq!(
+            Failure::client("orders", err).render(),
+            "error: invalid request: spec.config.port: managed by pgplane\n\
+             \x20 spec.config.port: managed by pgplane\n\
+             \x20 spec.storage: expected a byte quantity\n"
+        );
+    }
+
+    #[test]
+    fn deleted_names_the_instance() {
+        let err = api(409, "deleted", "instance \"orders\" is deleted", vec![]);
+        assert_eq!(
+            Failure::client("orders", err).render(),
+            "error: instance orders is deleted\n"
+        );
+    }
+
+    #[test]
+    fn other_conflicts_keep_the_servers_message() {
+        let err = api(
+            409,
+            "illegal_transition",
+            "cannot Restart an instance that is Stopped: instance is stopped; start it instead",
+            vec![],
+        );
+        assert_eq!(
+            Failure::client("orders", err).render(),
+            "error: cannot Restart an instance that is Stopped: instance is stopped; start it instead\n"
+        );
+    }
+
+    #[test]
+    fn timeouts_say_the_last_state() {
+        let f = Failure::TimedOut {
+            name: "orders".into(),
+            after: Duration::from_secs(90),
+            state: State::Configuring,
+            generation: 2,
+            observed_generation: 1,
+            last_error: None,
+        };
+        let text = f.render();
+        assert!(
+            text.starts_with(
+                "error: timed out after 1m30s waiting for instance orders; \
+                 last state Configuring (generation 2, observed 1)\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn instance_failures_carry_the_reason() {
+        let f = Failure::InstanceFailed {
+            name: "orders".into(),
+            error: "initdb failed".into(),
+        };
+        assert_eq!(f.render(), "error: instance orders failed: initdb failed\n");
+    }
+}

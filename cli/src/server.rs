@@ -1,0 +1,150 @@
+//! `pgplane server`, `pgplane conductor` and `pgplane token`: the control
+//! plane and a data plane as separate processes against an external Postgres.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::up::{parse_duration, shutdown_signal};
+
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// The control-plane database (PGMQ is installed into it).
+    #[arg(long, env = "PGPLANE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Address of the HTTP API.
+    #[arg(long, env = "PGPLANE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Data plane of new instances that name none.
+    #[arg(long, default_value = "local")]
+    pub default_data_plane: String,
+    /// How long a data plane may owe a report before the desired spec is sent again.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub resend_after: Duration,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// Real Postgres servers on this machine.
+    Local,
+    /// Reports success without running anything (benchmarks only).
+    Simulated,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConductorArgs {
+    /// The control-plane database the queues live in.
+    #[arg(long, env = "PGPLANE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Name of this data plane (its queue is dp_<name>).
+    #[arg(long, default_value = "local")]
+    pub data_plane: String,
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Local)]
+    pub runtime: RuntimeKind,
+    /// Where the local runtime keeps its template and instances.
+    #[arg(long, env = "PGPLANE_DATA_DIR", default_value = "./pgplane-data/instances")]
+    pub data_dir: PathBuf,
+    /// The OS user that runs Postgres when pgplane runs as root (created if
+    /// missing). Ignored when not root.
+    #[arg(long, env = "PGPLANE_POSTGRES_USER", default_value = "postgres")]
+    pub postgres_user: String,
+    /// `listen_addresses` of the instances.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub instance_listen_address: String,
+    /// How long a message being worked on stays hidden (redelivery delay after a crash).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub visibility_timeout: Duration,
+    /// How often every instance is re-observed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token for an organisation and print it (shown once).
+    Create {
+        #[arg(long, env = "PGPLANE_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// The organisation (created if new).
+        #[arg(long)]
+        org: String,
+        /// May create tokens for other organisations.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let pool = reconciler::connect(&args.database_url).await?;
+    let cancel = CancellationToken::new();
+    let settings = reconciler::Settings {
+        listen: args.listen,
+        default_data_plane: args.default_data_plane,
+        resend_every: Duration::from_secs(5),
+        resend_after: args.resend_after,
+    };
+    let server = tokio::spawn(reconciler::run(pool, settings, cancel.clone(), None));
+    tokio::select! {
+        _ = shutdown_signal() => cancel.cancel(),
+        _ = cancel.cancelled() => {}
+    }
+    server.await.context("control plane task")??;
+    Ok(())
+}
+
+pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
+    let pool = reconciler::connect(&args.database_url).await?;
+    // The conductor may start before the control plane: make sure the schema exists.
+    reconciler::prepare_database(&pool, &args.data_plane).await?;
+    let queues = queue::Queues::new(pool).await;
+    let mut settings = conductor::Settings::new(&args.data_plane);
+    settings.visibility_timeout = args.visibility_timeout;
+    settings.resync_every = args.resync_interval;
+    let cancel = CancellationToken::new();
+    let stopper = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopper.cancel();
+    });
+    match args.runtime {
+        RuntimeKind::Local => {
+            let runtime = Arc::new(
+                conductor::LocalRuntime::open(conductor::LocalSettings {
+                    root: args.data_dir,
+                    postgres_user: args.postgres_user,
+                    listen_address: args.instance_listen_address,
+                })
+                .await?,
+            );
+            let adopted = runtime.adopt_all().await;
+            tracing::info!(adopted, "local runtime ready");
+            conductor::run(queues, runtime, settings, cancel).await?;
+        }
+        RuntimeKind::Simulated => {
+            let runtime = Arc::new(conductor::SimulatedRuntime::new());
+            conductor::run(queues, runtime, settings, cancel).await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_token(cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create {
+            database_url,
+            org,
+            admin,
+        } => {
+            let pool = reconciler::connect(&database_url).await?;
+            reconciler::prepare_database(&pool, "local").await?;
+            let mut conn = pool.acquire().await?;
+            let token = reconciler::auth::create_token(&mut conn, &org, admin, None).await?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! `pgplane up`: the embedded default. One process runs an embedded state
+//! Postgres, the control plane and a conductor with the local runtime.
+//!
+//! Layout of the data directory:
+//! - `state/` (+ `state.sock/`): the control plane's own Postgres;
+//! - `state.json`: its port and password (mode 0600);
+//! - `instances/`: the local runtime (template and instance data directories);
+//! - `pgplane.env`: `PGPLANE_ENDPOINT` and `PGPLANE_TOKEN` (mode 0600);
+//! - `up.lock`: held while `pgplane up` runs on this directory.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::{Agent, InstanceConfig, PostgresBinaries, RunAs, Secret, Template};
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The organisation of the admin token `up` creates.
+pub const DEFAULT_ORG: &str = "default";
+pub const DATA_PLANE: &str = "local";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Where everything is kept: the state Postgres, the instances'
+    /// data directories, pgplane.env. Created if missing; a second `up` on
+    /// the same directory adopts what the first one left.
+    #[arg(long, env = "PGPLANE_DATA_DIR", default_value = "./pgplane-data")]
+    pub data_dir: PathBuf,
+    /// Address of the control plane's HTTP API.
+    #[arg(long, env = "PGPLANE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The OS user that runs Postgres when pgplane runs as root (Postgres
+    /// refuses to run as root). Created as a system user if missing.
+    /// Ignored when pgplane does not run as root.
+    #[arg(long, env = "PGPLANE_POSTGRES_USER", default_value = "postgres")]
+    pub postgres_user: String,
+    /// `listen_addresses` of the instances.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub instance_listen_address: String,
+    /// How long the conductor hides a message it is working on; after a
+    /// crash the message is redelivered this long after it was read.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub visibility_timeout: Duration,
+    /// How often every instance is re-observed (drift shows within this).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+    /// How long the data plane may owe a report before the desired spec is sent again.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub resend_after: Duration,
+}
+
+/// Parses `90s`, `5m`, `2h`, `500ms` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 5m, 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateDb {
+    port: u16,
+    password: String,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = prepare_data_dir(&args.data_dir)?;
+    let _lock = lock_data_dir(&data_dir)?;
+    let bins = PostgresBinaries::discover()?;
+    let run_as = RunAs::for_this_process(&args.postgres_user)?;
+    let instances_root = data_dir.join("instances");
+    std::fs::create_dir_all(&instances_root)
+        .with_context(|| format!("creating {}", instances_root.display()))?;
+    let template = Template::ensure(&instances_root.join("template"), &bins, &run_as).await?;
+
+    eprintln!("starting the state Postgres in {}", data_dir.join("state").display());
+    let (state_agent, database_url) = start_state_db(&data_dir, &bins, &run_as, &template).await?;
+    let pool = reconciler::connect(&database_url).await?;
+    reconciler::prepare_database(&pool, DATA_PLANE).await?;
+
+    let token = admin_token(&pool, &data_dir).await?;
+    let endpoint = format!("http://{}", args.listen);
+    write_env_file(&data_dir, &endpoint, &token)?;
+
+    let runtime = Arc::new(
+        conductor::LocalRuntime::open(conductor::LocalSettings {
+            root: instances_root,
+            postgres_user: args.postgres_user.clone(),
+            listen_address: args.instance_listen_address.clone(),
+        })
+        .await?,
+    );
+    let adopted = runtime.adopt_all().await;
+
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let settings = reconciler::Settings {
+        listen: args.listen,
+        default_data_plane: DATA_PLANE.to_owned(),
+        resend_every: Duration::from_secs(5),
+        resend_after: args.resend_after,
+    };
+    let control = tasks.spawn(reconciler::run(pool.clone(), settings, cancel.clone(), Some(ready_tx)));
+    let mut conductor_settings = conductor::Settings::new(DATA_PLANE);
+    conductor_settings.visibility_timeout = args.visibility_timeout;
+    conductor_settings.resync_every = args.resync_interval;
+    let queues = queue::Queues::new(pool.clone()).await;
+    let conductor_task = tasks.spawn(conductor::run(queues, runtime.clone(), conductor_settings, cancel.clone()));
+    tasks.close();
+
+    let addr = match ready_rx.await {
+        Ok(addr) => addr,
+        Err(_) => {
+            cancel.cancel();
+            let result = control.await.context("control plane task")?;
+            result?;
+            bail!("the control plane stopped before it was ready");
+        }
+    };
+    let env_file = data_dir.join("pgplane.env");
+    println!("pgplane is up");
+    println!("  endpoint:  http://{addr}");
+    println!("  token:     {token}");
+    println!("  env file:  {}", env_file.display());
+    if adopted > 0 {
+        println!("  adopted:   {adopted} instance(s) from the previous run");
+    }
+    println!(
+        "  try:       set -a; . {}; set +a; pgplane instance create orders --wait",
+        env_file.display()
+    );
+    println!("Press Ctrl-C to stop (instances are stopped and come back on the next `pgplane up`).");
+
+    tokio::select! {
+        _ = shutdown_signal() => eprintln!("shutting down"),
+        _ = cancel.cancelled() => eprintln!("a component stopped; shutting down"),
+    }
+    cancel.cancel();
+    tasks.wait().await;
+    if let Ok(Err(e)) = conductor_task.await {
+        eprintln!("conductor: {e}");
+    }
+    eprintln!("stopping instances");
+    runtime.stop_all().await;
+    pool.close().await;
+    state_agent.stop().await?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    // Postgres (as the unprivileged user) must traverse it; nothing in it is world-readable.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("setting permissions on {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Holds an exclusive lock on `up.lock` for as long as the file is open.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("up.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another `pgplane up` is already running on {} (lock {} is held)",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+async fn start_state_db(
+    data_dir: &Path,
+    bins: &PostgresBinaries,
+    run_as: &RunAs,
+    template: &Template,
+) -> anyhow::Result<(Agent, String)> {
+    let meta_path = data_dir.join("state.json");
+    let meta: StateDb = match std::fs::read(&meta_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is corrupt", meta_path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let meta = StateDb {
+                port,
+                password: Secret::generate().expose().to_owned(),
+            };
+            write_private(&meta_path, &serde_json::to_vec_pretty(&meta)?)?;
+            meta
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", meta_path.display())),
+    };
+    let agent = Agent::new(
+        bins.clone(),
+        run_as.clone(),
+        InstanceConfig::new(data_dir.join("state"), meta.port),
+    );
+    let password = Secret::new(meta.password.clone());
+    agent.create(template, &password).await?;
+    agent.start().await?;
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/postgres",
+        meta.password, meta.port
+    );
+    Ok((agent, url))
+}
+
+/// Re-uses the token in `pgplane.env` when it is still valid; otherwise
+/// creates a new admin token for the default organisation.
+async fn admin_token(pool: &reconciler::PgPool, data_dir: &Path) -> anyhow::Result<String> {
+    let mut conn = pool.acquire().await?;
+    if let Ok(env) = std::fs::read_to_string(data_dir.join("pgplane.env")) {
+        if let Some(token) = env.lines().find_map(|l| l.strip_prefix("PGPLANE_TOKEN=")) {
+            if reconciler::auth::token_is_valid(&mut conn, token).await? {
+                return Ok(token.to_owned());
+            }
+        }
+    }
+    Ok(reconciler::auth::create_token(&mut conn, DEFAULT_ORG, true, Some("pgplane up admin token")).await?)
+}
+
+fn write_env_file(data_dir: &Path, endpoint: &str, token: &str) -> anyhow::Result<()> {
+    let body = format!("PGPLANE_ENDPOINT={endpoint}\nPGPLANE_TOKEN={token}\n");
+    write_private(&data_dir.join("pgplane.env"), body.as_bytes())
+}
+
+/// Writes a file only its owner can read (0600), atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("abc").is_err());
+    }
+}

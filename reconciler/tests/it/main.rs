@@ -1,0 +1,7 @@
+//! The control plane in-process against a real Postgres (`#[sqlx::test]`
+//! gives every test a fresh database; `DATABASE_URL` comes from
+//! `scripts/test-db.sh`).
+
+mod api;
+mod reports;
+mod support;

@@ -1,0 +1,149 @@
+//! Data-plane reports through the state machine.
+
+use domain::{ReportKind, StatusReport};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::support::{test_app, TestApp};
+
+pub async fn report(t: &TestApp, id: &str, generation: i64, kind: &str) {
+    let kind: ReportKind = serde_json::from_value(json!(kind)).unwrap();
+    let report = StatusReport {
+        instance_id: Uuid::parse_str(id).unwrap(),
+        generation,
+        kind,
+        observed: None,
+        connection: None,
+        error: (kind == ReportKind::Failed).then(|| "disk full".to_owned()),
+        restarted: false,
+        prediction_note: None,
+    };
+    reconciler::status::apply_report(&t.state, &report)
+        .await
+        .unwrap();
+}
+
+async fn create(t: &TestApp) -> String {
+    let (_, body) = t
+        .call("POST", "/api/v1/instances", Some(json!({"name": "orders"})))
+        .await;
+    body["id"].as_str().unwrap().to_owned()
+}
+
+#[sqlx::test(migrations = false)]
+async fn reports_move_the_state_and_are_recorded(pool: PgPool) {
+    let t = test_app(pool).await;
+    let id = create(&t).await;
+    report(&t, &id, 1, "Created").await;
+    let (_, inst) = t.call("GET", "/api/v1/instances/orders", None).await;
+    assert_eq!(inst["state"], "Up");
+    assert_eq!(inst["observedGeneration"], 1);
+    report(&t, &id, 1, "Failed").await;
+    let (_, inst) = t.call("GET", "/api/v1/instances/orders", None).await;
+    assert_eq!(inst["state"], "Error");
+    assert_eq!(inst["error"], "disk full");
+
+    let (_, history) = t
+        .call("GET", "/api/v1/instances/orders/history", None)
+        .await;
+    let steps: Vec<String> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            format!(
+                "{}:{}→{}",
+                h["event"].as_str().unwrap(),
+                h["from"],
+                h["to"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "Create:null→Submitted",
+            "Created:\"Submitted\"→Up",
+            "Failed:\"Up\"→Error"
+        ]
+    );
+    assert_eq!(history["items"][2]["detail"], "disk full");
+    assert_eq!(history["items"][1]["actor"], "data-plane:local");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_report_for_an_older_generation_never_completes_a_newer_change(pool: PgPool) {
+    let t = test_app(pool).await;
+    let id = create(&t).await;
+    report(&t, &id, 1, "Created").await;
+    t.call(
+        "PUT",
+        "/api/v1/instances/orders",
+        Some(json!({"spec": {"config": {"work_mem": "8MB"}}})),
+    )
+    .await;
+    t.call(
+        "PUT",
+        "/api/v1/instances/orders",
+        Some(json!({"spec": {"config": {"work_mem": "9MB"}}})),
+    )
+    .await;
+    report(&t, &id, 2, "Updated").await;
+    let (_, inst) = t.call("GET", "/api/v1/instances/orders", None).await;
+    assert_eq!(
+        inst["state"], "Configuring",
+        "generation 3 is still pending"
+    );
+    assert_eq!(inst["observedGeneration"], 1);
+    // Redelivered twice: harmless.
+    report(&t, &id, 3, "Updated").await;
+    report(&t, &id, 3, "Updated").await;
+    let (_, inst) = t.call("GET", "/api/v1/instances/orders", None).await;
+    assert_eq!(inst["state"], "Up");
+    assert_eq!(inst["observedGeneration"], 3);
+}
+
+#[sqlx::test(migrations = false)]
+async fn overdue_instances_get_their_event_again(pool: PgPool) {
+    let t = test_app(pool).await;
+    create(&t).await;
+    assert_eq!(t.queued_events().await.len(), 1);
+    let n = reconciler::resend::resend_overdue(&t.state, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "not overdue yet");
+    let n = reconciler::resend::resend_overdue(&t.state, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let events = t.queued_events().await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1]["kind"], "Create");
+    assert_eq!(events[1]["generation"], 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn unparseable_status_messages_are_dead_lettered(pool: PgPool) {
+    let t = test_app(pool).await;
+    let mut conn = t.state.pool.acquire().await.unwrap();
+    t.state
+        .queues
+        .send_json(&mut conn, queue::STATUS_QUEUE, &json!({"hello": "world"}))
+        .await
+        .unwrap();
+    let msgs = t
+        .state
+        .queues
+        .read(queue::STATUS_QUEUE, std::time::Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(msgs.len(), 1);
+    let outcome = reconciler::status::handle(&t.state, &msgs[0]).await;
+    match outcome {
+        reconciler::status::Outcome::DeadLetter(reason) => {
+            assert!(reason.contains("unparseable status report"), "{reason}")
+        }
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+}
