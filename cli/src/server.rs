@@ -117,6 +117,7 @@ pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
                     root: args.data_dir,
                     postgres_user: args.postgres_user,
                     listen_address: args.instance_listen_address,
+                    template: None,
                 })
                 .await?,
             );

@@ -101,6 +101,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             root: instances_root,
             postgres_user: args.postgres_user.clone(),
             listen_address: args.instance_listen_address.clone(),
+            template: None,
         })
         .await?,
     );

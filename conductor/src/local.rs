@@ -32,6 +32,19 @@ pub struct LocalSettings {
     pub postgres_user: String,
     /// `listen_addresses` of every instance.
     pub listen_address: String,
+    /// The template data directory; `root/template` when `None`.
+    pub template: Option<PathBuf>,
+}
+
+impl LocalSettings {
+    pub fn new(root: impl Into<PathBuf>, postgres_user: &str) -> LocalSettings {
+        LocalSettings {
+            root: root.into(),
+            postgres_user: postgres_user.to_owned(),
+            listen_address: agent::InstanceConfig::DEFAULT_LISTEN_ADDRESS.to_owned(),
+            template: None,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -71,7 +84,11 @@ impl LocalRuntime {
         tokio::fs::create_dir_all(&settings.root)
             .await
             .map_err(io("create", &settings.root))?;
-        let template = Template::ensure(&settings.root.join("template"), &bins, &run_as).await?;
+        let template_dir = settings
+            .template
+            .clone()
+            .unwrap_or_else(|| settings.root.join("template"));
+        let template = Template::ensure(&template_dir, &bins, &run_as).await?;
         Ok(LocalRuntime {
             settings,
             bins,

@@ -1,0 +1,490 @@
+//! `pgplane instance …`: create, inspect, change and remove instances through
+//! the control plane's API.
+//!
+//! Results go to stdout (a table, or JSON with `-o json`); progress, notes
+//! and errors go to stderr, so stdout stays parseable.
+
+mod failure;
+mod spec;
+mod view;
+mod wait;
+
+use std::time::Duration;
+
+use api::{Client, CreateInstance, Instance, UpdateInstance};
+use chrono::Utc;
+use domain::spec::{DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_POSTGRES_VERSION, DEFAULT_STORAGE};
+use domain::State;
+
+use crate::output::{self, OutputFormat};
+use failure::Failure;
+use spec::{NewSpec, SpecChange};
+use wait::Goal;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum InstanceCommand {
+    /// Create an instance.
+    Create(CreateArgs),
+    /// List the organisation's instances.
+    List(ListArgs),
+    /// Show one instance in detail: spec, what the data plane observes, connection.
+    Get {
+        /// Instance name (or id).
+        name: String,
+    },
+    /// Change an instance's spec; only the flags given change.
+    Update(UpdateArgs),
+    /// Restart Postgres.
+    Restart {
+        /// Instance name (or id).
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Stop Postgres; the data is kept.
+    Stop {
+        /// Instance name (or id).
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Start a stopped instance.
+    Start {
+        /// Instance name (or id).
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Delete an instance and its data.
+    Delete {
+        /// Instance name (or id).
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Show an instance's state changes, oldest first.
+    History {
+        /// Instance name (or id).
+        name: String,
+    },
+    /// Print the connection URI, password included: `psql "$(pgplane instance credentials NAME)"`.
+    Credentials {
+        /// Instance name (or id).
+        name: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// Instance name: lower-case letters, digits and '-', starting with a letter.
+    pub name: String,
+    /// Enable a Postgres extension; repeat or separate with commas.
+    #[arg(long = "extension", value_name = "NAME", value_delimiter = ',')]
+    pub extensions: Vec<String>,
+    /// Set a postgresql.conf parameter, e.g. `--config work_mem=16MB`; repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = spec::parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Postgres major version.
+    #[arg(long, value_name = "VERSION", default_value = DEFAULT_POSTGRES_VERSION)]
+    pub postgres_version: String,
+    /// CPU: cores (`1`, `0.5`) or millicores (`500m`).
+    #[arg(long, default_value = DEFAULT_CPU, value_parser = spec::parse_cpu)]
+    pub cpu: String,
+    /// Memory, e.g. `512Mi`, `2Gi`.
+    #[arg(long, default_value = DEFAULT_MEMORY, value_parser = spec::parse_bytes)]
+    pub memory: String,
+    /// Disk size, e.g. `10Gi`.
+    #[arg(long, default_value = DEFAULT_STORAGE, value_parser = spec::parse_bytes)]
+    pub storage: String,
+    /// Data plane to run it on; the control plane's default when omitted.
+    #[arg(long, value_name = "NAME")]
+    pub data_plane: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Only instances in this state (Submitted, Up, Configuring, Restarting,
+    /// Stopping, Stopped, Starting, Deleting, Deleted, Error).
+    #[arg(long, value_parser = parse_state)]
+    pub state: Option<State>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// Instance name (or id).
+    pub name: String,
+    /// Enable a Postgres extension; repeat or separate with commas.
+    #[arg(long = "extension", value_name = "NAME", value_delimiter = ',')]
+    pub extensions: Vec<String>,
+    /// Disable a Postgres extension; repeat or separate with commas.
+    #[arg(long = "remove-extension", value_name = "NAME", value_delimiter = ',')]
+    pub remove_extensions: Vec<String>,
+    /// Set a postgresql.conf parameter, e.g. `--config work_mem=16MB`; repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = spec::parse_key_value)]
+    pub config: Vec<(String, String)>,
+    /// Remove a parameter from the spec (back to Postgres's default); repeatable.
+    #[arg(long = "unset-config", value_name = "KEY", value_parser = spec::parse_config_key)]
+    pub unset_config: Vec<String>,
+    /// CPU: cores (`1`, `0.5`) or millicores (`500m`).
+    #[arg(long, value_parser = spec::parse_cpu)]
+    pub cpu: Option<String>,
+    /// Memory, e.g. `512Mi`, `2Gi`.
+    #[arg(long, value_parser = spec::parse_bytes)]
+    pub memory: Option<String>,
+    /// Disk size, e.g. `20Gi`.
+    #[arg(long, value_parser = spec::parse_bytes)]
+    pub storage: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct WaitArgs {
+    /// Wait until the data plane has acted (instance Up, Stopped or Deleted),
+    /// printing each state change to stderr.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long, e.g. `90s`, `5m`, `1h`.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = wait::parse_duration)]
+    pub timeout: Duration,
+}
+
+fn parse_state(arg: &str) -> Result<State, String> {
+    State::parse(arg).ok_or_else(|| {
+        let all: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown state {arg:?}; one of {}", all.join(", "))
+    })
+}
+
+/// Runs one instance command; returns the process exit code (0 ok, 1 error).
+/// Errors are printed to stderr as `error: <message>`, then one line per
+/// invalid field, then hints.
+pub async fn run(cmd: InstanceCommand, client: &Client, output: OutputFormat) -> i32 {
+    match execute(cmd, client, output).await {
+        Ok(()) => 0,
+        Err(failure) => {
+            eprint!("{}", failure.render());
+            1
+        }
+    }
+}
+
+async fn execute(cmd: InstanceCommand, client: &Client, output: OutputFormat) -> Result<(), Failure> {
+    match cmd {
+        InstanceCommand::Create(args) => create(client, args, output).await,
+        InstanceCommand::List(args) => list(client, args, output).await,
+        InstanceCommand::Get { name } => get(client, &name, output).await,
+        InstanceCommand::Update(args) => update(client, args, output).await,
+        InstanceCommand::Restart { name, wait } => {
+            action(client, &name, Action::Restart, wait, output).await
+        }
+        InstanceCommand::Stop { name, wait } => {
+            action(client, &name, Action::Stop, wait, output).await
+        }
+        InstanceCommand::Start { name, wait } => {
+            action(client, &name, Action::Start, wait, output).await
+        }
+        InstanceCommand::Delete { name, wait } => {
+            action(client, &name, Action::Delete, wait, output).await
+        }
+        InstanceCommand::History { name } => history(client, &name, output).await,
+        InstanceCommand::Credentials { name } => credentials(client, &name, output).await,
+    }
+}
+
+async fn create(client: &Client, args: CreateArgs, output: OutputFormat) -> Result<(), Failure> {
+    let spec = NewSpec {
+        postgres_version: &args.postgres_version,
+        cpu: &args.cpu,
+        memory: &args.memory,
+        storage: &args.storage,
+        extensions: &args.extensions,
+        config: &args.config,
+    }
+    .build()?;
+    let req = CreateInstance {
+        name: args.name.clone(),
+        spec,
+        data_plane: args.data_plane,
+        owner: None,
+    };
+    let created = client
+        .create_instance(&req)
+        .await
+        .map_err(|e| Failure::client(&args.name, e))?;
+    finish(client, created, Goal::Settled, args.wait, output).await
+}
+
+async fn list(client: &Client, args: ListArgs, output: OutputFormat) -> Result<(), Failure> {
+    let list = client
+        .list_instances(args.state.map(State::as_str))
+        .await
+        .map_err(|e| Failure::client("", e))?;
+    match output {
+        OutputFormat::Json => output::print_json(&list)?,
+        OutputFormat::Table if list.items.is_empty() => eprintln!("no instances"),
+        OutputFormat::Table => output::print_text(&view::list(&list.items, Utc::now()))?,
+    }
+    Ok(())
+}
+
+async fn get(client: &Client, name: &str, output: OutputFormat) -> Result<(), Failure> {
+    let inst = fetch(client, name).await?;
+    match output {
+        OutputFormat::Json => output::print_json(&inst)?,
+        OutputFormat::Table => output::print_text(&view::details(&inst, Utc::now()))?,
+    }
+    Ok(())
+}
+
+/// Read, change, write back only if nobody changed it meanwhile.
+async fn update(client: &Client, args: UpdateArgs, output: OutputFormat) -> Result<(), Failure> {
+    let current = fetch(client, &args.name).await?;
+    if current.state == State::Deleted {
+        return Err(Failure::Deleted { name: args.name });
+    }
+    let spec = SpecChange {
+        add_extensions: &args.extensions,
+        remove_extensions: &args.remove_extensions,
+        set_config: &args.config,
+        unset_config: &args.unset_config,
+        cpu: args.cpu.as_deref(),
+        memory: args.memory.as_deref(),
+        storage: args.storage.as_deref(),
+    }
+    .apply(&current.spec)?;
+    let changes = domain::diff_specs(&current.spec, &spec);
+    if changes.is_empty() {
+        eprintln!(
+            "{}: nothing to change (spec already as requested at generation {})",
+            current.name, current.generation
+        );
+        return finish(client, current, Goal::Settled, args.wait, output).await;
+    }
+    eprint!("{}: changing\n{}", current.name, view::changes(&changes));
+    let req = UpdateInstance {
+        spec,
+        expected_generation: Some(current.generation),
+    };
+    let updated = client
+        .update_instance(&args.name, &req)
+        .await
+        .map_err(|e| match Failure::client(&args.name, e) {
+            Failure::Client { error, hint: None } if error.status() == Some(409) => Failure::Client {
+                error,
+                hint: Some(format!(
+                    "instance {} may have changed since generation {} was read; run the command again",
+                    args.name, current.generation
+                )),
+            },
+            other => other,
+        })?;
+    eprint!("{}", view::restart_note(&updated));
+    finish(client, updated, Goal::Settled, args.wait, output).await
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Restart,
+    Stop,
+    Start,
+    Delete,
+}
+
+async fn action(
+    client: &Client,
+    name: &str,
+    action: Action,
+    wait: WaitArgs,
+    output: OutputFormat,
+) -> Result<(), Failure> {
+    let result = match action {
+        Action::Restart => client.instance_action(name, "restart").await,
+        Action::Stop => client.instance_action(name, "stop").await,
+        Action::Start => client.instance_action(name, "start").await,
+        Action::Delete => client.delete_instance(name).await,
+    };
+    let inst = result.map_err(|e| Failure::client(name, e))?;
+    let goal = match action {
+        Action::Delete => Goal::Deleted,
+        Action::Restart | Action::Stop | Action::Start => Goal::Settled,
+    };
+    finish(client, inst, goal, wait, output).await
+}
+
+async fn history(client: &Client, name: &str, output: OutputFormat) -> Result<(), Failure> {
+    let history = client
+        .history(name)
+        .await
+        .map_err(|e| Failure::client(name, e))?;
+    match output {
+        OutputFormat::Json => output::print_json(&history)?,
+        OutputFormat::Table => output::print_text(&view::history(&history))?,
+    }
+    Ok(())
+}
+
+/// Only the URI in table mode, so `psql "$(pgplane instance credentials x)"` works.
+async fn credentials(client: &Client, name: &str, output: OutputFormat) -> Result<(), Failure> {
+    let creds = client
+        .credentials(name)
+        .await
+        .map_err(|e| Failure::client(name, e))?;
+    match output {
+        OutputFormat::Json => output::print_json(&creds)?,
+        OutputFormat::Table => output::print_text(&format!("{}\n", creds.uri))?,
+    }
+    Ok(())
+}
+
+async fn fetch(client: &Client, name: &str) -> Result<Instance, Failure> {
+    client
+        .get_instance(name)
+        .await
+        .map_err(|e| Failure::client(name, e))
+}
+
+/// Waits if asked, then prints the instance.
+async fn finish(
+    client: &Client,
+    inst: Instance,
+    goal: Goal,
+    wait: WaitArgs,
+    output: OutputFormat,
+) -> Result<(), Failure> {
+    let inst = if wait.wait {
+        wait::until_settled(client, inst, goal, wait.timeout).await?
+    } else {
+        inst
+    };
+    match output {
+        OutputFormat::Json => output::print_json(&inst)?,
+        OutputFormat::Table => output::print_text(&view::summary(&inst))?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The command as the lead's top-level parser nests it.
+    #[derive(clap::Parser, Debug)]
+    #[command(name = "pgplane-instance")]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: InstanceCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<InstanceCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pgplane-instance").chain(args.iter().copied()))
+            .map(|c| c.cmd)
+    }
+
+    #[test]
+    fn command_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn create_takes_repeated_and_comma_separated_flags_with_defaults() {
+        let cmd = parse(&[
+            "create",
+            "orders",
+            "--extension",
+            "hstore,citext",
+            "--extension",
+            "pg_trgm",
+            "--config",
+            "work_mem=16MB",
+            "--config",
+            "jit=off",
+        ])
+        .unwrap();
+        let InstanceCommand::Create(args) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(args.extensions, ["hstore", "citext", "pg_trgm"]);
+        assert_eq!(
+            args.config,
+            [
+                ("work_mem".to_owned(), "16MB".to_owned()),
+                ("jit".to_owned(), "off".to_owned())
+            ]
+        );
+        assert_eq!(args.postgres_version, DEFAULT_POSTGRES_VERSION);
+        assert_eq!(args.cpu, DEFAULT_CPU);
+        assert_eq!(args.memory, DEFAULT_MEMORY);
+        assert_eq!(args.storage, DEFAULT_STORAGE);
+        assert!(!args.wait.wait);
+        assert_eq!(args.wait.timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn bad_config_names_the_argument_and_the_value() {
+        let err = parse(&["create", "orders", "--config", "work_mem"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--config <KEY=VALUE>"), "{text}");
+        assert!(text.contains("\"work_mem\""), "{text}");
+    }
+
+    #[test]
+    fn wait_and_timeout_parse_humanely() {
+        let cmd = parse(&["restart", "orders", "--wait", "--timeout", "5m"]).unwrap();
+        let InstanceCommand::Restart { name, wait } = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(name, "orders");
+        assert!(wait.wait);
+        assert_eq!(wait.timeout, Duration::from_secs(300));
+        let err = parse(&["delete", "orders", "--wait", "--timeout", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("like 90s, 5m"), "{err}");
+    }
+
+    #[test]
+    fn list_state_is_case_insensitive_and_checked() {
+        let cmd = parse(&["list", "--state", "up"]).unwrap();
+        assert!(matches!(cmd, InstanceCommand::List(ListArgs { state: Some(State::Up) })));
+        let err = parse(&["list", "--state", "running"]).unwrap_err();
+        assert!(err.to_string().contains("one of Submitted, Up"), "{err}");
+    }
+
+    #[test]
+    fn update_flags_are_optional_and_quantities_checked() {
+        let cmd = parse(&[
+            "update",
+            "orders",
+            "--remove-extension",
+            "hstore",
+            "--unset-config",
+            "jit",
+            "--memory",
+            "2Gi",
+        ])
+        .unwrap();
+        let InstanceCommand::Update(args) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(args.remove_extensions, ["hstore"]);
+        assert_eq!(args.unset_config, ["jit"]);
+        assert_eq!(args.memory.as_deref(), Some("2Gi"));
+        assert_eq!(args.cpu, None);
+        let err = parse(&["update", "orders", "--storage", "10GB"]).unwrap_err();
+        assert!(err.to_string().contains("--storage"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_control_plane_names_the_endpoint_and_hints() {
+        // Port 1 on loopback: nothing listens, the connection is refused locally.
+        let client = Client::new("http://127.0.0.1:1", "token");
+        let err = client.get_instance("orders").await.unwrap_err();
+        let text = Failure::client("orders", err).render();
+        assert!(text.starts_with("error: cannot reach the pgplane control plane at http://127.0.0.1:1"), "{text}");
+        assert!(text.contains("PGPLANE_ENDPOINT"), "{text}");
+        assert!(text.contains("pgplane up"), "{text}");
+    }
+}

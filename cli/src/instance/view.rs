@@ -1,0 +1,414 @@
+//! How instances and their history read in table form. Pure: the caller
+//! passes `now` for ages.
+
+use chrono::{DateTime, Utc};
+
+use api::{History, Instance};
+
+use crate::output::{self, Details, Table, NONE};
+
+/// One instance as a one-row table: what `create`, `update` and the actions
+/// print when they are done.
+pub fn summary(inst: &Instance) -> String {
+    let mut t = Table::new([
+        "NAME",
+        "STATE",
+        "GENERATION",
+        "OBSERVED",
+        "VERSION",
+        "EXTENSIONS",
+        "HOST",
+    ]);
+    t.row([
+        inst.name.clone(),
+        inst.state.to_string(),
+        inst.generation.to_string(),
+        inst.observed_generation.to_string(),
+        inst.spec.postgres_version.clone(),
+        extensions(inst),
+        endpoint(inst),
+    ]);
+    t.render()
+}
+
+/// `list`: one row per instance.
+pub fn list(items: &[Instance], now: DateTime<Utc>) -> String {
+    let mut t = Table::new([
+        "NAME",
+        "STATE",
+        "GEN",
+        "OBSERVED",
+        "VERSION",
+        "EXTENSIONS",
+        "AGE",
+    ]);
+    for inst in items {
+        t.row([
+            inst.name.clone(),
+            inst.state.to_string(),
+            inst.generation.to_string(),
+            inst.observed_generation.to_string(),
+            inst.spec.postgres_version.clone(),
+            extensions(inst),
+            output::age(inst.created_at, now),
+        ]);
+    }
+    t.render()
+}
+
+/// `get`: everything about one instance except its password.
+pub fn details(inst: &Instance, now: DateTime<Utc>) -> String {
+    let mut d = Details::new();
+    d.field("Name", &inst.name)
+        .field("ID", inst.id.to_string())
+        .field("Org", &inst.org)
+        .field("State", inst.state.to_string())
+        .field(
+            "Generation",
+            format!(
+                "{} (observed {})",
+                inst.generation, inst.observed_generation
+            ),
+        )
+        .field("Data plane", &inst.data_plane)
+        .field("Owner", &inst.owner)
+        .field("Created", when(inst.created_at, now))
+        .field("Updated", when(inst.updated_at, now));
+    d.section("Spec", |d| {
+        let spec = &inst.spec;
+        d.field("Postgres version", &spec.postgres_version)
+            .field("Replicas", spec.replicas.to_string())
+            .field("CPU", &spec.resources.cpu)
+            .field("Memory", &spec.resources.memory)
+            .field("Storage", &spec.storage)
+            .field("Stopped", yes_no(spec.stopped))
+            .field("Extensions", extensions(inst));
+        config(d, spec.config.iter());
+    });
+    match &inst.observed {
+        None => {
+            d.field("Observed", "nothing reported yet");
+        }
+        Some(obs) => {
+            d.section("Observed", |d| {
+                d.field("Running", yes_no(obs.running))
+                    .field("Postgres version", &obs.postgres_version)
+                    .field("Extensions", obs.extensions.join(", "))
+                    .field("Pending restart", obs.pending_restart.join(", "))
+                    .field(
+                        "Observed at",
+                        inst.observed_at.map(|t| when(t, now)).unwrap_or_default(),
+                    );
+                config(d, obs.config.iter());
+            });
+        }
+    }
+    d.field("Connection", connection(inst));
+    d.field("Error", inst.error.clone().unwrap_or_default());
+    if inst.restart_reasons.is_empty() {
+        d.field("Restart reasons", "");
+    } else {
+        d.section("Restart reasons", |d| {
+            for reason in &inst.restart_reasons {
+                d.item(format!("- {reason}"));
+            }
+        });
+    }
+    d.render()
+}
+
+/// `history`: the state timeline, oldest first as the API returns it.
+pub fn history(h: &History) -> String {
+    let mut t = Table::new(["TIME", "FROM", "EVENT", "TO", "GEN", "ACTOR", "DETAIL"]);
+    for e in &h.items {
+        t.row([
+            output::timestamp(e.at),
+            e.from.map(|s| s.to_string()).unwrap_or_default(),
+            e.event.clone(),
+            e.to.to_string(),
+            e.generation.to_string(),
+            e.actor.clone(),
+            e.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    t.render()
+}
+
+/// What `update` tells the user about the restart the change needs.
+pub fn restart_note(inst: &Instance) -> String {
+    if inst.restart_reasons.is_empty() {
+        "applied without restart\n".to_owned()
+    } else {
+        inst.restart_reasons
+            .iter()
+            .map(|r| format!("restart required: {r}\n"))
+            .collect()
+    }
+}
+
+/// The changes `update` is about to send, one per line:
+/// `  config.work_mem: 4MB → 16MB`.
+pub fn changes(changes: &[domain::FieldChange]) -> String {
+    changes
+        .iter()
+        .map(|c| {
+            let side = |v: &Option<String>| match v.as_deref() {
+                None => "(unset)".to_owned(),
+                Some("") => "(none)".to_owned(),
+                Some(v) => v.to_owned(),
+            };
+            format!("  {}: {} → {}\n", c.path, side(&c.from), side(&c.to))
+        })
+        .collect()
+}
+
+fn extensions(inst: &Instance) -> String {
+    inst.spec.extension_names().collect::<Vec<_>>().join(",")
+}
+
+/// `host:port`, or `-` before the data plane has reported one.
+fn endpoint(inst: &Instance) -> String {
+    inst.connection
+        .as_ref()
+        .map(|c| format!("{}:{}", c.host, c.port))
+        .unwrap_or_else(|| NONE.to_owned())
+}
+
+fn connection(inst: &Instance) -> String {
+    inst.connection
+        .as_ref()
+        .map(|c| {
+            format!(
+                "{}:{} (database {}, user {})",
+                c.host, c.port, c.database, c.user
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn config<'a>(d: &mut Details, entries: impl ExactSizeIterator<Item = (&'a String, &'a String)>) {
+    if entries.len() == 0 {
+        d.field("Config", "");
+        return;
+    }
+    d.section("Config", |d| {
+        for (k, v) in entries {
+            d.item(format!("{k} = {v}"));
+        }
+    });
+}
+
+fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    format!("{} ({} ago)", output::timestamp(at), output::age(at, now))
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use api::HistoryEntry;
+    use chrono::TimeZone;
+    use domain::{ConnectionInfo, Extension, InstanceSpec, ObservedSpec, State};
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
+    }
+
+    /// A freshly created instance, for tests across the module.
+    pub(crate) fn instance(name: &str) -> Instance {
+        Instance {
+            id: uuid::Uuid::nil(),
+            org: "acme".into(),
+            name: name.into(),
+            data_plane: "local".into(),
+            owner: "api".into(),
+            state: State::Submitted,
+            generation: 1,
+            observed_generation: 0,
+            spec: InstanceSpec::default(),
+            observed: None,
+            observed_at: None,
+            connection: None,
+            error: None,
+            restart_reasons: Vec::new(),
+            created_at: t0(),
+            updated_at: t0(),
+        }
+    }
+
+    fn running() -> Instance {
+        let mut inst = instance("orders");
+        inst.state = State::Up;
+        inst.generation = 2;
+        inst.observed_generation = 2;
+        inst.spec.extensions = vec![
+            Extension {
+                name: "citext".into(),
+            },
+            Extension {
+                name: "hstore".into(),
+            },
+        ];
+        inst.spec.config.insert("work_mem".into(), "16MB".into());
+        inst.connection = Some(ConnectionInfo {
+            host: "127.0.0.1".into(),
+            port: 54321,
+            database: "postgres".into(),
+            user: "postgres".into(),
+        });
+        inst.observed = Some(ObservedSpec {
+            postgres_version: "15".into(),
+            extensions: vec!["citext".into(), "hstore".into()],
+            config: [("work_mem".to_owned(), "16384kB".to_owned())].into(),
+            running: true,
+            pending_restart: vec![],
+        });
+        inst.observed_at = Some(t0() + chrono::Duration::seconds(30));
+        inst
+    }
+
+    #[test]
+    fn summary_is_one_aligned_row() {
+        assert_eq!(
+            summary(&running()),
+            "NAME    STATE  GENERATION  OBSERVED  VERSION  EXTENSIONS     HOST\n\
+             orders  Up     2           2         15       citext,hstore  127.0.0.1:54321\n"
+        );
+        assert!(summary(&instance("new")).lines().nth(1).unwrap().ends_with(" -  -"));
+    }
+
+    #[test]
+    fn list_shows_ages() {
+        let now = t0() + chrono::Duration::hours(3);
+        assert_eq!(
+            list(&[running(), instance("billing")], now),
+            "NAME     STATE      GEN  OBSERVED  VERSION  EXTENSIONS     AGE\n\
+             orders   Up         2    2         15       citext,hstore  3h\n\
+             billing  Submitted  1    0         15       -              3h\n"
+        );
+    }
+
+    #[test]
+    fn details_show_spec_observed_and_connection_but_no_password() {
+        let mut inst = running();
+        inst.restart_reasons = vec!["shared_buffers changed".into()];
+        let text = details(&inst, t0() + chrono::Duration::minutes(5));
+        let expected = "\
+Name:                orders
+ID:                  00000000-0000-0000-0000-000000000000
+Org:                 acme
+State:               Up
+Generation:          2 (observed 2)
+Data plane:          local
+Owner:               api
+Created:             2024-05-01T12:00:00Z (5m ago)
+Updated:             2024-05-01T12:00:00Z (5m ago)
+Spec:
+  Postgres version:  15
+  Replicas:          1
+  CPU:               1
+  Memory:            1Gi
+  Storage:           10Gi
+  Stopped:           no
+  Extensions:        citext,hstore
+  Config:
+    work_mem = 16MB
+Observed:
+  Running:           yes
+  Postgres version:  15
+  Extensions:        citext, hstore
+  Pending restart:   -
+  Observed at:       2024-05-01T12:00:30Z (4m ago)
+  Config:
+    work_mem = 16384kB
+Connection:          127.0.0.1:54321 (database postgres, user postgres)
+Error:               -
+Restart reasons:
+  - shared_buffers changed
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn details_of_a_new_instance_say_nothing_was_observed() {
+        let text = details(&instance("orders"), t0());
+        assert!(text.contains("Observed:            nothing reported yet\n"), "{text}");
+        assert!(text.contains("Connection:          -\n"), "{text}");
+        assert!(text.contains("  Config:            -\n"), "{text}");
+    }
+
+    #[test]
+    fn history_rows_in_order() {
+        let h = History {
+            items: vec![
+                HistoryEntry {
+                    from: None,
+                    event: "Create".into(),
+                    to: State::Submitted,
+                    generation: 1,
+                    actor: "api".into(),
+                    detail: None,
+                    at: t0(),
+                },
+                HistoryEntry {
+                    from: Some(State::Submitted),
+                    event: "Created".into(),
+                    to: State::Up,
+                    generation: 1,
+                    actor: "data-plane:local".into(),
+                    detail: Some("created in 2.1s".into()),
+                    at: t0() + chrono::Duration::seconds(2),
+                },
+            ],
+        };
+        assert_eq!(
+            history(&h),
+            "TIME                  FROM       EVENT    TO         GEN  ACTOR             DETAIL\n\
+             2024-05-01T12:00:00Z  -          Create   Submitted  1    api               -\n\
+             2024-05-01T12:00:02Z  Submitted  Created  Up         1    data-plane:local  created in 2.1s\n"
+        );
+    }
+
+    #[test]
+    fn restart_note_lists_reasons_or_says_none() {
+        let mut inst = running();
+        assert_eq!(restart_note(&inst), "applied without restart\n");
+        inst.restart_reasons = vec!["shared_buffers changed".into(), "extension x".into()];
+        assert_eq!(
+            restart_note(&inst),
+            "restart required: shared_buffers changed\nrestart required: extension x\n"
+        );
+    }
+
+    #[test]
+    fn changes_read_as_arrows() {
+        let text = changes(&[
+            domain::FieldChange {
+                path: "config.work_mem".into(),
+                from: Some("4MB".into()),
+                to: Some("16MB".into()),
+            },
+            domain::FieldChange {
+                path: "config.jit".into(),
+                from: Some("on".into()),
+                to: None,
+            },
+            domain::FieldChange {
+                path: "extensions".into(),
+                from: Some("".into()),
+                to: Some("hstore".into()),
+            },
+        ]);
+        assert_eq!(
+            text,
+            "  config.work_mem: 4MB → 16MB\n  config.jit: on → (unset)\n  extensions: (none) → hstore\n"
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The conductor against real PGMQ on a real Postgres (`#[sqlx::test]`), with
+//! the simulated runtime for the protocol and the local runtime for real
+//! instances.
+
+mod local;
+mod protocol;
+mod support;
