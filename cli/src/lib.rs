@@ -55,7 +55,12 @@ pub enum Command {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ApiArgs {
     /// Control-plane endpoint, e.g. http://127.0.0.1:8080.
-    #[arg(long, env = "PGPLANE_ENDPOINT", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "PGPLANE_ENDPOINT",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub endpoint: String,
     /// Bearer token (scoped to one organisation); `pgplane up` prints one.
     #[arg(long, env = "PGPLANE_TOKEN", hide_env_values = true, global = true)]

@@ -122,7 +122,8 @@ impl Details {
         } else {
             value
         };
-        self.lines.push((self.depth, format!("{key}:"), Some(value)));
+        self.lines
+            .push((self.depth, format!("{key}:"), Some(value)));
         self
     }
 
@@ -264,8 +265,8 @@ mod tests {
         });
         assert_eq!(
             d.render(),
-            "Name:                 orders\n\
-             Error:                -\n\
+            "Name:                orders\n\
+             Error:               -\n\
              Spec:\n\
              \x20 Postgres version:  15\n\
              \x20 Config:\n\

@@ -46,7 +46,11 @@ pub struct ConductorArgs {
     #[arg(long, value_enum, default_value_t = RuntimeKind::Local)]
     pub runtime: RuntimeKind,
     /// Where the local runtime keeps its template and instances.
-    #[arg(long, env = "PGPLANE_DATA_DIR", default_value = "./pgplane-data/instances")]
+    #[arg(
+        long,
+        env = "PGPLANE_DATA_DIR",
+        default_value = "./pgplane-data/instances"
+    )]
     pub data_dir: PathBuf,
     /// The OS user that runs Postgres when pgplane runs as root (created if
     /// missing). Ignored when not root.
@@ -61,6 +65,9 @@ pub struct ConductorArgs {
     /// How often every instance is re-observed.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub resync_interval: Duration,
+    /// Fault injection for crash tests: pause after creating a data directory.
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub debug_create_pause: Option<Duration>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -118,6 +125,7 @@ pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
                     postgres_user: args.postgres_user,
                     listen_address: args.instance_listen_address,
                     template: None,
+                    create_pause: args.debug_create_pause,
                 })
                 .await?,
             );

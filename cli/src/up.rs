@@ -57,7 +57,10 @@ pub struct UpArgs {
 /// Parses `90s`, `5m`, `2h`, `500ms` or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
     let n: f64 = num
         .parse()
         .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 5m, 1h"))?;
@@ -87,7 +90,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", instances_root.display()))?;
     let template = Template::ensure(&instances_root.join("template"), &bins, &run_as).await?;
 
-    eprintln!("starting the state Postgres in {}", data_dir.join("state").display());
+    eprintln!(
+        "starting the state Postgres in {}",
+        data_dir.join("state").display()
+    );
     let (state_agent, database_url) = start_state_db(&data_dir, &bins, &run_as, &template).await?;
     let pool = reconciler::connect(&database_url).await?;
     reconciler::prepare_database(&pool, DATA_PLANE).await?;
@@ -102,6 +108,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             postgres_user: args.postgres_user.clone(),
             listen_address: args.instance_listen_address.clone(),
             template: None,
+            create_pause: None,
         })
         .await?,
     );
@@ -116,12 +123,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         resend_every: Duration::from_secs(5),
         resend_after: args.resend_after,
     };
-    let control = tasks.spawn(reconciler::run(pool.clone(), settings, cancel.clone(), Some(ready_tx)));
+    let control = tasks.spawn(reconciler::run(
+        pool.clone(),
+        settings,
+        cancel.clone(),
+        Some(ready_tx),
+    ));
     let mut conductor_settings = conductor::Settings::new(DATA_PLANE);
     conductor_settings.visibility_timeout = args.visibility_timeout;
     conductor_settings.resync_every = args.resync_interval;
     let queues = queue::Queues::new(pool.clone()).await;
-    let conductor_task = tasks.spawn(conductor::run(queues, runtime.clone(), conductor_settings, cancel.clone()));
+    let conductor_task = tasks.spawn(conductor::run(
+        queues,
+        runtime.clone(),
+        conductor_settings,
+        cancel.clone(),
+    ));
     tasks.close();
 
     let addr = match ready_rx.await {
@@ -145,7 +162,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "  try:       set -a; . {}; set +a; pgplane instance create orders --wait",
         env_file.display()
     );
-    println!("Press Ctrl-C to stop (instances are stopped and come back on the next `pgplane up`).");
+    println!(
+        "Press Ctrl-C to stop (instances are stopped and come back on the next `pgplane up`)."
+    );
 
     tokio::select! {
         _ = shutdown_signal() => eprintln!("shutting down"),
@@ -165,7 +184,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
     let dir = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
     // Postgres (as the unprivileged user) must traverse it; nothing in it is world-readable.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
@@ -189,7 +209,9 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
             dir.display(),
             path.display()
         ),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
     }
 }
 
@@ -204,7 +226,9 @@ async fn start_state_db(
         Ok(bytes) => serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is corrupt", meta_path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
             let meta = StateDb {
                 port,
                 password: Secret::generate().expose().to_owned(),
@@ -240,7 +264,15 @@ async fn admin_token(pool: &reconciler::PgPool, data_dir: &Path) -> anyhow::Resu
             }
         }
     }
-    Ok(reconciler::auth::create_token(&mut conn, DEFAULT_ORG, true, Some("pgplane up admin token")).await?)
+    Ok(
+        reconciler::auth::create_token(
+            &mut conn,
+            DEFAULT_ORG,
+            true,
+            Some("pgplane up admin token"),
+        )
+        .await?,
+    )
 }
 
 fn write_env_file(data_dir: &Path, endpoint: &str, token: &str) -> anyhow::Result<()> {

@@ -34,6 +34,9 @@ pub struct LocalSettings {
     pub listen_address: String,
     /// The template data directory; `root/template` when `None`.
     pub template: Option<PathBuf>,
+    /// Fault injection for crash tests: pause this long after a new data
+    /// directory is created and before the generation is recorded.
+    pub create_pause: Option<std::time::Duration>,
 }
 
 impl LocalSettings {
@@ -43,6 +46,7 @@ impl LocalSettings {
             postgres_user: postgres_user.to_owned(),
             listen_address: agent::InstanceConfig::DEFAULT_LISTEN_ADDRESS.to_owned(),
             template: None,
+            create_pause: None,
         }
     }
 }
@@ -252,6 +256,10 @@ impl LocalRuntime {
             agent
                 .create(&self.template, &Secret::new(state.password.clone()))
                 .await?;
+            if let Some(pause) = self.settings.create_pause {
+                tracing::warn!(?pause, "pausing mid-create (--debug-create-pause)");
+                tokio::time::sleep(pause).await;
+            }
         }
         let was_running = agent.is_running().await?;
         let outcome = agent

@@ -1,1 +1,1 @@
-//! e2e
+//! End-to-end tests live in `tests/`; they run the built `pgplane` binary.

@@ -145,9 +145,15 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
         (Some(_), _) => None,
         (None, _) => row.error.clone(),
     };
+    // A deleted instance runs nothing and has nowhere to connect to.
+    let gone = next == Some(State::Deleted);
     sqlx::query(
-        "update instances set state = $2, observed = coalesce($3, observed), observed_at = case when $3 is null then observed_at else now() end,
-                observed_generation = $4, connection = coalesce($5, connection), error = $6, updated_at = now()
+        "update instances set state = $2,
+                observed = case when $7 then null else coalesce($3, observed) end,
+                observed_at = case when $3 is null then observed_at else now() end,
+                observed_generation = $4,
+                connection = case when $7 then null else coalesce($5, connection) end,
+                error = $6, updated_at = now()
          where id = $1",
     )
     .bind(row.id)
@@ -156,6 +162,7 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     .bind(applied_generation)
     .bind(connection)
     .bind(&error)
+    .bind(gone)
     .execute(&mut *tx)
     .await?;
 

@@ -118,12 +118,14 @@ pub async fn list_instances(
             .fetch_all(&mut *conn)
             .await?
         }
-        None => sqlx::query_as::<_, InstanceRow>(&format!(
+        None => {
+            sqlx::query_as::<_, InstanceRow>(&format!(
             "select {COLUMNS} from instances where org = $1 and state <> 'Deleted' order by name"
         ))
-        .bind(org)
-        .fetch_all(&mut *conn)
-        .await?,
+            .bind(org)
+            .fetch_all(&mut *conn)
+            .await?
+        }
     };
     Ok(rows)
 }

@@ -243,4 +243,18 @@ mod tests {
         };
         assert_eq!(f.render(), "error: instance orders failed: initdb failed\n");
     }
+
+    #[tokio::test]
+    async fn an_unreachable_control_plane_names_the_endpoint_and_hints() {
+        // Port 1 on loopback: nothing listens, the connection is refused locally.
+        let client = api::Client::new("http://127.0.0.1:1", "token");
+        let err = client.get_instance("orders").await.unwrap_err();
+        let text = Failure::client("orders", err).render();
+        assert!(
+            text.starts_with("error: cannot reach the pgplane control plane at http://127.0.0.1:1"),
+            "{text}"
+        );
+        assert!(text.contains("PGPLANE_ENDPOINT"), "{text}");
+        assert!(text.contains("pgplane up"), "{text}");
+    }
 }

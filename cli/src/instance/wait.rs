@@ -17,7 +17,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// `--timeout`: `90s`, `5m`, `1h30m`, `500ms`; a bare number is seconds.
 pub fn parse_duration(arg: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {arg:?}: use a number with a unit, like 90s, 5m or 1h30m");
+    let invalid =
+        || format!("invalid duration {arg:?}: use a number with a unit, like 90s, 5m or 1h30m");
     let text = arg.trim();
     if text.is_empty() {
         return Err(invalid());
@@ -28,10 +29,14 @@ pub fn parse_duration(arg: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => Duration::from_millis(1),
             "s" | "sec" => Duration::from_secs(1),
@@ -51,7 +56,9 @@ pub fn parse_duration(arg: &str) -> Result<Duration, String> {
 
 fn positive(d: Duration, arg: &str) -> Result<Duration, String> {
     if d.is_zero() {
-        Err(format!("invalid duration {arg:?}: must be longer than zero"))
+        Err(format!(
+            "invalid duration {arg:?}: must be longer than zero"
+        ))
     } else {
         Ok(d)
     }
@@ -105,7 +112,10 @@ pub fn progress(inst: &Instance, generation: i64, goal: Goal) -> Progress {
 
 /// `orders: Submitted → Up (generation 1)`
 pub fn transition_line(name: &str, from: State, to: &Instance) -> String {
-    format!("{name}: {from} → {} (generation {})", to.state, to.generation)
+    format!(
+        "{name}: {from} → {} (generation {})",
+        to.state, to.generation
+    )
 }
 
 /// Polls until `started` (what the command returned) reaches `goal` at its
@@ -198,7 +208,9 @@ mod tests {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("like 90s, 5m"), "{bad}: {err}");
         }
-        assert!(parse_duration("0s").unwrap_err().contains("longer than zero"));
+        assert!(parse_duration("0s")
+            .unwrap_err()
+            .contains("longer than zero"));
         assert!(parse_duration("0").is_err());
     }
 
@@ -238,9 +250,18 @@ mod tests {
 
     #[test]
     fn delete_waits_for_deleted_only() {
-        assert_eq!(progress(&at(State::Deleting, 5, 4), 5, Goal::Deleted), Progress::Pending);
-        assert_eq!(progress(&at(State::Up, 5, 5), 5, Goal::Deleted), Progress::Pending);
-        assert_eq!(progress(&at(State::Deleted, 5, 5), 5, Goal::Deleted), Progress::Done);
+        assert_eq!(
+            progress(&at(State::Deleting, 5, 4), 5, Goal::Deleted),
+            Progress::Pending
+        );
+        assert_eq!(
+            progress(&at(State::Up, 5, 5), 5, Goal::Deleted),
+            Progress::Pending
+        );
+        assert_eq!(
+            progress(&at(State::Deleted, 5, 5), 5, Goal::Deleted),
+            Progress::Done
+        );
     }
 
     #[test]
@@ -252,7 +273,10 @@ mod tests {
             Progress::Failed("initdb failed: disk full".into())
         );
         inst.error = None;
-        assert!(matches!(progress(&inst, 2, Goal::Deleted), Progress::Failed(_)));
+        assert!(matches!(
+            progress(&inst, 2, Goal::Deleted),
+            Progress::Failed(_)
+        ));
     }
 
     #[test]

@@ -34,33 +34,64 @@ async fn lifecycle_of_a_real_instance() {
     let rt = runtime(dir.path()).await;
     let id = Uuid::new_v4();
     let mut spec = InstanceSpec::default();
-    spec.extensions.push(Extension { name: "hstore".into() });
+    spec.extensions.push(Extension {
+        name: "hstore".into(),
+    });
 
-    let created = rt.apply(&event(id, 1, EventKind::Create, spec.clone())).await.unwrap();
+    let created = rt
+        .apply(&event(id, 1, EventKind::Create, spec.clone()))
+        .await
+        .unwrap();
     assert_eq!(created.report, ReportKind::Created);
-    let password = created.password.clone().expect("a new instance has a password");
-    assert_eq!(query_one(&created, &password, "select 'ok'::text").await, "ok");
+    let password = created
+        .password
+        .clone()
+        .expect("a new instance has a password");
+    assert_eq!(
+        query_one(&created, &password, "select 'ok'::text").await,
+        "ok"
+    );
     assert_eq!(created.observed.as_ref().unwrap().extensions, ["hstore"]);
 
     // Redelivery of generation 1: no-op, same report, no second directory.
-    let again = rt.apply(&event(id, 1, EventKind::Create, spec.clone())).await.unwrap();
+    let again = rt
+        .apply(&event(id, 1, EventKind::Create, spec.clone()))
+        .await
+        .unwrap();
     assert_eq!(again.report, ReportKind::Created);
     assert!(!again.restarted);
     let dirs = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("i-"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("i-")
+        })
         .filter(|e| e.as_ref().unwrap().path().is_dir())
         .count();
     assert_eq!(dirs, 2, "one data directory and its socket directory");
 
     spec.config.insert("work_mem".into(), "16MB".into());
-    let updated = rt.apply(&event(id, 2, EventKind::Update, spec.clone())).await.unwrap();
+    let updated = rt
+        .apply(&event(id, 2, EventKind::Update, spec.clone()))
+        .await
+        .unwrap();
     assert_eq!(updated.report, ReportKind::Updated);
     assert!(!updated.restarted);
-    assert_eq!(query_one(&updated, &password, "show work_mem").await, "16MB");
+    assert_eq!(
+        query_one(&updated, &password, "show work_mem").await,
+        "16MB"
+    );
 
-    spec.extensions.push(Extension { name: "pg_stat_statements".into() });
-    let restarted = rt.apply(&event(id, 3, EventKind::Update, spec.clone())).await.unwrap();
+    spec.extensions.push(Extension {
+        name: "pg_stat_statements".into(),
+    });
+    let restarted = rt
+        .apply(&event(id, 3, EventKind::Update, spec.clone()))
+        .await
+        .unwrap();
     assert_eq!(restarted.report, ReportKind::Restarted);
     assert!(restarted.restarted);
     assert_eq!(
@@ -71,42 +102,76 @@ async fn lifecycle_of_a_real_instance() {
     // Out of band: somebody changes work_mem in psql; a resync sees it.
     let c = restarted.connection.clone().unwrap();
     let (client, conn) = tokio_postgres::connect(
-        &format!("host={} port={} user=postgres password={password} dbname=postgres", c.host, c.port),
+        &format!(
+            "host={} port={} user=postgres password={password} dbname=postgres",
+            c.host, c.port
+        ),
         NoTls,
     )
     .await
     .unwrap();
     tokio::spawn(conn);
-    client.batch_execute("alter system set work_mem = '64MB'").await.unwrap();
-    client.batch_execute("select pg_reload_conf()").await.unwrap();
-    let seen = crate::support::eventually("drift observed", std::time::Duration::from_secs(5), || async {
-        let obs = rt.observe_all().await;
-        let o = obs.iter().find(|o| o.instance_id == id)?;
-        (o.observed.config.get("work_mem").map(String::as_str) == Some("64MB")).then_some(o.generation)
-    })
+    client
+        .batch_execute("alter system set work_mem = '64MB'")
+        .await
+        .unwrap();
+    client
+        .batch_execute("select pg_reload_conf()")
+        .await
+        .unwrap();
+    let seen = crate::support::eventually(
+        "drift observed",
+        std::time::Duration::from_secs(5),
+        || async {
+            let obs = rt.observe_all().await;
+            let o = obs.iter().find(|o| o.instance_id == id)?;
+            (o.observed.config.get("work_mem").map(String::as_str) == Some("64MB"))
+                .then_some(o.generation)
+        },
+    )
     .await;
     assert_eq!(seen, 3);
 
     let stopped = rt
-        .apply(&event(id, 4, EventKind::Stop, InstanceSpec { stopped: true, ..spec.clone() }))
+        .apply(&event(
+            id,
+            4,
+            EventKind::Stop,
+            InstanceSpec {
+                stopped: true,
+                ..spec.clone()
+            },
+        ))
         .await
         .unwrap();
     assert_eq!(stopped.report, ReportKind::Stopped);
     assert!(!stopped.observed.unwrap().running);
-    let started = rt.apply(&event(id, 5, EventKind::Start, spec.clone())).await.unwrap();
+    let started = rt
+        .apply(&event(id, 5, EventKind::Start, spec.clone()))
+        .await
+        .unwrap();
     assert_eq!(started.report, ReportKind::Started);
 
-    let deleted = rt.apply(&event(id, 6, EventKind::Delete, spec.clone())).await.unwrap();
+    let deleted = rt
+        .apply(&event(id, 6, EventKind::Delete, spec.clone()))
+        .await
+        .unwrap();
     assert_eq!(deleted.report, ReportKind::Deleted);
     let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("i-"))
         .collect();
-    assert!(left.is_empty(), "data directory and state removed: {left:?}");
+    assert!(
+        left.is_empty(),
+        "data directory and state removed: {left:?}"
+    );
     // Deleting again is a no-op.
     assert_eq!(
-        rt.apply(&event(id, 6, EventKind::Delete, spec)).await.unwrap().report,
+        rt.apply(&event(id, 6, EventKind::Delete, spec))
+            .await
+            .unwrap()
+            .report,
         ReportKind::Deleted
     );
 }
@@ -119,7 +184,10 @@ async fn a_create_interrupted_by_a_crash_resumes_with_the_same_port_and_director
     {
         // First process: creates, then "crashes" before recording the generation.
         let rt = runtime(dir.path()).await;
-        let applied = rt.apply(&event(id, 1, EventKind::Create, spec.clone())).await.unwrap();
+        let applied = rt
+            .apply(&event(id, 1, EventKind::Create, spec.clone()))
+            .await
+            .unwrap();
         let state_file = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -130,7 +198,11 @@ async fn a_create_interrupted_by_a_crash_resumes_with_the_same_port_and_director
         state["applied_generation"] = 0.into();
         std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
         // A half-copied directory from the interrupted attempt.
-        let key = state_file.file_stem().unwrap().to_string_lossy().into_owned();
+        let key = state_file
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         std::fs::create_dir_all(dir.path().join(format!("{key}.tmp/base"))).unwrap();
         assert!(applied.connection.is_some());
     }
@@ -142,21 +214,30 @@ async fn a_create_interrupted_by_a_crash_resumes_with_the_same_port_and_director
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect();
         assert_eq!(files.len(), 1);
-        let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
         s["port"].as_u64().unwrap() as u16
     };
-    let applied = rt.apply(&event(id, 1, EventKind::Create, spec.clone())).await.unwrap();
+    let applied = rt
+        .apply(&event(id, 1, EventKind::Create, spec.clone()))
+        .await
+        .unwrap();
     assert_eq!(applied.report, ReportKind::Created);
     assert_eq!(applied.connection.as_ref().unwrap().port, first_port);
     let password = applied.password.clone().unwrap();
-    assert_eq!(query_one(&applied, &password, "select 'ok'::text").await, "ok");
+    assert_eq!(
+        query_one(&applied, &password, "select 'ok'::text").await,
+        "ok"
+    );
     let data_dirs = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("i-") && !n.contains('.'))
         .count();
     assert_eq!(data_dirs, 1, "no second data directory");
-    rt.apply(&event(id, 2, EventKind::Delete, spec)).await.unwrap();
+    rt.apply(&event(id, 2, EventKind::Delete, spec))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -168,9 +249,16 @@ async fn an_unavailable_extension_fails_listing_what_is_available() {
     assert!(available.contains(&"pg_stat_statements".to_owned()));
     let id = Uuid::new_v4();
     let mut spec = InstanceSpec::default();
-    spec.extensions.push(Extension { name: "postgis".into() });
-    let err = rt.apply(&event(id, 1, EventKind::Create, spec.clone())).await.unwrap_err();
+    spec.extensions.push(Extension {
+        name: "postgis".into(),
+    });
+    let err = rt
+        .apply(&event(id, 1, EventKind::Create, spec.clone()))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("postgis") && msg.contains("hstore"), "{msg}");
-    rt.apply(&event(id, 2, EventKind::Delete, spec)).await.unwrap();
+    rt.apply(&event(id, 2, EventKind::Delete, spec))
+        .await
+        .unwrap();
 }

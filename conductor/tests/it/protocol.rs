@@ -38,9 +38,17 @@ async fn create_update_delete_through_the_queues(pool: PgPool) {
 
     let mut spec = up.spec.clone();
     spec.config.insert("work_mem".into(), "32MB".into());
-    commands::execute(&state, &caller, "orders", Command::Update { spec, expected_generation: None })
-        .await
-        .unwrap();
+    commands::execute(
+        &state,
+        &caller,
+        "orders",
+        Command::Update {
+            spec,
+            expected_generation: None,
+        },
+    )
+    .await
+    .unwrap();
     let updated = eventually("updated", Duration::from_secs(10), || async {
         let i = instance(&state, "orders").await;
         (i.state == domain::State::Up && i.observed_generation == 2).then_some(i)
@@ -48,13 +56,19 @@ async fn create_update_delete_through_the_queues(pool: PgPool) {
     .await;
     assert_eq!(updated.observed.unwrap().config["work_mem"], "32MB");
 
-    commands::execute(&state, &caller, "orders", Command::Delete).await.unwrap();
+    commands::execute(&state, &caller, "orders", Command::Delete)
+        .await
+        .unwrap();
     eventually("Deleted", Duration::from_secs(10), || async {
         (instance(&state, "orders").await.state == domain::State::Deleted).then_some(())
     })
     .await;
     assert!(runtime.is_empty());
-    assert_eq!(state.queues.get_secret(up.id).await.unwrap(), None, "secret removed");
+    assert_eq!(
+        state.queues.get_secret(up.id).await.unwrap(),
+        None,
+        "secret removed"
+    );
     cancel.cancel();
 }
 
@@ -69,7 +83,10 @@ async fn an_unparseable_event_is_dead_lettered_and_the_instance_errors(pool: PgP
     };
     let created = commands::create(&state, &caller, req).await.unwrap();
     // Replace the real event with a broken one for the same instance.
-    sqlx::query("delete from pgmq.q_dp_local").execute(&state.pool).await.unwrap();
+    sqlx::query("delete from pgmq.q_dp_local")
+        .execute(&state.pool)
+        .await
+        .unwrap();
     let mut conn = state.pool.acquire().await.unwrap();
     state
         .queues
@@ -92,11 +109,12 @@ async fn an_unparseable_event_is_dead_lettered_and_the_instance_errors(pool: PgP
     let reason = failed.error.unwrap();
     assert!(reason.contains("unparseable data-plane event"), "{reason}");
     assert!(reason.contains("Explode"), "{reason}");
-    let (dead, why): (i64, String) =
-        sqlx::query_as("select count(*) over (), reason from dead_letters where queue = 'dp_local'")
-            .fetch_one(&state.pool)
-            .await
-            .unwrap();
+    let (dead, why): (i64, String) = sqlx::query_as(
+        "select count(*) over (), reason from dead_letters where queue = 'dp_local'",
+    )
+    .fetch_one(&state.pool)
+    .await
+    .unwrap();
     assert_eq!(dead, 1);
     assert_eq!(why, reason);
     let archived: i64 = sqlx::query_scalar("select count(*) from pgmq.a_dp_local")

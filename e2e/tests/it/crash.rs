@@ -1,0 +1,180 @@
+//! `kill -9` of a conductor in the middle of a create: after a restart the
+//! instance converges to Up, with no second data directory and no lost event.
+//! Control plane and conductor run as separate processes against an external
+//! Postgres (`DATABASE_URL`, from scripts/test-db.sh).
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::support::*;
+
+/// A fresh database on the test cluster; dropped at the end.
+struct Database {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl Database {
+    fn create() -> Database {
+        let admin_url = std::env::var("DATABASE_URL")
+            .expect("DATABASE_URL must be set (eval \"$(bash scripts/test-db.sh)\")");
+        let name = format!("e2e_{}", std::process::id());
+        let _ = psql_cmd(
+            &admin_url,
+            &format!("drop database if exists {name} with (force)"),
+        );
+        assert!(psql_cmd(&admin_url, &format!("create database {name}")));
+        let base = admin_url.rsplit_once('/').unwrap().0;
+        Database {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        psql_cmd(
+            &self.admin_url,
+            &format!("drop database if exists {} with (force)", self.name),
+        );
+    }
+}
+
+fn psql_cmd(url: &str, sql: &str) -> bool {
+    std::process::Command::new("psql")
+        .args([url, "-qAtc", sql])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn conductor_killed_mid_create_converges_after_restart() {
+    let db = Database::create();
+    let scratch = scratch_dir();
+    let log = scratch.path().join("e2e.log");
+    let instances = scratch.path().join("instances");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let db_env = [("PGPLANE_DATABASE_URL", db.url.as_str())];
+
+    let mut server = spawn(
+        "pgplane server",
+        &["server", "--listen", &listen],
+        &db_env,
+        &log,
+    );
+    let token = ok(&["token", "create", "--org", "acme"], &db_env)
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("pgp_"));
+    let endpoint = format!("http://{listen}");
+    let env = [
+        ("PGPLANE_ENDPOINT", endpoint.as_str()),
+        ("PGPLANE_TOKEN", token.as_str()),
+    ];
+    eventually("control plane up", Duration::from_secs(30), || {
+        run(&["instance", "list"], &env)
+            .status
+            .success()
+            .then_some(())
+    });
+
+    let conductor_args = |pause: bool| {
+        let mut a = vec![
+            "conductor".to_owned(),
+            "--data-dir".to_owned(),
+            instances.to_str().unwrap().to_owned(),
+            "--visibility-timeout".to_owned(),
+            "2s".to_owned(),
+        ];
+        if pause {
+            a.extend(["--debug-create-pause".to_owned(), "60s".to_owned()]);
+        }
+        a
+    };
+    let args: Vec<String> = conductor_args(true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let conductor = spawn("pgplane conductor", &args, &db_env, &log);
+
+    ok(
+        &["instance", "create", "orders", "--extension", "hstore"],
+        &env,
+    );
+    // Wait until the data directory exists (the conductor is mid-create), then kill -9.
+    let data_dir = eventually("data directory created", Duration::from_secs(60), || {
+        std::fs::read_dir(&instances).ok()?.find_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name.starts_with("i-") && !name.contains('.') && e.path().join("PG_VERSION").exists())
+                .then(|| e.path())
+        })
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    conductor.signal(Signal::SIGKILL);
+    drop(conductor);
+    let inst: serde_json::Value =
+        serde_json::from_str(&ok(&["instance", "get", "orders", "-o", "json"], &env)).unwrap();
+    assert_eq!(inst["state"], "Submitted", "the create never completed");
+
+    // Restart without the pause: the unacknowledged event comes back after
+    // the visibility timeout and the create resumes.
+    let args: Vec<String> = conductor_args(false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _conductor = spawn("pgplane conductor", &args, &db_env, &log);
+    let o = run(&["instance", "get", "orders"], &env);
+    assert!(o.status.success());
+    let waited = run(&["instance", "start", "orders"], &env);
+    assert_eq!(
+        waited.status.code(),
+        Some(1),
+        "start on a Submitted instance is illegal"
+    );
+    assert!(
+        stderr(&waited).contains("cannot Start an instance that is Submitted"),
+        "{}",
+        stderr(&waited)
+    );
+    eventually("Up after restart", Duration::from_secs(60), || {
+        let inst: serde_json::Value =
+            serde_json::from_str(&ok(&["instance", "get", "orders", "-o", "json"], &env)).unwrap();
+        (inst["state"] == "Up").then_some(())
+    });
+    let data_dirs: Vec<String> = std::fs::read_dir(&instances)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("i-") && !n.contains('.'))
+        .collect();
+    assert_eq!(
+        data_dirs.len(),
+        1,
+        "no second data directory: {data_dirs:?}"
+    );
+    assert!(data_dir.exists());
+    let uri = ok(&["instance", "credentials", "orders"], &env)
+        .trim()
+        .to_owned();
+    assert_eq!(
+        psql(
+            &uri,
+            "select extname from pg_extension where extname = 'hstore'"
+        ),
+        "hstore"
+    );
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(&["instance", "history", "orders", "-o", "json"], &env)).unwrap();
+    assert_eq!(
+        history["items"].as_array().unwrap().len(),
+        2,
+        "Create, Created: {history}"
+    );
+
+    ok(&["instance", "delete", "orders", "--wait"], &env);
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(Duration::from_secs(30));
+}

@@ -1,0 +1,89 @@
+//! ARCHITECTURE.md's invariants, stated as absences, checked from `cargo metadata`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+fn direct_dependencies() -> BTreeMap<String, Vec<String>> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let deps = p["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["kind"].is_null()) // normal dependencies only
+                .map(|d| d["name"].as_str().unwrap().to_owned())
+                .collect();
+            (p["name"].as_str().unwrap().to_owned(), deps)
+        })
+        .collect()
+}
+
+fn users_of(deps: &BTreeMap<String, Vec<String>>, krate: &str) -> Vec<String> {
+    deps.iter()
+        .filter(|(_, d)| d.iter().any(|n| n == krate))
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+#[test]
+fn domain_depends_on_no_io_crate() {
+    let deps = direct_dependencies();
+    let allowed = ["serde", "serde_json", "thiserror", "uuid", "utoipa"];
+    for d in &deps["domain"] {
+        assert!(
+            allowed.contains(&d.as_str()),
+            "domain must not depend on {d}"
+        );
+    }
+}
+
+#[test]
+fn only_the_control_plane_and_the_queue_talk_sql() {
+    let deps = direct_dependencies();
+    assert_eq!(users_of(&deps, "sqlx"), ["queue", "reconciler"]);
+    assert_eq!(users_of(&deps, "pgmq"), ["queue"]);
+}
+
+#[test]
+fn only_the_control_plane_serves_http() {
+    let deps = direct_dependencies();
+    assert_eq!(users_of(&deps, "axum"), ["reconciler"]);
+    assert_eq!(users_of(&deps, "reqwest"), ["api"]);
+}
+
+#[test]
+fn only_the_agent_talks_to_instances() {
+    let deps = direct_dependencies();
+    assert_eq!(users_of(&deps, "tokio-postgres"), ["agent"]);
+}
+
+#[test]
+fn the_data_plane_does_not_depend_on_the_control_plane() {
+    let deps = direct_dependencies();
+    for krate in ["conductor", "agent", "queue"] {
+        assert!(
+            !deps[krate].contains(&"reconciler".to_owned()),
+            "{krate} depends on reconciler"
+        );
+    }
+}

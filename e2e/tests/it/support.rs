@@ -1,0 +1,212 @@
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The built `pgplane` binary.
+pub fn pgplane_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PGPLANE_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/pgplane");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build --bins` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A directory under /tmp that the Postgres user can traverse.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("pge")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    dir
+}
+
+/// A child process killed (SIGKILL) when dropped, unless it already exited.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Proc {
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), sig).unwrap();
+    }
+
+    /// Waits for exit (with a deadline) and returns the exit code.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "{} did not exit in {deadline:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `pgplane ARGS`, with stderr appended to `log`.
+pub fn spawn(name: &'static str, args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = Command::new(pgplane_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    Proc { child, name }
+}
+
+/// Reads the child's stdout until a line contains `marker`; returns what was read.
+pub fn read_until(proc: &mut Proc, marker: &str, deadline: Duration) -> String {
+    let stdout = proc.child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains(marker) {
+                    // Keep draining in the background so the child never blocks.
+                    std::thread::spawn(move || for _ in rx {});
+                    return seen;
+                }
+            }
+            Err(_) => panic!(
+                "{} did not print {marker:?} within {deadline:?}; printed:\n{seen}",
+                proc.name
+            ),
+        }
+    }
+}
+
+/// Runs `pgplane ARGS` to completion.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(pgplane_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and asserts success, returning stdout.
+#[track_caller]
+pub fn ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let o = run(args, env);
+    assert!(
+        o.status.success(),
+        "pgplane {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Runs `psql URI -Atc SQL` and returns its trimmed output.
+#[track_caller]
+pub fn psql(uri: &str, sql: &str) -> String {
+    let o = Command::new("psql")
+        .args([uri, "-Atc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "psql -c {sql:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+pub fn psql_fails(uri: &str) -> bool {
+    !Command::new("psql")
+        .args([uri, "-Atc", "select 1"])
+        .env("PGCONNECT_TIMEOUT", "3")
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Parses `KEY=VALUE` lines of pgplane.env.
+pub fn read_env_file(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `deadline`.
+pub fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what pgplane and its tests need, idempotently:
+#   - PostgreSQL 15 server binaries and contrib (Debian packages) when missing;
+#   - the unprivileged OS user Postgres runs as when pgplane runs as root;
+#   - rustfmt and clippy.
+# Safe to run again; it only does what is missing.
+set -euo pipefail
+pguser=${PGPLANE_POSTGRES_USER:-postgres}
+need_apt=()
+bindir=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+[ -x "$bindir/initdb" ] && [ -x "$bindir/postgres" ] || need_apt+=(postgresql-15)
+[ -f /usr/share/postgresql/15/extension/hstore.control ] || need_apt+=(postgresql-contrib)
+command -v psql >/dev/null || need_apt+=(postgresql-client-15)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: missing ${need_apt[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need_apt[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # Debian's package starts a cluster of its own; pgplane does not need it.
+  service postgresql stop >/dev/null 2>&1 || true
+fi
+if [ "$(id -u)" = 0 ] && ! id "$pguser" >/dev/null 2>&1; then
+  echo "setup: creating system user $pguser" >&2
+  useradd --system --no-create-home --shell /usr/sbin/nologin "$pguser"
+fi
+if command -v rustup >/dev/null; then
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+fi
+echo "setup: ok" >&2

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite — the README's test command and what CI runs:
+# set-up, formatting, lints, every test (real Postgres, real PGMQ, the built
+# binary end to end), and the checks that generated files are current.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+eval "$(bash scripts/test-db.sh)"
+export DATABASE_URL
+echo "== cargo fmt" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (binaries for the end-to-end tests)" >&2
+cargo build --workspace --locked --bins
+echo "== cargo test" >&2
+# Generated files (state diagram, PG settings table, OpenAPI) are checked by
+# tests in `domain` and `e2e`.
+cargo test --workspace --locked -- --test-threads="${PGPLANE_TEST_THREADS:-4}"
