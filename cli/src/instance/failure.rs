@@ -71,7 +71,7 @@ impl Failure {
                         line(&mut out, format_args!("  {}: {}", f.path, f.message));
                     }
                 }
-                for cause in causes(error) {
+                if let Some(cause) = root_cause(error) {
                     line(&mut out, format_args!("  caused by: {cause}"));
                 }
                 if let Some(hint) = hint {
@@ -135,22 +135,16 @@ fn line(out: &mut String, args: std::fmt::Arguments<'_>) {
     out.push('\n');
 }
 
-/// The causes below the error's own source (which its message already
-/// includes), skipping any whose text an earlier line already shows: the
-/// root cause ("connection refused") is often all a user needs.
-fn causes(error: &ClientError) -> Vec<String> {
-    let mut shown = error.to_string();
-    let mut out = Vec::new();
-    let mut next = error.source().and_then(|s| s.source());
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !shown.contains(&text) {
-            shown.push_str(&text);
-            out.push(text);
-        }
-        next = cause.source();
+/// The root cause below the error's own source (which its message already
+/// includes), e.g. "Connection refused": often all a user needs, and buried
+/// under layers of "error sending request".
+fn root_cause(error: &ClientError) -> Option<String> {
+    let mut cause = error.source()?.source()?;
+    while let Some(next) = cause.source() {
+        cause = next;
     }
-    out
+    let text = cause.to_string();
+    (!error.to_string().contains(&text)).then_some(text)
 }
 
 #[cfg(test)]
