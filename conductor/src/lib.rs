@@ -107,6 +107,14 @@ pub async fn run<R: Runtime>(
             }
             continue;
         }
+        let (batch, superseded) = coalesce(batch);
+        for msg in &superseded {
+            tracing::debug!(
+                msg_id = msg.msg_id,
+                "event superseded by a newer generation in the same batch"
+            );
+            settle(&queues, &queue_name, msg, Outcome::Ack).await;
+        }
         let mut tasks = JoinSet::new();
         for msg in batch {
             let queues = queues.clone();
@@ -126,6 +134,36 @@ pub async fn run<R: Runtime>(
     }
     tracing::info!("conductor stopped");
     Ok(())
+}
+
+/// Splits a batch into the messages to apply and those superseded by a
+/// newer generation of the same instance in the same batch. Every event
+/// carries the full desired spec, so applying only the newest is the same as
+/// applying all of them in order. Messages whose instance or generation
+/// cannot be read are kept (they are dead-lettered by [`handle`]).
+pub fn coalesce(
+    batch: Vec<Message<serde_json::Value>>,
+) -> (
+    Vec<Message<serde_json::Value>>,
+    Vec<Message<serde_json::Value>>,
+) {
+    use std::collections::HashMap;
+    let key = |m: &Message<serde_json::Value>| {
+        let id = m.message.get("instanceId")?.as_str()?.to_owned();
+        let generation = m.message.get("generation")?.as_i64()?;
+        Some((id, generation))
+    };
+    let mut newest: HashMap<String, i64> = HashMap::new();
+    for m in &batch {
+        if let Some((id, generation)) = key(m) {
+            let g = newest.entry(id).or_insert(generation);
+            *g = (*g).max(generation);
+        }
+    }
+    batch.into_iter().partition(|m| match key(m) {
+        Some((id, generation)) => newest.get(&id) == Some(&generation),
+        None => true,
+    })
 }
 
 /// Handles one message; never fails (the outcome says what to do with it).

@@ -1,0 +1,67 @@
+//! `pgplane-bench`: the spine issue's benchmarks, each printed next to the
+//! floor measured in the same run.
+//!
+//! ```sh
+//! cargo build --release --bins
+//! target/release/pgplane-bench all        # or: create | throughput | memory
+//! ```
+//!
+//! The control plane runs as the release `pgplane` binary next to this one.
+
+mod harness;
+mod scenarios;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pgplane-bench", about = "pgplane's benchmarks")]
+struct Args {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Which {
+    /// Create → connectable through the whole pipeline, median of N, next to
+    /// the raw floor (template copy + spawn + first query).
+    Create {
+        #[arg(long, default_value_t = 11)]
+        runs: usize,
+    },
+    /// Reload-only config updates across instances, API accept → all Up at
+    /// the new generation, next to raw PGMQ send→read→delete.
+    Throughput {
+        #[arg(long, default_value_t = 1000)]
+        updates: usize,
+        #[arg(long, default_value_t = 50)]
+        instances: usize,
+    },
+    /// Control-plane memory with N instances in the store (simulated runtime).
+    Memory {
+        #[arg(long, default_value_t = 10_000)]
+        instances: usize,
+    },
+    /// All three with their defaults.
+    All,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match args.which {
+            Which::Create { runs } => scenarios::create(runs).await,
+            Which::Throughput { updates, instances } => {
+                scenarios::throughput(updates, instances).await
+            }
+            Which::Memory { instances } => scenarios::memory(instances).await,
+            Which::All => {
+                scenarios::create(11).await?;
+                scenarios::throughput(1000, 50).await?;
+                scenarios::memory(10_000).await
+            }
+        }
+    })
+}
