@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgplane and its tests need, idempotently:
-#   - PostgreSQL 15 server binaries and contrib (Debian packages) when missing;
+#   - PostgreSQL 15 server binaries and contrib, git, and the OpenSSL headers
+#     git2 builds against (Debian packages) when missing;
 #   - the unprivileged OS user Postgres runs as when pgplane runs as root;
 #   - rustfmt and clippy.
 # Safe to run again; it only does what is missing.
@@ -11,6 +12,9 @@ bindir=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 [ -x "$bindir/initdb" ] && [ -x "$bindir/postgres" ] || need_apt+=(postgresql-15)
 [ -f /usr/share/postgresql/15/extension/hstore.control ] || need_apt+=(postgresql-contrib)
 command -v psql >/dev/null || need_apt+=(postgresql-client-15)
+command -v git >/dev/null || need_apt+=(git)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)   # git2's https transport
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: missing ${need_apt[*]}; run as root or install them" >&2

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup-terraform.sh
 eval "$(bash scripts/test-db.sh)"
 export DATABASE_URL
 echo "== cargo fmt" >&2

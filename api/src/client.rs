@@ -178,3 +178,9 @@ impl Client {
         self.call(Method::POST, "/tokens", Some(req)).await
     }
 }
+
+impl Client {
+    pub async fn drift(&self) -> Result<DriftReport, ClientError> {
+        self.call::<(), _>(Method::GET, "/drift", None).await
+    }
+}

@@ -140,3 +140,43 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
 }
+
+/// Whether an instance's data plane reports what its source declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum DriftStatus {
+    /// Observed at the current generation and equal to the declaration.
+    InSync,
+    /// Observed at the current generation and different: see `fields`.
+    Drifted,
+    /// A change is still being applied; drift is not judged mid-change.
+    Converging,
+    /// The data plane has not reported an observation yet.
+    Unobserved,
+}
+
+/// One instance in `GET /api/v1/drift`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceDrift {
+    pub id: Uuid,
+    pub name: String,
+    /// The source that declares it: `api`, `terraform`, `git:<source>`.
+    pub owner: String,
+    pub state: State,
+    pub status: DriftStatus,
+    pub generation: i64,
+    pub observed_generation: i64,
+    pub observed_at: Option<DateTime<Utc>>,
+    /// Seconds since the observation, when there is one.
+    pub observation_age_seconds: Option<i64>,
+    pub fields: Vec<domain::FieldDrift>,
+}
+
+/// `GET /api/v1/drift`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftReport {
+    pub items: Vec<InstanceDrift>,
+    /// How many instances drifted.
+    pub drifted: usize,
+}

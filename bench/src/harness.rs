@@ -49,7 +49,10 @@ impl Pgplane {
         let mut child = Command::new(pgplane_bin()?)
             .args(args)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("PGPLANE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)

@@ -1,7 +1,6 @@
 //! The three benchmarks.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::{Agent, InstanceConfig, PostgresBinaries, RunAs, Secret, Template};
@@ -207,10 +206,9 @@ pub async fn throughput(updates: usize, instances: usize) -> anyhow::Result<()> 
         .into_iter()
         .collect::<Result<_, _>>()?;
     let per_instance = updates / instances;
-    let ids = Arc::new(ids);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for id in ids.iter().cloned() {
+    for id in ids.clone() {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             for round in 0..per_instance {
@@ -253,6 +251,9 @@ pub async fn throughput(updates: usize, instances: usize) -> anyhow::Result<()> 
         "ratio    {:.0}% of raw (target ≥ 30%)",
         100.0 * rate / raw_rate
     );
+    if let Ok(keep) = std::env::var("PGPLANE_BENCH_KEEP_LOG") {
+        std::fs::copy(dir.path().join("up.log"), keep)?;
+    }
     Ok(())
 }
 

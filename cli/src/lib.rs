@@ -1,8 +1,10 @@
 //! The `pgplane` command line: every subcommand parses its arguments here
 //! and calls into the library crates.
 
+pub mod drift;
 pub mod instance;
 pub mod output;
+pub mod plan;
 pub mod server;
 pub mod up;
 
@@ -38,6 +40,23 @@ pub enum Command {
         #[command(subcommand)]
         command: instance::InstanceCommand,
     },
+    /// Dry run of a GitOps sync: what would be created, updated, deleted or orphaned.
+    Plan {
+        #[command(flatten)]
+        conn: ApiArgs,
+        #[command(flatten)]
+        args: plan::PlanArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = plan::PlanOutput::Table)]
+        output: plan::PlanOutput,
+    },
+    /// Show drift: each instance's declaration versus what its data plane reports.
+    Drift {
+        #[command(flatten)]
+        conn: ApiArgs,
+        #[command(flatten)]
+        args: drift::DriftArgs,
+    },
     /// Run the control plane alone, against an external Postgres.
     Server(server::ServerArgs),
     /// Run a conductor (data plane) alone, against the control plane's database.
@@ -65,6 +84,19 @@ pub struct ApiArgs {
     /// Bearer token (scoped to one organisation); `pgplane up` prints one.
     #[arg(long, env = "PGPLANE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+}
+
+impl ApiArgs {
+    /// The API client, or `None` (after saying why on stderr) without a token.
+    pub fn client(&self) -> Option<api::Client> {
+        match &self.token {
+            Some(token) => Some(api::Client::new(&self.endpoint, token)),
+            None => {
+                eprintln!("error: no token: set PGPLANE_TOKEN (`pgplane up` writes it to DATA_DIR/pgplane.env) or pass --token");
+                None
+            }
+        }
+    }
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -100,12 +132,25 @@ pub async fn run(cli: Cli) -> u8 {
             command,
         } => {
             init_logging("warn");
-            let Some(token) = conn.token else {
-                eprintln!("error: no token: set PGPLANE_TOKEN (`pgplane up` writes it to DATA_DIR/pgplane.env) or pass --token");
+            let Some(client) = conn.client() else {
                 return 1;
             };
-            let client = api::Client::new(&conn.endpoint, &token);
             instance::run(command, &client, output).await.clamp(0, 255) as u8
+        }
+        Command::Plan { conn, args, output } => {
+            init_logging("warn");
+            let client = conn
+                .token
+                .as_ref()
+                .map(|t| api::Client::new(&conn.endpoint, t));
+            plan::run(args, client.as_ref(), output).await.clamp(0, 255) as u8
+        }
+        Command::Drift { conn, args } => {
+            init_logging("warn");
+            let Some(client) = conn.client() else {
+                return 1;
+            };
+            drift::run(args, &client).await.clamp(0, 255) as u8
         }
     }
 }

@@ -36,8 +36,11 @@ pub struct Settings {
     pub resync_every: Duration,
     /// Deliveries after which a message is dead-lettered.
     pub max_deliveries: i32,
-    /// Messages read (and applied concurrently) at once.
+    /// Messages read ahead and held (hidden) while waiting their turn: the
+    /// window in which an event can be superseded by a newer one.
     pub batch: i32,
+    /// Events applied at the same time.
+    pub concurrency: usize,
 }
 
 impl Settings {
@@ -47,7 +50,8 @@ impl Settings {
             visibility_timeout: Duration::from_secs(60),
             resync_every: Duration::from_secs(30),
             max_deliveries: 5,
-            batch: 32,
+            batch: 256,
+            concurrency: 8,
         }
     }
 }
@@ -70,6 +74,13 @@ pub enum Error {
 }
 
 /// Runs the conductor until `cancel`.
+///
+/// Up to `settings.batch` messages are read ahead and applied
+/// `settings.concurrency` at a time; new ones are read as soon as the window
+/// has room, so one slow instance never holds up the others. Events of one instance run one at a time, and an
+/// event whose instance already has a newer generation read is acknowledged
+/// as superseded instead of applied: every event carries the full desired
+/// spec, so applying only the newest is the same as applying all in order.
 pub async fn run<R: Runtime>(
     queues: Queues,
     runtime: Arc<R>,
@@ -83,87 +94,123 @@ pub async fn run<R: Runtime>(
         .await?;
     let mut wakeup = queues.listen(&queue_name).await?;
     tracing::info!(data_plane = %settings.data_plane, runtime = runtime.kind(), "conductor consuming");
+    let newest = Arc::new(Newest::default());
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
     let mut next_resync = tokio::time::Instant::now() + settings.resync_every;
     while !cancel.is_cancelled() {
+        while tasks.try_join_next().is_some() {}
         if tokio::time::Instant::now() >= next_resync {
             resync(&queues, runtime.as_ref()).await;
             next_resync = tokio::time::Instant::now() + settings.resync_every;
         }
-        let batch = match queues
-            .read(&queue_name, settings.visibility_timeout, settings.batch)
-            .await
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the data-plane queue failed; retrying");
-                Vec::new()
+        let free = settings.batch - tasks.len() as i32;
+        let batch = if free > 0 {
+            match queues
+                .read(&queue_name, settings.visibility_timeout, free)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the data-plane queue failed; retrying");
+                    Vec::new()
+                }
             }
+        } else {
+            Vec::new()
         };
         if batch.is_empty() {
             let until_resync = next_resync.saturating_duration_since(tokio::time::Instant::now());
+            let idle = until_resync.min(Duration::from_secs(1));
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = wakeup.wait(until_resync.min(Duration::from_secs(1))) => {}
+                _ = wakeup.wait(idle), if free > 0 => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tokio::time::sleep(idle), if free <= 0 => {}
             }
             continue;
         }
-        let (batch, superseded) = coalesce(batch);
-        for msg in &superseded {
-            tracing::debug!(
-                msg_id = msg.msg_id,
-                "event superseded by a newer generation in the same batch"
-            );
-            settle(&queues, &queue_name, msg, Outcome::Ack).await;
+        for msg in &batch {
+            newest.saw(msg);
         }
-        let mut tasks = JoinSet::new();
         for msg in batch {
             let queues = queues.clone();
             let runtime = runtime.clone();
             let settings = settings.clone();
             let queue_name = queue_name.clone();
+            let newest = newest.clone();
+            let slots = slots.clone();
             let span = tracing::info_span!("event", msg_id = msg.msg_id);
             tasks.spawn(
                 async move {
-                    let outcome = handle(&queues, runtime.as_ref(), &settings, &msg).await;
+                    let _turn = newest.lock(&msg).await;
+                    let _slot = slots.acquire().await.expect("semaphore never closed");
+                    let outcome = if newest.is_superseded(&msg) {
+                        tracing::debug!("event superseded by a newer generation");
+                        Outcome::Ack
+                    } else {
+                        handle(&queues, runtime.as_ref(), &settings, &msg).await
+                    };
                     settle(&queues, &queue_name, &msg, outcome).await;
                 }
                 .instrument(span),
             );
         }
-        while tasks.join_next().await.is_some() {}
     }
+    while tasks.join_next().await.is_some() {}
     tracing::info!("conductor stopped");
     Ok(())
 }
 
-/// Splits a batch into the messages to apply and those superseded by a
-/// newer generation of the same instance in the same batch. Every event
-/// carries the full desired spec, so applying only the newest is the same as
-/// applying all of them in order. Messages whose instance or generation
-/// cannot be read are kept (they are dead-lettered by [`handle`]).
-pub fn coalesce(
-    batch: Vec<Message<serde_json::Value>>,
-) -> (
-    Vec<Message<serde_json::Value>>,
-    Vec<Message<serde_json::Value>>,
-) {
-    use std::collections::HashMap;
-    let key = |m: &Message<serde_json::Value>| {
-        let id = m.message.get("instanceId")?.as_str()?.to_owned();
-        let generation = m.message.get("generation")?.as_i64()?;
-        Some((id, generation))
-    };
-    let mut newest: HashMap<String, i64> = HashMap::new();
-    for m in &batch {
-        if let Some((id, generation)) = key(m) {
-            let g = newest.entry(id).or_insert(generation);
-            *g = (*g).max(generation);
+/// The newest generation read per instance, and a lock per instance so its
+/// events run one at a time.
+#[derive(Default)]
+struct Newest {
+    generations: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn message_key(m: &Message<serde_json::Value>) -> Option<(String, i64)> {
+    let id = m.message.get("instanceId")?.as_str()?.to_owned();
+    let generation = m.message.get("generation")?.as_i64()?;
+    Some((id, generation))
+}
+
+impl Newest {
+    fn saw(&self, m: &Message<serde_json::Value>) {
+        if let Some((id, generation)) = message_key(m) {
+            let mut g = self.generations.lock().expect("poisoned");
+            let e = g.entry(id).or_insert(generation);
+            *e = (*e).max(generation);
         }
     }
-    batch.into_iter().partition(|m| match key(m) {
-        Some((id, generation)) => newest.get(&id) == Some(&generation),
-        None => true,
-    })
+
+    fn is_superseded(&self, m: &Message<serde_json::Value>) -> bool {
+        match message_key(m) {
+            Some((id, generation)) => self
+                .generations
+                .lock()
+                .expect("poisoned")
+                .get(&id)
+                .is_some_and(|newest| *newest > generation),
+            None => false,
+        }
+    }
+
+    async fn lock(
+        &self,
+        m: &Message<serde_json::Value>,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let (id, _) = message_key(m)?;
+        let lock = self
+            .locks
+            .lock()
+            .expect("poisoned")
+            .entry(id)
+            .or_default()
+            .clone();
+        Some(lock.lock_owned().await)
+    }
 }
 
 /// Handles one message; never fails (the outcome says what to do with it).

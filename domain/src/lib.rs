@@ -8,9 +8,11 @@
 //! - [`state`]: the [`State`] machine: [`transition`] is the single source of truth.
 //! - [`restart`]: predicts whether a spec change needs a Postgres restart.
 //! - [`diff`]: field-level differences between two specs, normalised.
+//! - [`drift`]: declared versus observed, field by field.
 //! - [`message`]: what travels on the queues between control and data planes.
 
 pub mod diff;
+pub mod drift;
 pub mod message;
 pub mod name;
 pub mod quantity;
@@ -21,6 +23,7 @@ pub mod state;
 pub mod validate;
 
 pub use diff::{diff_specs, FieldChange};
+pub use drift::{drift, FieldDrift};
 pub use message::{DataPlaneEvent, EventKind, ReportKind, StatusReport};
 pub use name::{InstanceName, NameError};
 pub use restart::{predict_restart, RestartPrediction};

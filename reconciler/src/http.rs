@@ -2,8 +2,8 @@
 //! call [`crate::commands`] or the store, answer.
 
 use api::{
-    CreateInstance, CreateToken, Credentials, ErrorBody, History, Instance, InstanceList,
-    TokenCreated, UpdateInstance,
+    CreateInstance, CreateToken, Credentials, DriftReport, ErrorBody, History, Instance,
+    InstanceList, TokenCreated, UpdateInstance,
 };
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State as AxumState};
@@ -40,6 +40,8 @@ pub fn router(state: AppState) -> Router {
             get(instance_credentials),
         )
         .route("/api/v1/tokens", post(create_token))
+        .route("/api/v1/drift", get(drift_report))
+        .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
@@ -261,6 +263,27 @@ async fn create_token(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/drift",
+    responses((status = 200, body = DriftReport)), security(("bearer" = [])))]
+async fn drift_report(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+) -> Result<Json<DriftReport>> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(
+        crate::drift::report(&mut conn, &caller.org, chrono::Utc::now()).await?,
+    ))
+}
+
+/// Prometheus metrics (admin tokens only: they span organisations).
+async fn metrics(AxumState(state): AxumState<AppState>, caller: Caller) -> Result<String> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden("read metrics (admin only)"));
+    }
+    let mut conn = state.pool.acquire().await?;
+    crate::drift::metrics(&mut conn, chrono::Utc::now()).await
+}
+
 async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
     sqlx::query("select 1").execute(&state.pool).await?;
     Ok("ready")
@@ -271,7 +294,7 @@ async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
     info(title = "pgplane", description = "Declarative managed Postgres: the control-plane API."),
     paths(create_instance, list_instances, get_instance, update_instance, restart_instance,
           stop_instance, start_instance, delete_instance, instance_history, instance_credentials,
-          create_token),
+          create_token, drift_report),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod commands;
+pub mod drift;
 pub mod error;
 pub mod http;
 pub mod resend;

@@ -53,10 +53,30 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
             }
         };
         let empty = batch.is_empty();
+        // Reports of different instances are applied concurrently (each locks
+        // its own row); one instance's reports stay in order.
+        let mut per_instance: std::collections::BTreeMap<String, Vec<Message<serde_json::Value>>> =
+            Default::default();
         for msg in batch {
-            let outcome = handle(&state, &msg).await;
-            settle(&state, &msg, outcome).await;
+            let key = msg
+                .message
+                .get("instanceId")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            per_instance.entry(key).or_default().push(msg);
         }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (_, msgs) in per_instance {
+            let state = state.clone();
+            tasks.spawn(async move {
+                for msg in msgs {
+                    let outcome = handle(&state, &msg).await;
+                    settle(&state, &msg, outcome).await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
         if empty {
             tokio::select! {
                 _ = cancel.cancelled() => return,

@@ -79,6 +79,12 @@ fn only_the_agent_talks_to_instances() {
 }
 
 #[test]
+fn only_gitops_uses_git() {
+    let deps = direct_dependencies();
+    assert_eq!(users_of(&deps, "git2"), ["gitops"]);
+}
+
+#[test]
 fn the_data_plane_does_not_depend_on_the_control_plane() {
     let deps = direct_dependencies();
     for krate in ["conductor", "agent", "queue"] {

@@ -3,5 +3,6 @@
 
 mod crash;
 mod invariants;
+mod plan;
 mod support;
 mod walkthrough;

@@ -220,6 +220,29 @@ fn embedded_walkthrough() {
             (inst["observed"]["config"]["work_mem"] == "48MB").then_some(())
         },
     );
+    // …and is reported as drift, field by field.
+    let o = run(&["drift", "-o", "json", "--exit-code"], &env);
+    assert_eq!(o.status.code(), Some(2), "drift exits 2: {}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["drifted"], 1);
+    assert_eq!(report["items"][0]["status"], "Drifted");
+    assert_eq!(report["items"][0]["fields"][0]["path"], "config.work_mem");
+    assert_eq!(report["items"][0]["fields"][0]["declared"], "32MB");
+    assert_eq!(report["items"][0]["fields"][0]["observed"], "48MB");
+    let table = ok(&["drift"], &env);
+    assert!(
+        table.contains("config.work_mem") && table.contains("1 of 1 instances drifted"),
+        "{table}"
+    );
+    // Putting the declared value back removes the drift.
+    psql(&uri, "alter system set work_mem = '32MB'");
+    psql(&uri, "select pg_reload_conf()");
+    eventually("drift gone", Duration::from_secs(15), || {
+        run(&["drift", "--exit-code"], &env)
+            .status
+            .success()
+            .then_some(())
+    });
 
     // stop / start / restart.
     ok(&["instance", "stop", "orders", "--wait"], &env);

@@ -1,0 +1,203 @@
+//! `pgplane plan`: a dry run of a GitOps sync. Reads manifests from a
+//! directory (`-f DIR`) or a git repository (`--git URL --ref BRANCH
+//! [--path P]`), validates them whole, and lists per instance what a sync
+//! would do. Nothing changes.
+//!
+//! Exit codes, like `terraform plan -detailed-exitcode`: 0 no changes,
+//! 2 changes, 1 error (invalid manifests, an unreadable source, the
+//! control plane unreachable, or instances managed by another owner).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use gitops::plan::DEFAULT_MAX_DELETES;
+use gitops::{GitSource, ParseOptions, PlanOptions, Revision, SourceError};
+
+/// How `pgplane plan` prints the plan on stdout.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
+pub enum PlanOutput {
+    /// ACTION NAME CHANGES RESTART, for people.
+    #[default]
+    Table,
+    /// The whole plan as JSON.
+    Json,
+    /// A summary, a table and per-update field diffs (for a pull-request comment).
+    Markdown,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// A directory of manifests (`*.yaml`, `*.yml`, recursively), or one file.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "DIR",
+        required_unless_present = "git",
+        conflicts_with = "git"
+    )]
+    pub dir: Option<PathBuf>,
+    /// A git repository: a local path, file://, https:// or ssh URL.
+    #[arg(long, value_name = "URL")]
+    pub git: Option<String>,
+    /// The branch (or tag, or full ref) to read.
+    #[arg(
+        long = "ref",
+        value_name = "BRANCH",
+        default_value = "main",
+        requires = "git"
+    )]
+    pub reference: String,
+    /// The directory inside the repository holding the manifests.
+    #[arg(long, value_name = "P", default_value = "", requires = "git")]
+    pub path: String,
+    /// Plan as the registered source NAME (owner `git:NAME`): instances it
+    /// owns and no longer declares are orphans (or deletions with --prune).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Organisation of manifests that do not set metadata.org.
+    #[arg(long, env = "PGPLANE_ORG", default_value = "default")]
+    pub org: String,
+    /// Plan deletions of instances the source owns and no longer declares.
+    #[arg(long)]
+    pub prune: bool,
+    /// Allow a prune to delete every instance of the source at once.
+    #[arg(long, requires = "prune")]
+    pub allow_delete_all: bool,
+    /// At most this many deletions per sync.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DELETES)]
+    pub max_deletes: usize,
+    /// Take over instances another owner (api, terraform, another source) manages.
+    #[arg(long)]
+    pub adopt: bool,
+    /// Bare repository that --git fetches into (kept between runs).
+    #[arg(long, value_name = "DIR", env = "PGPLANE_GIT_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl PlanArgs {
+    fn owner(&self) -> String {
+        format!("git:{}", self.source.as_deref().unwrap_or("unregistered"))
+    }
+}
+
+/// Runs `pgplane plan`; returns the exit code (0 no changes, 2 changes, 1 error).
+/// Without a client (no PGPLANE_TOKEN) it plans against no instances at all.
+pub async fn run(args: PlanArgs, client: Option<&api::Client>, output: PlanOutput) -> i32 {
+    let revision = match read(&args).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if let Some(c) = &revision.commit {
+        eprintln!(
+            "Reading commit {} ({}): {}",
+            &c.sha[..c.sha.len().min(12)],
+            c.author,
+            c.message.lines().next().unwrap_or_default()
+        );
+    }
+    let options = ParseOptions {
+        default_org: args.org.clone(),
+    };
+    let files: Vec<(&str, &[u8])> = revision
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.bytes.as_slice()))
+        .collect();
+    let desired = match gitops::parse_manifests(&files, &options) {
+        Ok(d) => d,
+        Err(errors) => {
+            eprint!("{errors}");
+            eprintln!(
+                "error: {} problem(s) in the manifests; nothing would be applied",
+                errors.0.len()
+            );
+            return 1;
+        }
+    };
+    let current = match client {
+        Some(client) => match client.list_instances(None).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                eprintln!("error: cannot list instances: {e}");
+                return 1;
+            }
+        },
+        None => {
+            eprintln!("note: PGPLANE_TOKEN is not set: planning against no existing instances");
+            Vec::new()
+        }
+    };
+    let plan_options = PlanOptions {
+        prune: args.prune,
+        allow_delete_all: args.allow_delete_all,
+        max_deletes: args.max_deletes,
+        adopt: args.adopt,
+    };
+    let plan = match gitops::plan(&desired, &current, &args.owner(), &plan_options) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let text = match output {
+        PlanOutput::Table => gitops::render::render_table(&plan),
+        PlanOutput::Json => gitops::render::render_json(&plan),
+        PlanOutput::Markdown => gitops::render::render_markdown(&plan),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        eprintln!("error: {e}");
+        return 1;
+    }
+    if plan.has_conflicts() {
+        eprintln!(
+            "error: {} declared instance(s) are managed by another owner; a sync would leave them alone (--adopt takes them over)",
+            plan.summary.conflict
+        );
+        return 1;
+    }
+    if plan.has_changes() {
+        2
+    } else {
+        0
+    }
+}
+
+/// Reads the revision; git work runs on the blocking pool.
+async fn read(args: &PlanArgs) -> Result<Revision, SourceError> {
+    if let Some(dir) = &args.dir {
+        let dir = dir.clone();
+        return tokio::task::spawn_blocking(move || gitops::read_dir(&dir))
+            .await
+            .expect("reading a directory does not panic");
+    }
+    let source = GitSource {
+        url: args.git.clone().unwrap_or_default(),
+        reference: args.reference.clone(),
+        path: args.path.clone(),
+    };
+    let cache = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| default_cache_dir(&source.url));
+    tokio::task::spawn_blocking(move || gitops::read_git(&source, &cache))
+        .await
+        .expect("reading git does not panic")
+}
+
+/// One bare cache per URL under the system's temporary directory.
+fn default_cache_dir(url: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    url.hash(&mut h);
+    std::env::temp_dir()
+        .join("pgplane-git-cache")
+        .join(format!("{:016x}", h.finish()))
+}

@@ -1,0 +1,155 @@
+//! Drift: what a source declares versus what the data plane reports, field
+//! by field, with both sides normalised (defaults applied, units canonical,
+//! extension lists order-free) so equal meanings never show as drift.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::normalize_setting;
+use crate::restart::effective_config;
+use crate::spec::{InstanceSpec, ObservedSpec};
+
+/// One field that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct FieldDrift {
+    /// e.g. `config.work_mem`, `extensions`, `running`
+    pub path: String,
+    pub declared: Option<String>,
+    pub observed: Option<String>,
+}
+
+/// The fields in which `observed` differs from `declared`.
+pub fn drift(declared: &InstanceSpec, observed: &ObservedSpec) -> Vec<FieldDrift> {
+    let mut out = Vec::new();
+    let mut push = |path: &str, d: Option<String>, o: Option<String>| {
+        out.push(FieldDrift {
+            path: path.to_owned(),
+            declared: d,
+            observed: o,
+        })
+    };
+    let want_running = !declared.stopped;
+    if want_running != observed.running {
+        push(
+            "running",
+            Some(want_running.to_string()),
+            Some(observed.running.to_string()),
+        );
+    }
+    if !observed.running {
+        // A stopped server reports nothing else.
+        return out;
+    }
+    if !observed.postgres_version.is_empty()
+        && observed.postgres_version != declared.postgres_version
+    {
+        push(
+            "postgresVersion",
+            Some(declared.postgres_version.clone()),
+            Some(observed.postgres_version.clone()),
+        );
+    }
+    let want: BTreeSet<&str> = declared.extension_names().collect();
+    let have: BTreeSet<&str> = observed.extensions.iter().map(String::as_str).collect();
+    if want != have {
+        push(
+            "extensions",
+            Some(want.into_iter().collect::<Vec<_>>().join(",")),
+            Some(have.into_iter().collect::<Vec<_>>().join(",")),
+        );
+    }
+    for (name, value) in effective_config(declared) {
+        let seen = observed.config.get(&name);
+        let same = seen.is_some_and(|s| {
+            normalize_setting(&name, s) == normalize_setting(&name, &value)
+                || (name == "shared_preload_libraries" && same_list(s, &value))
+        });
+        if !same {
+            push(&format!("config.{name}"), Some(value), seen.cloned());
+        }
+    }
+    if !observed.pending_restart.is_empty() {
+        push(
+            "pendingRestart",
+            Some(String::new()),
+            Some(observed.pending_restart.join(",")),
+        );
+    }
+    out
+}
+
+fn same_list(a: &str, b: &str) -> bool {
+    let set = |s: &str| -> BTreeSet<String> {
+        s.split(',')
+            .map(|p| p.trim().trim_matches('"').to_owned())
+            .filter(|p| !p.is_empty())
+            .collect()
+    };
+    set(a) == set(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Extension;
+
+    fn declared() -> InstanceSpec {
+        let mut s = InstanceSpec::default();
+        s.config.insert("work_mem".into(), "16MB".into());
+        s.extensions = vec![
+            Extension {
+                name: "pg_stat_statements".into(),
+            },
+            Extension {
+                name: "hstore".into(),
+            },
+        ];
+        s
+    }
+
+    fn observed() -> ObservedSpec {
+        ObservedSpec {
+            postgres_version: "15".into(),
+            extensions: vec!["hstore".into(), "pg_stat_statements".into()],
+            config: [
+                ("work_mem".to_owned(), "16384kB".to_owned()),
+                (
+                    "shared_preload_libraries".to_owned(),
+                    "pg_stat_statements".to_owned(),
+                ),
+            ]
+            .into(),
+            running: true,
+            pending_restart: vec![],
+        }
+    }
+
+    #[test]
+    fn equal_meanings_are_not_drift() {
+        assert_eq!(drift(&declared(), &observed()), vec![]);
+    }
+
+    #[test]
+    fn out_of_band_changes_are_drift_field_by_field() {
+        let mut o = observed();
+        o.config.insert("work_mem".into(), "64MB".into());
+        o.extensions.pop();
+        let d = drift(&declared(), &o);
+        let paths: Vec<&str> = d.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["extensions", "config.work_mem"]);
+        assert_eq!(d[1].declared.as_deref(), Some("16MB"));
+        assert_eq!(d[1].observed.as_deref(), Some("64MB"));
+    }
+
+    #[test]
+    fn a_stopped_server_is_drift_when_it_should_run() {
+        let mut o = observed();
+        o.running = false;
+        let d = drift(&declared(), &o);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].path, "running");
+    }
+}

@@ -1,0 +1,31 @@
+//! pgplane's GitOps source: `PostgresInstance` manifests kept in git.
+//!
+//! - [`source`]: read a revision from a git repository (git2, into a bare
+//!   cache) or a plain directory. Blocking: run it in `spawn_blocking`.
+//! - [`manifest`]: parse and validate a revision whole into a
+//!   [`DesiredSet`], or report every error with file, line, column and
+//!   field path ([`ManifestErrors`]).
+//! - [`cache`]: compiled desired state cached by commit and by blob id, so a
+//!   commit that changes one file re-parses one file.
+//! - [`plan`]: desired versus the control plane's instances, per instance:
+//!   create, update (field diff, restart), delete, orphan, conflict.
+//! - [`render`]: a plan as a table, JSON or Markdown.
+//!
+//! This is the only crate that uses git2.
+
+pub mod cache;
+mod de;
+pub mod manifest;
+pub mod plan;
+pub mod render;
+pub mod source;
+pub mod yaml;
+
+pub use cache::{Compiled, DesiredCache};
+pub use manifest::{
+    parse_manifests, DesiredInstance, DesiredSet, ManifestError, ManifestErrors, ParseOptions,
+};
+pub use plan::{plan, Action, Plan, PlanEntry, PlanError, PlanOptions, Summary};
+pub use source::{
+    read_dir, read_git, CommitInfo, GitCache, GitSource, Revision, SourceError, SourceFile,
+};

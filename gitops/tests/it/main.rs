@@ -1,0 +1,7 @@
+//! gitops integration tests: real git repositories (made with git2 and with
+//! the `git` command), real files, no mocks.
+
+mod manifests;
+mod plans;
+mod sources;
+mod support;

@@ -1,0 +1,303 @@
+//! Terraform values ↔ the control plane's spec and instance.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use api::{Credentials, Instance};
+use domain::quantity::{normalize_setting, parse_bytes, parse_cpu};
+use domain::spec::{DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_POSTGRES_VERSION, DEFAULT_STORAGE};
+use domain::{Extension, InstanceSpec, Resources};
+
+use crate::value::Value;
+
+/// The attributes only the control plane sets.
+pub const COMPUTED_ONLY: [&str; 6] = ["id", "org", "state", "host", "port", "connection_uri"];
+
+/// Optional attributes with a default the control plane fills in.
+pub const DEFAULTS: [(&str, &str); 4] = [
+    ("postgres_version", DEFAULT_POSTGRES_VERSION),
+    ("cpu", DEFAULT_CPU),
+    ("memory", DEFAULT_MEMORY),
+    ("storage", DEFAULT_STORAGE),
+];
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// The timeout of `op` from the `timeouts` block (validated at plan time).
+pub fn timeout(v: &Value, op: Operation) -> Duration {
+    v.get("timeouts")
+        .get(op.as_str())
+        .as_str()
+        .and_then(|s| crate::duration::parse(s).ok())
+        .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+/// The desired spec a (wholly known) resource value declares; `base` gives
+/// what Terraform does not manage (replicas, stopped).
+pub fn spec_from(v: &Value, base: Option<&InstanceSpec>) -> Option<InstanceSpec> {
+    let s = |name: &str, default: &str| -> Option<String> {
+        match v.get(name) {
+            Value::Null => Some(default.to_owned()),
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    };
+    let mut extensions: Vec<Extension> = v
+        .get("extensions")
+        .strings()?
+        .into_iter()
+        .map(|name| Extension { name })
+        .collect();
+    extensions.sort();
+    extensions.dedup();
+    let defaults = InstanceSpec::default();
+    let base = base.unwrap_or(&defaults);
+    Some(InstanceSpec {
+        postgres_version: s("postgres_version", DEFAULT_POSTGRES_VERSION)?,
+        replicas: base.replicas,
+        resources: Resources {
+            cpu: s("cpu", DEFAULT_CPU)?,
+            memory: s("memory", DEFAULT_MEMORY)?,
+        },
+        storage: s("storage", DEFAULT_STORAGE)?,
+        extensions,
+        config: v.get("config").string_map()?,
+        stopped: base.stopped,
+    })
+}
+
+/// The resource's value for `inst`, keeping `prior`'s spelling wherever the
+/// control plane's value means the same thing (extension order, `16MB` vs
+/// `16384kB`, `1Gi` vs `1024Mi`, empty vs unset), so refresh shows only
+/// real changes.
+pub fn refreshed(prior: &Value, inst: &Instance, credentials: Option<&Credentials>) -> Value {
+    let spec = &inst.spec;
+    let same = |name: &str, remote: &str, eq: &dyn Fn(&str, &str) -> bool| -> Value {
+        match prior.get(name).as_str() {
+            Some(p) if eq(p, remote) => Value::string(p),
+            _ => Value::string(remote),
+        }
+    };
+    let cpu_eq = |a: &str, b: &str| {
+        a == b
+            || parse_cpu(a)
+                .ok()
+                .is_some_and(|x| parse_cpu(b).ok() == Some(x))
+    };
+    let bytes_eq = |a: &str, b: &str| {
+        a == b
+            || parse_bytes(a)
+                .ok()
+                .is_some_and(|x| parse_bytes(b).ok() == Some(x))
+    };
+    let str_eq = |a: &str, b: &str| a == b;
+
+    let mut v = Value::Map(BTreeMap::new());
+    v.set("name", Value::string(&inst.name));
+    v.set(
+        "postgres_version",
+        same("postgres_version", &spec.postgres_version, &str_eq),
+    );
+    v.set("cpu", same("cpu", &spec.resources.cpu, &cpu_eq));
+    v.set("memory", same("memory", &spec.resources.memory, &bytes_eq));
+    v.set("storage", same("storage", &spec.storage, &bytes_eq));
+    v.set(
+        "extensions",
+        refreshed_extensions(prior.get("extensions"), spec),
+    );
+    v.set(
+        "config",
+        refreshed_config(prior.get("config"), &spec.config),
+    );
+    v.set("id", Value::string(inst.id.to_string()));
+    v.set("org", Value::string(&inst.org));
+    v.set("state", Value::string(inst.state.as_str()));
+    let (host, port) = match &inst.connection {
+        Some(c) => (Value::string(&c.host), Value::Number(f64::from(c.port))),
+        None => (Value::Null, Value::Null),
+    };
+    let uri = match credentials {
+        Some(c) => Value::string(&c.uri),
+        None if host == *prior.get("host") && port == *prior.get("port") => {
+            prior.get("connection_uri").clone()
+        }
+        None => Value::Null,
+    };
+    v.set("host", host);
+    v.set("port", port);
+    v.set("connection_uri", uri);
+    v.set("timeouts", prior.get("timeouts").clone());
+    v
+}
+
+/// Whether the connection URI must be fetched to refresh `prior` for `inst`.
+pub fn needs_credentials(prior: &Value, inst: &Instance) -> bool {
+    let Some(c) = &inst.connection else {
+        return false;
+    };
+    prior.get("connection_uri").as_str().is_none()
+        || prior.get("host").as_str() != Some(c.host.as_str())
+        || *prior.get("port") != Value::Number(f64::from(c.port))
+}
+
+fn refreshed_extensions(prior: &Value, spec: &InstanceSpec) -> Value {
+    let remote: BTreeSet<String> = spec.extension_names().map(str::to_owned).collect();
+    match prior.strings() {
+        Some(p) if p.iter().cloned().collect::<BTreeSet<_>>() == remote => prior.clone(),
+        _ if remote.is_empty() && prior.is_null() => Value::Null,
+        _ => Value::List(remote.into_iter().map(Value::String).collect()),
+    }
+}
+
+fn refreshed_config(prior: &Value, remote: &BTreeMap<String, String>) -> Value {
+    if remote.is_empty() && (prior.is_null() || prior == &Value::Map(BTreeMap::new())) {
+        return prior.clone();
+    }
+    let prior_map = prior.string_map().unwrap_or_default();
+    Value::Map(
+        remote
+            .iter()
+            .map(|(k, v)| {
+                let keep = prior_map
+                    .get(k)
+                    .filter(|p| normalize_setting(k, p) == normalize_setting(k, v));
+                (k.clone(), Value::string(keep.unwrap_or(v)))
+            })
+            .collect(),
+    )
+}
+
+/// `planned` with the computed attributes filled from `inst` (after apply):
+/// the planned known values stay exactly as planned.
+pub fn applied(planned: &Value, inst: &Instance, credentials: Option<&Credentials>) -> Value {
+    let fresh = refreshed(&Value::Null, inst, credentials);
+    let mut v = planned.clone();
+    for name in COMPUTED_ONLY {
+        if planned.get(name).is_unknown() || planned.get(name).is_null() {
+            v.set(name, fresh.get(name).clone());
+        }
+    }
+    v.set("state", fresh.get("state").clone());
+    without_unknowns(v)
+}
+
+/// Unknown values replaced by null (a new state must be wholly known).
+pub fn without_unknowns(v: Value) -> Value {
+    match v {
+        Value::Unknown => Value::Null,
+        Value::List(items) => Value::List(items.into_iter().map(without_unknowns).collect()),
+        Value::Map(m) => Value::Map(
+            m.into_iter()
+                .map(|(k, v)| (k, without_unknowns(v)))
+                .collect(),
+        ),
+        v => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(spec: InstanceSpec) -> Instance {
+        serde_json::from_value(serde_json::json!({
+            "id": "6a0d1c2e-1f64-4b8e-9a7a-1d1f3b9c2a10",
+            "org": "default", "name": "orders", "dataPlane": "local", "owner": "terraform",
+            "state": "Up", "generation": 1, "observedGeneration": 1,
+            "spec": spec, "observed": null, "observedAt": null,
+            "connection": {"host": "127.0.0.1", "port": 5433, "database": "postgres", "user": "postgres"},
+            "error": null, "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn refresh_keeps_equivalent_spellings() {
+        let mut spec = InstanceSpec::default();
+        spec.config.insert("work_mem".into(), "16384kB".into());
+        spec.extensions = vec![
+            Extension {
+                name: "hstore".into(),
+            },
+            Extension {
+                name: "pg_stat_statements".into(),
+            },
+        ];
+        spec.resources.memory = "1024Mi".into();
+        let prior = Value::object([
+            (
+                "config",
+                Value::Map([("work_mem".to_owned(), Value::string("16MB"))].into()),
+            ),
+            (
+                "extensions",
+                Value::List(vec![
+                    Value::string("pg_stat_statements"),
+                    Value::string("hstore"),
+                ]),
+            ),
+            ("memory", Value::string("1Gi")),
+            ("connection_uri", Value::string("postgres://x")),
+            ("host", Value::string("127.0.0.1")),
+            ("port", Value::Number(5433.0)),
+        ]);
+        let inst = instance(spec);
+        let v = refreshed(&prior, &inst, None);
+        assert_eq!(v.get("config"), prior.get("config"));
+        assert_eq!(v.get("extensions"), prior.get("extensions"));
+        assert_eq!(v.get("memory"), &Value::string("1Gi"));
+        assert_eq!(v.get("connection_uri"), &Value::string("postgres://x"));
+        assert!(!needs_credentials(&prior, &inst));
+    }
+
+    #[test]
+    fn refresh_shows_real_changes_and_unset_stays_unset() {
+        let mut spec = InstanceSpec::default();
+        spec.config.insert("work_mem".into(), "32MB".into());
+        let prior = Value::object([
+            (
+                "config",
+                Value::Map([("work_mem".to_owned(), Value::string("16MB"))].into()),
+            ),
+            ("extensions", Value::Null),
+        ]);
+        let v = refreshed(&prior, &instance(spec), None);
+        assert_eq!(v.get("config").get("work_mem"), &Value::string("32MB"));
+        assert_eq!(v.get("extensions"), &Value::Null);
+    }
+
+    #[test]
+    fn spec_from_applies_defaults_and_sorts() {
+        let v = Value::object([
+            (
+                "extensions",
+                Value::List(vec![Value::string("b"), Value::string("a")]),
+            ),
+            ("config", Value::Null),
+            ("cpu", Value::string("2")),
+        ]);
+        let s = spec_from(&v, None).unwrap();
+        assert_eq!(s.resources.cpu, "2");
+        assert_eq!(s.postgres_version, "15");
+        assert_eq!(s.extension_names().collect::<Vec<_>>(), ["a", "b"]);
+        let unknown = Value::object([("config", Value::Unknown)]);
+        assert!(spec_from(&unknown, None).is_none());
+    }
+}

@@ -1,0 +1,251 @@
+//! Validation and planning for `pgplane_instance`.
+
+use domain::name::check_dns1123_label;
+use domain::{predict_restart, validate_spec};
+
+use super::model::{spec_from, COMPUTED_ONLY, DEFAULTS};
+use crate::diag::{self, attr_path, Diagnostics, Step};
+use crate::tfplugin::tfplugin6 as pb;
+use crate::value::Value;
+
+/// Checks a configuration: every known value, each problem at its
+/// attribute path. Unknown values are checked later, when they are known.
+pub fn validate(config: &Value) -> Diagnostics {
+    let mut diags = Vec::new();
+    if let Some(name) = config.get("name").as_str() {
+        if let Err(e) = check_dns1123_label(name) {
+            diags.push(diag::error_at(
+                attr_path("name"),
+                "Invalid instance name",
+                e.to_string(),
+            ));
+        }
+    }
+    // Validate a spec made of the known parts; unknown ones take defaults
+    // and their errors are dropped.
+    let mut known = config.clone();
+    let mut unknown_paths: Vec<String> = Vec::new();
+    for (attr, field) in [
+        ("postgres_version", "postgresVersion"),
+        ("cpu", "resources.cpu"),
+        ("memory", "resources.memory"),
+        ("storage", "storage"),
+        ("extensions", "extensions"),
+        ("config", "config"),
+    ] {
+        if config.get(attr).is_unknown() {
+            known.set(attr, Value::Null);
+            unknown_paths.push(format!("spec.{field}"));
+        }
+    }
+    if let Value::Map(m) = config.get("config") {
+        let known_params = m
+            .iter()
+            .filter(|(k, v)| {
+                let ok = !v.is_unknown();
+                if !ok {
+                    unknown_paths.push(format!("spec.config.{k}"));
+                }
+                ok
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        known.set("config", Value::Map(known_params));
+    }
+    if let Value::List(items) = config.get("extensions") {
+        known.set(
+            "extensions",
+            Value::List(items.iter().filter(|v| !v.is_unknown()).cloned().collect()),
+        );
+    }
+    if let Some(spec) = spec_from(&known, None) {
+        if let Err(errs) = validate_spec(&spec, "spec") {
+            for e in errs.0 {
+                if unknown_paths.iter().any(|p| e.path.starts_with(p.as_str())) {
+                    continue;
+                }
+                diags.push(diag::error_at(
+                    diag::spec_field_path(&e.path),
+                    "Invalid instance spec",
+                    e.message,
+                ));
+            }
+        }
+    }
+    for op in ["create", "update", "delete"] {
+        if let Some(s) = config.get("timeouts").get(op).as_str() {
+            if let Err(e) = crate::duration::parse(s) {
+                diags.push(diag::error_at(
+                    diag::path(&[Step::Attr("timeouts".into()), Step::Attr(op.into())]),
+                    "Invalid timeout",
+                    e,
+                ));
+            }
+        }
+    }
+    diags
+}
+
+pub struct Plan {
+    pub planned: Value,
+    pub requires_replace: Vec<pb::AttributePath>,
+    pub private: Vec<u8>,
+    pub diagnostics: Diagnostics,
+}
+
+/// Plans a change by Terraform's rules: known values are exactly the
+/// configuration's; computed values are unknown only where they can change;
+/// `name` and `postgres_version` force replacement.
+pub fn plan(prior: &Value, proposed: Value) -> Plan {
+    let mut out = Plan {
+        planned: Value::Null,
+        requires_replace: Vec::new(),
+        private: Vec::new(),
+        diagnostics: Vec::new(),
+    };
+    if proposed.is_null() {
+        return out; // destroy
+    }
+    let mut planned = proposed;
+    if prior.is_null() {
+        for (name, default) in DEFAULTS {
+            if planned.get(name).is_null() {
+                planned.set(name, Value::string(default));
+            }
+        }
+        for name in COMPUTED_ONLY {
+            planned.set(name, Value::Unknown);
+        }
+        out.planned = planned;
+        return out;
+    }
+
+    for name in ["name", "postgres_version"] {
+        if planned.get(name) != prior.get(name) {
+            out.requires_replace.push(attr_path(name));
+        }
+    }
+    let managed = [
+        "postgres_version",
+        "extensions",
+        "config",
+        "cpu",
+        "memory",
+        "storage",
+    ];
+    let spec_changes = managed
+        .iter()
+        .any(|n| !same_value(planned.get(n), prior.get(n)));
+    if spec_changes && out.requires_replace.is_empty() {
+        // The update waits until the instance is Up again.
+        if prior.get("state").as_str() != Some("Up") {
+            planned.set("state", Value::Unknown);
+        }
+        if let (Some(old), Some(new)) = (spec_from(prior, None), spec_from(&planned, None)) {
+            let restart = predict_restart(&old, &new);
+            if restart.required() {
+                out.diagnostics.push(diag::warning(
+                    format!(
+                        "pgplane_instance {:?}: this update restarts Postgres",
+                        planned.get("name").as_str().unwrap_or_default()
+                    ),
+                    restart.reasons.join("\n"),
+                ));
+            }
+            out.private = serde_json::json!({ "restart_reasons": restart.reasons })
+                .to_string()
+                .into_bytes();
+        }
+    }
+    out.planned = planned;
+    out
+}
+
+/// Equal, treating a set's order as irrelevant.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().all(|i| y.contains(i)),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: Vec<(&'static str, Value)>) -> Value {
+        crate::schema::instance_resource().conform(Value::object(pairs))
+    }
+
+    #[test]
+    fn validation_names_the_attribute() {
+        let diags = validate(&config(vec![
+            ("name", Value::string("Bad_Name")),
+            ("extensions", Value::List(vec![Value::string("Not Valid")])),
+            (
+                "config",
+                Value::Map([("port".to_owned(), Value::string("5433"))].into()),
+            ),
+            ("cpu", Value::string("lots")),
+        ]));
+        let paths: Vec<_> = diags.iter().map(|d| d.attribute.clone().unwrap()).collect();
+        assert!(paths.contains(&attr_path("name")), "{diags:?}");
+        assert!(paths.contains(&attr_path("extensions")), "{diags:?}");
+        assert!(paths.contains(&attr_path("cpu")), "{diags:?}");
+        assert!(paths.contains(&diag::path(&[
+            Step::Attr("config".into()),
+            Step::Key("port".into())
+        ])));
+    }
+
+    #[test]
+    fn unknown_values_are_not_judged() {
+        let diags = validate(&config(vec![
+            ("name", Value::Unknown),
+            ("config", Value::Unknown),
+            ("cpu", Value::Unknown),
+        ]));
+        assert!(diags.is_empty(), "{diags:?}");
+    }
+
+    #[test]
+    fn create_plans_defaults_and_unknown_computed() {
+        let p = plan(&Value::Null, config(vec![("name", Value::string("a"))]));
+        assert_eq!(p.planned.get("postgres_version"), &Value::string("15"));
+        assert_eq!(p.planned.get("memory"), &Value::string("1Gi"));
+        assert!(p.planned.get("id").is_unknown());
+        assert!(p.planned.get("extensions").is_null());
+    }
+
+    #[test]
+    fn update_keeps_computed_values_and_warns_about_restarts() {
+        let mut prior = config(vec![("name", Value::string("a"))]);
+        for (k, v) in [
+            ("postgres_version", "15"),
+            ("cpu", "1"),
+            ("memory", "1Gi"),
+            ("storage", "10Gi"),
+            ("id", "x"),
+            ("state", "Up"),
+        ] {
+            prior.set(k, Value::string(v));
+        }
+        let mut proposed = prior.clone();
+        proposed.set(
+            "config",
+            Value::Map([("max_connections".to_owned(), Value::string("150"))].into()),
+        );
+        let p = plan(&prior, proposed);
+        assert!(p.requires_replace.is_empty());
+        assert_eq!(p.planned.get("state"), &Value::string("Up"));
+        assert_eq!(p.planned.get("id"), &Value::string("x"));
+        assert_eq!(p.diagnostics.len(), 1, "{:?}", p.diagnostics);
+
+        let mut renamed = prior.clone();
+        renamed.set("name", Value::string("b"));
+        assert_eq!(
+            plan(&prior, renamed).requires_replace,
+            vec![attr_path("name")]
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! The provider's schemas, declared once and turned into tfplugin6 `Schema`
+//! messages. Only protocol 6.0 features are used (plain attributes and a
+//! single nested block), so Terraform 1.0 understands them.
+
+use crate::tfplugin::tfplugin6 as pb;
+use crate::value::Value;
+
+pub const INSTANCE: &str = "pgplane_instance";
+pub const INSTANCES: &str = "pgplane_instances";
+/// Version of the `pgplane_instance` state layout ([`crate::server`] upgrades older ones).
+pub const INSTANCE_SCHEMA_VERSION: i64 = 0;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Type {
+    String,
+    Number,
+    Bool,
+    Set(Box<Type>),
+    List(Box<Type>),
+    Map(Box<Type>),
+    Object(Vec<(&'static str, Type)>),
+}
+
+impl Type {
+    /// cty's JSON type encoding, e.g. `["set","string"]`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Type::String => json!("string"),
+            Type::Number => json!("number"),
+            Type::Bool => json!("bool"),
+            Type::Set(t) => json!(["set", t.to_json()]),
+            Type::List(t) => json!(["list", t.to_json()]),
+            Type::Map(t) => json!(["map", t.to_json()]),
+            Type::Object(attrs) => {
+                let m: serde_json::Map<String, serde_json::Value> = attrs
+                    .iter()
+                    .map(|(n, t)| ((*n).to_owned(), t.to_json()))
+                    .collect();
+                json!(["object", m])
+            }
+        }
+    }
+
+    /// Coerces a decoded value to this type: numbers given as strings
+    /// become numbers, objects get every attribute (null when missing) and
+    /// lose attributes the type does not have.
+    pub fn conform(&self, v: Value) -> Value {
+        match (self, v) {
+            (_, Value::Null) => Value::Null,
+            (_, Value::Unknown) => Value::Unknown,
+            (Type::Number, Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .map(Value::Number)
+                .unwrap_or(Value::String(s)),
+            (Type::String, Value::Number(n)) => Value::String(format_number(n)),
+            (Type::String, Value::Bool(b)) => Value::String(b.to_string()),
+            (Type::Set(t) | Type::List(t), Value::List(items)) => {
+                Value::List(items.into_iter().map(|i| t.conform(i)).collect())
+            }
+            (Type::Map(t), Value::Map(m)) => {
+                Value::Map(m.into_iter().map(|(k, v)| (k, t.conform(v))).collect())
+            }
+            (Type::Object(attrs), Value::Map(mut m)) => Value::Map(
+                attrs
+                    .iter()
+                    .map(|(n, t)| {
+                        let v = m.remove(*n).unwrap_or(Value::Null);
+                        ((*n).to_owned(), t.conform(v))
+                    })
+                    .collect(),
+            ),
+            (_, v) => v,
+        }
+    }
+}
+
+fn format_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
+
+/// One attribute of a block.
+#[derive(Debug, Clone)]
+pub struct Attribute {
+    pub name: &'static str,
+    pub ty: Type,
+    pub description: &'static str,
+    pub required: bool,
+    pub optional: bool,
+    pub computed: bool,
+    pub sensitive: bool,
+}
+
+/// A nested block with `SINGLE` nesting (`timeouts { … }`).
+#[derive(Debug, Clone)]
+pub struct NestedBlock {
+    pub name: &'static str,
+    pub block: Block,
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub description: &'static str,
+    pub attributes: Vec<Attribute>,
+    pub blocks: Vec<NestedBlock>,
+}
+
+impl Block {
+    pub fn attribute(&self, name: &str) -> Option<&Attribute> {
+        self.attributes.iter().find(|a| a.name == name)
+    }
+
+    /// Errors for read-only (computed, not optional) attributes that the
+    /// configuration sets: Terraform leaves this check to providers.
+    pub fn read_only_set(&self, config: &Value) -> Vec<crate::tfplugin::tfplugin6::Diagnostic> {
+        self.attributes
+            .iter()
+            .filter(|a| a.computed && !a.optional && !config.get(a.name).is_null())
+            .map(|a| {
+                crate::diag::error_at(
+                    crate::diag::attr_path(a.name),
+                    "Invalid configuration for read-only attribute",
+                    format!(
+                        "\"{}\" is set by pgplane and cannot be configured; remove it from the configuration.",
+                        a.name
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// The object type of the block's values.
+    pub fn object_type(&self) -> Type {
+        let mut attrs: Vec<(&'static str, Type)> = self
+            .attributes
+            .iter()
+            .map(|a| (a.name, a.ty.clone()))
+            .collect();
+        attrs.extend(self.blocks.iter().map(|b| (b.name, b.block.object_type())));
+        Type::Object(attrs)
+    }
+
+    /// A value with exactly this block's attributes (see [`Type::conform`]).
+    pub fn conform(&self, v: Value) -> Value {
+        self.object_type().conform(v)
+    }
+
+    pub fn to_proto(&self, version: i64) -> pb::Schema {
+        pb::Schema {
+            version,
+            block: Some(self.block_proto(version)),
+        }
+    }
+
+    fn block_proto(&self, version: i64) -> pb::schema::Block {
+        pb::schema::Block {
+            version,
+            attributes: self
+                .attributes
+                .iter()
+                .map(|a| pb::schema::Attribute {
+                    name: a.name.to_owned(),
+                    r#type: a.ty.to_json().to_string().into_bytes(),
+                    description: a.description.to_owned(),
+                    required: a.required,
+                    optional: a.optional,
+                    computed: a.computed,
+                    sensitive: a.sensitive,
+                    description_kind: pb::StringKind::Markdown as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            block_types: self
+                .blocks
+                .iter()
+                .map(|b| pb::schema::NestedBlock {
+                    type_name: b.name.to_owned(),
+                    block: Some(b.block.block_proto(0)),
+                    nesting: pb::schema::nested_block::NestingMode::Single as i32,
+                    min_items: 0,
+                    max_items: 0,
+                })
+                .collect(),
+            description: self.description.to_owned(),
+            description_kind: pb::StringKind::Markdown as i32,
+            ..Default::default()
+        }
+    }
+}
+
+fn attr(name: &'static str, ty: Type, description: &'static str) -> Attribute {
+    Attribute {
+        name,
+        ty,
+        description,
+        required: false,
+        optional: false,
+        computed: false,
+        sensitive: false,
+    }
+}
+
+impl Attribute {
+    fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+    fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+    fn computed(mut self) -> Self {
+        self.computed = true;
+        self
+    }
+    fn sensitive(mut self) -> Self {
+        self.sensitive = true;
+        self
+    }
+}
+
+fn set_of_strings() -> Type {
+    Type::Set(Box::new(Type::String))
+}
+
+fn map_of_strings() -> Type {
+    Type::Map(Box::new(Type::String))
+}
+
+pub fn provider() -> Block {
+    Block {
+        description: "Manages Postgres instances on a pgplane control plane.",
+        attributes: vec![
+            attr(
+                "endpoint",
+                Type::String,
+                "URL of the pgplane control plane, e.g. `http://127.0.0.1:8080`. Defaults to `PGPLANE_ENDPOINT`.",
+            )
+            .optional(),
+            attr(
+                "token",
+                Type::String,
+                "API token (its organisation is the one the provider manages). Defaults to `PGPLANE_TOKEN`.",
+            )
+            .optional()
+            .sensitive(),
+        ],
+        blocks: vec![],
+    }
+}
+
+/// The computed attributes every view of an instance has.
+fn observed_attributes() -> Vec<Attribute> {
+    vec![
+        attr("id", Type::String, "The instance's id (a UUID).").computed(),
+        attr("org", Type::String, "The organisation the instance belongs to.").computed(),
+        attr(
+            "state",
+            Type::String,
+            "Lifecycle state reported by the control plane: `Up`, `Configuring`, `Restarting`, `Stopped`, `Error`, ….",
+        )
+        .computed(),
+        attr("host", Type::String, "Host to connect to.").computed(),
+        attr("port", Type::Number, "Port to connect to.").computed(),
+        attr(
+            "connection_uri",
+            Type::String,
+            "`postgres://user:password@host:port/database`, password included.",
+        )
+        .computed()
+        .sensitive(),
+    ]
+}
+
+pub fn instance_resource() -> Block {
+    let mut attributes = vec![
+        attr(
+            "name",
+            Type::String,
+            "Instance name: a DNS-1123 label (lower-case letters, digits and `-`, starting with a letter, at most 63 characters), unique in the organisation. Changing it replaces the instance.",
+        )
+        .required(),
+        attr(
+            "postgres_version",
+            Type::String,
+            "Postgres major version. Defaults to `15`. Changing it replaces the instance.",
+        )
+        .optional()
+        .computed(),
+        attr(
+            "extensions",
+            set_of_strings(),
+            "Postgres extensions to create, in any order. Extensions that must be preloaded (e.g. `pg_stat_statements`) restart Postgres when added.",
+        )
+        .optional(),
+        attr(
+            "config",
+            map_of_strings(),
+            "postgresql.conf parameters as strings, e.g. `{ work_mem = \"16MB\" }`. Values are compared in Postgres' units, so `16MB` and `16384kB` are the same. Parameters pgplane manages (`port`, `data_directory`, …) may not be set.",
+        )
+        .optional(),
+        attr("cpu", Type::String, "CPU: cores (`1`, `0.5`) or millicores (`500m`). Defaults to `1`.")
+            .optional()
+            .computed(),
+        attr("memory", Type::String, "Memory, e.g. `512Mi`, `2Gi`. Defaults to `1Gi`.")
+            .optional()
+            .computed(),
+        attr("storage", Type::String, "Disk size, e.g. `10Gi`. Defaults to `10Gi`.")
+            .optional()
+            .computed(),
+    ];
+    attributes.extend(observed_attributes());
+    Block {
+        description:
+            "A Postgres instance managed by pgplane. `terraform apply` returns when it is `Up`.",
+        attributes,
+        blocks: vec![NestedBlock {
+            name: "timeouts",
+            block: Block {
+                description:
+                    "How long to wait for the instance. Durations such as `30s`, `5m`, `1h`.",
+                attributes: vec![
+                    attr("create", Type::String, "Default `10m`.").optional(),
+                    attr("update", Type::String, "Default `10m`.").optional(),
+                    attr("delete", Type::String, "Default `10m`.").optional(),
+                ],
+                blocks: vec![],
+            },
+        }],
+    }
+}
+
+pub fn instance_data_source() -> Block {
+    let mut attributes = vec![
+        attr(
+            "name",
+            Type::String,
+            "Name (or id) of the instance to read.",
+        )
+        .required(),
+        attr("postgres_version", Type::String, "Postgres major version.").computed(),
+        attr("extensions", set_of_strings(), "Declared extensions.").computed(),
+        attr(
+            "config",
+            map_of_strings(),
+            "Declared postgresql.conf parameters.",
+        )
+        .computed(),
+        attr("cpu", Type::String, "Declared CPU.").computed(),
+        attr("memory", Type::String, "Declared memory.").computed(),
+        attr("storage", Type::String, "Declared disk size.").computed(),
+        attr(
+            "owner",
+            Type::String,
+            "Who manages the instance: `api`, `terraform` or `git:<source>`.",
+        )
+        .computed(),
+    ];
+    attributes.extend(observed_attributes());
+    Block {
+        description: "One instance of the organisation, by name.",
+        attributes,
+        blocks: vec![],
+    }
+}
+
+/// The element type of `pgplane_instances.instances`.
+pub fn instance_summary_type() -> Type {
+    Type::Object(vec![
+        ("id", Type::String),
+        ("name", Type::String),
+        ("org", Type::String),
+        ("owner", Type::String),
+        ("state", Type::String),
+        ("postgres_version", Type::String),
+        ("host", Type::String),
+        ("port", Type::Number),
+    ])
+}
+
+pub fn instances_data_source() -> Block {
+    Block {
+        description: "The organisation's instances, optionally only those in one state.",
+        attributes: vec![
+            attr(
+                "state",
+                Type::String,
+                "Only instances in this state (`Up`, `Stopped`, `Error`, …).",
+            )
+            .optional(),
+            attr(
+                "instances",
+                Type::List(Box::new(instance_summary_type())),
+                "The instances, sorted by name: `id`, `name`, `org`, `owner`, `state`, `postgres_version`, `host`, `port`.",
+            )
+            .computed(),
+        ],
+        blocks: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conform_fills_and_trims_attributes() {
+        let b = instance_resource();
+        let v = b.conform(Value::object([
+            ("name", Value::string("a")),
+            ("port", Value::string("5432")),
+            ("removed_attr", Value::Bool(true)),
+        ]));
+        assert_eq!(v.get("port"), &Value::Number(5432.0));
+        let Value::Map(m) = &v else { panic!() };
+        assert!(!m.contains_key("removed_attr"));
+        assert!(m.contains_key("connection_uri") && m.contains_key("timeouts"));
+    }
+
+    #[test]
+    fn types_encode_as_cty_json() {
+        assert_eq!(
+            Type::Set(Box::new(Type::String)).to_json().to_string(),
+            r#"["set","string"]"#
+        );
+    }
+}

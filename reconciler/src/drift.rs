@@ -1,0 +1,98 @@
+//! Drift reports: every instance's declared spec against what its data plane
+//! last observed, and the Prometheus gauges derived from them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use api::{DriftReport, DriftStatus, InstanceDrift};
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::error::Result;
+use crate::store::{self, InstanceRow};
+
+/// The drift of one instance at `now`.
+pub fn instance_drift(row: InstanceRow, now: DateTime<Utc>) -> InstanceDrift {
+    let state = row.state();
+    let (status, fields) = match &row.observed {
+        None => (DriftStatus::Unobserved, Vec::new()),
+        Some(_) if state.is_transitional() || row.observed_generation < row.generation => {
+            (DriftStatus::Converging, Vec::new())
+        }
+        Some(observed) => {
+            let fields = domain::drift(&row.spec.0, &observed.0);
+            let status = if fields.is_empty() {
+                DriftStatus::InSync
+            } else {
+                DriftStatus::Drifted
+            };
+            (status, fields)
+        }
+    };
+    InstanceDrift {
+        id: row.id,
+        name: row.name,
+        owner: row.owner,
+        state,
+        status,
+        generation: row.generation,
+        observed_generation: row.observed_generation,
+        observed_at: row.observed_at,
+        observation_age_seconds: row.observed_at.map(|t| (now - t).num_seconds().max(0)),
+        fields,
+    }
+}
+
+/// The drift report of an organisation's live instances.
+pub async fn report(conn: &mut PgConnection, org: &str, now: DateTime<Utc>) -> Result<DriftReport> {
+    let rows = store::list_instances(conn, org, None).await?;
+    let items: Vec<InstanceDrift> = rows.into_iter().map(|r| instance_drift(r, now)).collect();
+    let drifted = items
+        .iter()
+        .filter(|i| i.status == DriftStatus::Drifted)
+        .count();
+    Ok(DriftReport { items, drifted })
+}
+
+/// Prometheus text exposition: instances per state and drifted instances
+/// per source, for every organisation.
+pub async fn metrics(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<String> {
+    let states: Vec<(String, String, i64)> = sqlx::query_as(
+        "select org, state, count(*) from instances where state <> 'Deleted' group by org, state order by org, state",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let orgs: Vec<String> = sqlx::query_scalar("select name from orgs order by name")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut drifted: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for org in &orgs {
+        for item in report(conn, org, now).await?.items {
+            let n = drifted
+                .entry((org.clone(), item.owner.clone()))
+                .or_default();
+            if item.status == DriftStatus::Drifted {
+                *n += 1;
+            }
+        }
+    }
+    let mut out = String::new();
+    out.push_str(
+        "# HELP pgplane_instances Live instances by state.\n# TYPE pgplane_instances gauge\n",
+    );
+    for (org, state, n) in states {
+        let _ = writeln!(
+            out,
+            "pgplane_instances{{org=\"{org}\",state=\"{state}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP pgplane_drifted_instances Instances whose observed spec differs from their source's declaration.\n# TYPE pgplane_drifted_instances gauge\n");
+    for ((org, source), n) in drifted {
+        let _ = writeln!(
+            out,
+            "pgplane_drifted_instances{{org=\"{org}\",source=\"{}\"}} {n}",
+            source.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+    }
+    Ok(out)
+}
