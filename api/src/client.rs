@@ -184,3 +184,29 @@ impl Client {
         self.call::<(), _>(Method::GET, "/drift", None).await
     }
 }
+
+impl Client {
+    pub async fn create_source(&self, req: &CreateSource) -> Result<Source, ClientError> {
+        self.call(Method::POST, "/sources", Some(req)).await
+    }
+
+    pub async fn list_sources(&self) -> Result<SourceList, ClientError> {
+        self.call::<(), _>(Method::GET, "/sources", None).await
+    }
+
+    pub async fn source_status(&self, name: &str) -> Result<SourceStatus, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/sources/{name}"), None)
+            .await
+    }
+
+    /// Syncs now and returns what the sync did.
+    pub async fn sync_source(&self, name: &str) -> Result<SyncRecord, ClientError> {
+        self.call::<(), _>(Method::POST, &format!("/sources/{name}/sync"), None)
+            .await
+    }
+
+    pub async fn delete_source(&self, name: &str) -> Result<Source, ClientError> {
+        self.call::<(), _>(Method::DELETE, &format!("/sources/{name}"), None)
+            .await
+    }
+}

@@ -180,3 +180,116 @@ pub struct DriftReport {
     /// How many instances drifted.
     pub drifted: usize,
 }
+
+/// What a source does when an instance drifts from its declaration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMode {
+    /// Record and show drift (default).
+    #[default]
+    Report,
+    /// Re-send the desired spec.
+    Heal,
+}
+
+/// `POST /api/v1/sources`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSource {
+    /// Unique name; instances it manages are owned by `git:<name>`.
+    pub name: String,
+    /// A local path, `file://`, `https://` or `ssh://` git URL.
+    pub url: String,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// Directory inside the repository; empty for its root.
+    #[serde(default)]
+    pub path: String,
+    #[serde(default = "default_interval")]
+    pub interval_seconds: i32,
+    /// Delete instances no longer declared (otherwise they are reported as orphans).
+    #[serde(default)]
+    pub prune: bool,
+    #[serde(default)]
+    pub drift: DriftMode,
+    /// Take over instances declared here that another owner manages.
+    #[serde(default)]
+    pub adopt: bool,
+    /// Key for the push webhook's `X-Hub-Signature-256` HMAC.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+fn default_branch() -> String {
+    "main".to_owned()
+}
+
+fn default_interval() -> i32 {
+    60
+}
+
+/// A source as the control plane knows it (the webhook secret is never shown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    pub name: String,
+    pub org: String,
+    pub url: String,
+    pub branch: String,
+    pub path: String,
+    pub interval_seconds: i32,
+    pub prune: bool,
+    pub drift: DriftMode,
+    pub adopt: bool,
+    pub webhook_secret_set: bool,
+    /// The commit whose manifests are in force.
+    pub last_good_commit: Option<String>,
+    pub last_seen_commit: Option<String>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceList {
+    pub items: Vec<Source>,
+}
+
+/// What one sync did to one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncResult {
+    pub name: String,
+    /// `create`, `update`, `delete`, `orphan`, `conflict`, `heal`, `delete-deferred`.
+    pub action: String,
+    /// Field changes or the reason, in words.
+    pub detail: Option<String>,
+    /// Whether Postgres restarts for it.
+    pub restart: bool,
+    pub error: Option<String>,
+}
+
+/// One sync of a source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRecord {
+    pub commit: Option<String>,
+    pub author: Option<String>,
+    pub message: Option<String>,
+    pub commit_time: Option<DateTime<Utc>>,
+    /// `applied`, `unchanged`, `rejected` (invalid manifests: nothing applied),
+    /// `fetch-failed` (nothing changed), `refused` (an unsafe prune).
+    pub outcome: String,
+    /// For `rejected`: every problem, `file:line:col: path: message`.
+    pub errors: Vec<String>,
+    pub results: Vec<SyncResult>,
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/sources/{name}`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    pub source: Source,
+    /// Newest first.
+    pub syncs: Vec<SyncRecord>,
+}

@@ -6,6 +6,7 @@ pub mod instance;
 pub mod output;
 pub mod plan;
 pub mod server;
+pub mod source;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,16 @@ pub enum Command {
         /// Output format.
         #[arg(short = 'o', long = "output", value_enum, default_value_t = plan::PlanOutput::Table)]
         output: plan::PlanOutput,
+    },
+    /// Manage GitOps sources: git repositories whose manifests declare instances.
+    Source {
+        #[command(flatten)]
+        conn: ApiArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
+        output: OutputFormat,
+        #[command(subcommand)]
+        command: source::SourceCommand,
     },
     /// Show drift: each instance's declaration versus what its data plane reports.
     Drift {
@@ -144,6 +155,17 @@ pub async fn run(cli: Cli) -> u8 {
                 .as_ref()
                 .map(|t| api::Client::new(&conn.endpoint, t));
             plan::run(args, client.as_ref(), output).await.clamp(0, 255) as u8
+        }
+        Command::Source {
+            conn,
+            output,
+            command,
+        } => {
+            init_logging("warn");
+            let Some(client) = conn.client() else {
+                return 1;
+            };
+            source::run(command, &client, output).await.clamp(0, 255) as u8
         }
         Command::Drift { conn, args } => {
             init_logging("warn");

@@ -25,6 +25,13 @@ pub struct ServerArgs {
     /// How long a data plane may owe a report before the desired spec is sent again.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub resend_after: Duration,
+    /// Where GitOps sources' repositories are cached.
+    #[arg(
+        long,
+        env = "PGPLANE_GIT_CACHE_DIR",
+        default_value = "./pgplane-git-cache"
+    )]
+    pub git_cache_dir: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -93,6 +100,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         default_data_plane: args.default_data_plane,
         resend_every: Duration::from_secs(5),
         resend_after: args.resend_after,
+        git_cache_dir: args.git_cache_dir,
     };
     let server = tokio::spawn(reconciler::run(pool, settings, cancel.clone(), None));
     tokio::select! {

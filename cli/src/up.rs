@@ -122,6 +122,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         default_data_plane: DATA_PLANE.to_owned(),
         resend_every: Duration::from_secs(5),
         resend_after: args.resend_after,
+        git_cache_dir: data_dir.join("git-cache"),
     };
     let control = tasks.spawn(reconciler::run(
         pool.clone(),

@@ -18,12 +18,34 @@ pub struct Caller {
     pub org: String,
     pub admin: bool,
     pub token_id: Uuid,
+    /// Set when a GitOps source acts: its owner name (`git:<source>`) and
+    /// the actor written to history (`git:<source>@<sha>`).
+    pub source: Option<SourceActor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceActor {
+    pub owner: String,
+    pub actor: String,
 }
 
 impl Caller {
+    /// A caller holding a token of `org`.
+    pub fn token(org: &str, token_id: Uuid, admin: bool) -> Caller {
+        Caller {
+            org: org.to_owned(),
+            admin,
+            token_id,
+            source: None,
+        }
+    }
+
     /// The actor name written to instance history.
     pub fn actor(&self) -> String {
-        format!("token:{}", &self.token_id.simple().to_string()[..8])
+        match &self.source {
+            Some(s) => s.actor.clone(),
+            None => format!("token:{}", &self.token_id.simple().to_string()[..8]),
+        }
     }
 }
 
@@ -100,10 +122,6 @@ impl FromRequestParts<AppState> for Caller {
                 .fetch_optional(&state.pool)
                 .await?;
         let (token_id, org, admin) = row.ok_or(ApiError::Unauthorized)?;
-        Ok(Caller {
-            org,
-            admin,
-            token_id,
-        })
+        Ok(Caller::token(&org, token_id, admin))
     }
 }

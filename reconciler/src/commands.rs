@@ -31,12 +31,18 @@ pub enum Command {
     Stop,
     Start,
     Delete,
+    /// Re-send the desired spec unchanged, because the instance drifted
+    /// (a source in `heal` mode). `restart` says whether the drifted fields
+    /// need a restart to be put back.
+    Heal {
+        restart: Vec<String>,
+    },
 }
 
 impl Command {
     fn event(&self) -> Event {
         match self {
-            Command::Update { .. } => Event::Update,
+            Command::Update { .. } | Command::Heal { .. } => Event::Update,
             Command::Restart => Event::Restart,
             Command::Stop => Event::Stop,
             Command::Start => Event::Start,
@@ -121,6 +127,7 @@ pub async fn execute(
     let row = store::find_instance(&mut tx, &caller.org, name, true).await?;
     let current = row.state();
     let old_spec = row.spec.0.clone();
+    check_owner(caller, &row, &command)?;
 
     let new_spec = match &command {
         Command::Update {
@@ -149,10 +156,13 @@ pub async fn execute(
             stopped: false,
             ..old_spec.clone()
         },
-        Command::Restart | Command::Delete => old_spec.clone(),
+        Command::Restart | Command::Delete | Command::Heal { .. } => old_spec.clone(),
     };
-    let prediction = match command {
+    let prediction = match &command {
         Command::Update { .. } => predict_restart(&old_spec, &new_spec),
+        Command::Heal { restart } => domain::RestartPrediction {
+            reasons: restart.clone(),
+        },
         _ => Default::default(),
     };
     let next = transition(
@@ -174,7 +184,7 @@ pub async fn execute(
 
     let generation = row.generation + 1;
     let kind = match command {
-        Command::Update { .. } => EventKind::Update,
+        Command::Update { .. } | Command::Heal { .. } => EventKind::Update,
         Command::Restart => EventKind::Restart,
         Command::Stop => EventKind::Stop,
         Command::Start => EventKind::Start,
@@ -190,7 +200,16 @@ pub async fn execute(
         kind,
     )
     .await?;
-    let detail = describe_change(&old_spec, &new_spec, &prediction.reasons);
+    let detail = match &command {
+        Command::Heal { .. } => Some(match prediction.reasons.is_empty() {
+            true => "heal: re-sent the desired spec after drift".to_owned(),
+            false => format!(
+                "heal: re-sent the desired spec after drift; restart: {}",
+                prediction.reasons.join("; ")
+            ),
+        }),
+        _ => describe_change(&old_spec, &new_spec, &prediction.reasons),
+    };
     store::record_history(
         &mut tx,
         HistoryRecord {
@@ -207,6 +226,27 @@ pub async fn execute(
     enqueue(state, &mut tx, &updated, kind, prediction.required()).await?;
     tx.commit().await?;
     Ok(updated.into_api())
+}
+
+/// One owner per instance: an instance a GitOps source manages changes only
+/// through that source (its spec and its existence; restart/stop/start are
+/// operations and stay open).
+fn check_owner(caller: &Caller, row: &InstanceRow, command: &Command) -> Result<()> {
+    let declarative = matches!(
+        command,
+        Command::Update { .. } | Command::Delete | Command::Heal { .. }
+    );
+    let acting = caller.source.as_ref().map(|s| s.owner.as_str());
+    let foreign_git = row.owner.starts_with("git:") && acting != Some(row.owner.as_str());
+    if declarative && foreign_git {
+        return Err(ApiError::Conflict(format!(
+            "instance {:?} is managed by {}; change it there (or let another source adopt it), not as {}",
+            row.name,
+            row.owner,
+            acting.unwrap_or("api")
+        )));
+    }
+    Ok(())
 }
 
 /// Sends the instance's full desired spec to its data plane, inside `tx`.

@@ -16,6 +16,8 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("instance {0:?} not found")]
     NotFound(String),
+    #[error("{0} {1:?} not found")]
+    NotFoundWhat(&'static str, String),
     #[error("instance {name:?} is deleted")]
     Deleted { name: String },
     #[error(transparent)]
@@ -89,7 +91,9 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound(_) | ApiError::NotFoundWhat(..) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             ApiError::Deleted { .. } => (StatusCode::CONFLICT, "deleted"),
             ApiError::Transition(_) => (StatusCode::CONFLICT, "illegal_transition"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -2,8 +2,9 @@
 //! call [`crate::commands`] or the store, answer.
 
 use api::{
-    CreateInstance, CreateToken, Credentials, DriftReport, ErrorBody, History, Instance,
-    InstanceList, TokenCreated, UpdateInstance,
+    CreateInstance, CreateSource, CreateToken, Credentials, DriftReport, ErrorBody, History,
+    Instance, InstanceList, Source, SourceList, SourceStatus, SyncRecord, TokenCreated,
+    UpdateInstance,
 };
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State as AxumState};
@@ -41,6 +42,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/drift", get(drift_report))
+        .route("/api/v1/sources", post(create_source).get(list_sources))
+        .route(
+            "/api/v1/sources/{name}",
+            get(source_status).delete(delete_source),
+        )
+        .route("/api/v1/sources/{name}/sync", post(sync_source))
+        .route("/api/v1/sources/{name}/webhook", post(source_webhook))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(|| async { "ok" }))
@@ -284,6 +292,91 @@ async fn metrics(AxumState(state): AxumState<AppState>, caller: Caller) -> Resul
     crate::drift::metrics(&mut conn, chrono::Utc::now()).await
 }
 
+#[utoipa::path(post, path = "/api/v1/sources", request_body = CreateSource,
+    responses((status = 201, body = Source), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_source(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    json: std::result::Result<Json<CreateSource>, JsonRejection>,
+) -> Result<(StatusCode, Json<Source>)> {
+    let req = body(json)?;
+    let created = crate::sources::create(&state, &caller, req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[utoipa::path(get, path = "/api/v1/sources", responses((status = 200, body = SourceList)), security(("bearer" = [])))]
+async fn list_sources(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+) -> Result<Json<SourceList>> {
+    Ok(Json(SourceList {
+        items: crate::sources::list(&state, &caller.org).await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/sources/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = SourceStatus), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn source_status(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<SourceStatus>> {
+    let source = crate::sources::find(&state, &caller.org, &name).await?;
+    let syncs = crate::sources::history(&state, &name, 50).await?;
+    Ok(Json(SourceStatus {
+        source: source.into_api(),
+        syncs,
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/sources/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = Source)), security(("bearer" = [])))]
+async fn delete_source(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Source>> {
+    Ok(Json(
+        crate::sources::delete(&state, &caller.org, &name).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/sources/{name}/sync", params(("name" = String, Path)),
+    responses((status = 200, body = SyncRecord)), security(("bearer" = [])))]
+async fn sync_source(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<SyncRecord>> {
+    crate::sources::find(&state, &caller.org, &name).await?;
+    Ok(Json(crate::sources::sync(&state, &name).await?))
+}
+
+/// A push notification: it carries no trust (no token) and only makes the
+/// control plane fetch sooner. When the source has a secret, the body must be
+/// signed with it (`X-Hub-Signature-256: sha256=<hex HMAC-SHA256>`).
+#[utoipa::path(post, path = "/api/v1/sources/{name}/webhook", params(("name" = String, Path)),
+    responses((status = 202), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn source_webhook(
+    AxumState(state): AxumState<AppState>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    payload: axum::body::Bytes,
+) -> Result<StatusCode> {
+    let source = crate::sources::find_any_org(&state, &name).await?;
+    if let Some(secret) = &source.webhook_secret {
+        let signature = headers
+            .get("x-hub-signature-256")
+            .and_then(|v| v.to_str().ok());
+        if !crate::sources::verify_signature(secret, &payload, signature) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    state.gitops.request_sync(&name);
+    Ok(StatusCode::ACCEPTED)
+}
+
 async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
     sqlx::query("select 1").execute(&state.pool).await?;
     Ok("ready")
@@ -294,7 +387,8 @@ async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
     info(title = "pgplane", description = "Declarative managed Postgres: the control-plane API."),
     paths(create_instance, list_instances, get_instance, update_instance, restart_instance,
           stop_instance, start_instance, delete_instance, instance_history, instance_credentials,
-          create_token, drift_report),
+          create_token, drift_report, create_source, list_sources, source_status, delete_source,
+          sync_source, source_webhook),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

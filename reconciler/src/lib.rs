@@ -13,6 +13,7 @@ pub mod drift;
 pub mod error;
 pub mod http;
 pub mod resend;
+pub mod sources;
 pub mod status;
 pub mod store;
 
@@ -34,14 +35,26 @@ pub struct AppState {
     pub queues: Queues,
     /// The data plane new instances go to unless they name one.
     pub default_data_plane: String,
+    pub gitops: std::sync::Arc<sources::GitOps>,
 }
 
 impl AppState {
+    /// State with git repositories cached under the system's temp directory.
     pub async fn new(pool: PgPool, default_data_plane: &str) -> AppState {
+        let cache = std::env::temp_dir().join(format!("pgplane-git-cache-{}", std::process::id()));
+        AppState::with_git_cache(pool, default_data_plane, cache).await
+    }
+
+    pub async fn with_git_cache(
+        pool: PgPool,
+        default_data_plane: &str,
+        git_cache_dir: std::path::PathBuf,
+    ) -> AppState {
         AppState {
             queues: Queues::new(pool.clone()).await,
             pool,
             default_data_plane: default_data_plane.to_owned(),
+            gitops: std::sync::Arc::new(sources::GitOps::new(git_cache_dir)),
         }
     }
 }
@@ -54,6 +67,8 @@ pub struct Settings {
     pub resend_every: Duration,
     /// How long a data plane may owe a report before the event is re-sent.
     pub resend_after: Duration,
+    /// Where GitOps sources' repositories are cached (bare clones).
+    pub git_cache_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +139,12 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), StartError> {
     prepare_database(&pool, &settings.default_data_plane).await?;
-    let state = AppState::new(pool, &settings.default_data_plane).await;
+    let state = AppState::with_git_cache(
+        pool,
+        &settings.default_data_plane,
+        settings.git_cache_dir.clone(),
+    )
+    .await;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -137,6 +157,7 @@ pub async fn run(
     })?;
     let tasks = TaskTracker::new();
     tasks.spawn(status::run(state.clone(), cancel.clone()));
+    tasks.spawn(sources::run(state.clone(), cancel.clone()));
     tasks.spawn(resend::run(
         state.clone(),
         settings.resend_every,

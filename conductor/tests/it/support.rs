@@ -14,11 +14,7 @@ use uuid::Uuid;
 pub async fn control_plane(pool: PgPool) -> (AppState, Caller) {
     reconciler::prepare_database(&pool, "local").await.unwrap();
     let state = AppState::new(pool, "local").await;
-    let caller = Caller {
-        org: "acme".into(),
-        admin: true,
-        token_id: Uuid::nil(),
-    };
+    let caller = Caller::token("acme", Uuid::nil(), true);
     sqlx::query("insert into orgs (name) values ('acme')")
         .execute(&state.pool)
         .await

@@ -2,6 +2,7 @@
 //! (`cargo build --bins`; `scripts/test.sh` does).
 
 mod crash;
+mod gitops;
 mod invariants;
 mod plan;
 mod support;

@@ -1,0 +1,238 @@
+//! `pgplane source …`: GitOps sources — git repositories whose manifests
+//! declare instances.
+
+use api::{CreateSource, DriftMode, Source, SyncRecord};
+
+use crate::output::{self, Details, OutputFormat, Table, NONE};
+use crate::up::parse_duration;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SourceCommand {
+    /// Watch a git repository: its manifests are synced every interval (and
+    /// at once on a push webhook).
+    Add(AddArgs),
+    /// List sources with the commit in force.
+    List,
+    /// Sync now and show what the sync did.
+    Sync {
+        /// Source name.
+        name: String,
+    },
+    /// The history of syncs: commit, author, message, outcome per instance, errors.
+    Status {
+        /// Source name.
+        name: String,
+    },
+    /// Stop watching a source (its instances are left as they are).
+    Delete {
+        /// Source name.
+        name: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AddArgs {
+    /// Source name (DNS-1123 label); instances it creates are owned by `git:NAME`.
+    pub name: String,
+    /// Git repository: a local path, file://, https:// or ssh:// URL.
+    #[arg(long = "git")]
+    pub url: String,
+    /// Branch to follow.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Directory inside the repository holding the manifests.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// How often to fetch, e.g. 60s, 5m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Delete instances the source no longer declares (otherwise they are
+    /// reported as orphans and left alone). Never deletes all at once.
+    #[arg(long)]
+    pub prune: bool,
+    /// On drift: `report` it, or `heal` (re-send the desired spec).
+    #[arg(long, value_enum, default_value_t = DriftArg::Report)]
+    pub drift: DriftArg,
+    /// Take over instances the manifests declare that another owner manages.
+    #[arg(long)]
+    pub adopt: bool,
+    /// HMAC key the push webhook's X-Hub-Signature-256 must be signed with.
+    #[arg(long, env = "PGPLANE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DriftArg {
+    Report,
+    Heal,
+}
+
+pub async fn run(cmd: SourceCommand, client: &api::Client, out: OutputFormat) -> i32 {
+    let result = match cmd {
+        SourceCommand::Add(a) => {
+            let req = CreateSource {
+                name: a.name,
+                url: a.url,
+                branch: a.branch,
+                path: a.path,
+                interval_seconds: a.interval.as_secs().max(1) as i32,
+                prune: a.prune,
+                drift: match a.drift {
+                    DriftArg::Report => DriftMode::Report,
+                    DriftArg::Heal => DriftMode::Heal,
+                },
+                adopt: a.adopt,
+                webhook_secret: a.webhook_secret,
+            };
+            client
+                .create_source(&req)
+                .await
+                .map(|s| show(out, &s, render_source))
+        }
+        SourceCommand::List => client
+            .list_sources()
+            .await
+            .map(|l| show(out, &l, |l| render_list(&l.items))),
+        SourceCommand::Sync { name } => client.sync_source(&name).await.map(|r| {
+            let code = show(out, &r, render_sync);
+            if code == 0 && matches!(r.outcome.as_str(), "rejected" | "fetch-failed" | "refused") {
+                1
+            } else {
+                code
+            }
+        }),
+        SourceCommand::Status { name } => client.source_status(&name).await.map(|st| {
+            show(out, &st, |st| {
+                let mut text = render_source(&st.source);
+                text.push('\n');
+                for r in &st.syncs {
+                    text.push_str(&render_sync(r));
+                    text.push('\n');
+                }
+                if st.syncs.is_empty() {
+                    text.push_str("no syncs yet\n");
+                }
+                text
+            })
+        }),
+        SourceCommand::Delete { name } => client
+            .delete_source(&name)
+            .await
+            .map(|s| show(out, &s, render_source)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let api::ClientError::Api { fields, .. } = &e {
+                for f in fields {
+                    eprintln!("  {}: {}", f.path, f.message);
+                }
+            }
+            1
+        }
+    }
+}
+
+fn show<T: serde::Serialize>(out: OutputFormat, value: &T, render: impl Fn(&T) -> String) -> i32 {
+    let printed = match out {
+        OutputFormat::Json => output::print_json(value),
+        OutputFormat::Table => output::print_text(&render(value)),
+    };
+    match printed {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn short(sha: Option<&str>) -> String {
+    sha.map(|s| s.chars().take(10).collect())
+        .unwrap_or_else(|| NONE.to_owned())
+}
+
+fn render_source(s: &Source) -> String {
+    let mut d = Details::new();
+    d.field("Name", &s.name)
+        .field("Repository", &s.url)
+        .field("Branch", &s.branch)
+        .field("Path", if s.path.is_empty() { "/" } else { &s.path })
+        .field("Interval", format!("{}s", s.interval_seconds))
+        .field("Prune", if s.prune { "yes" } else { "no" })
+        .field("Drift", format!("{:?}", s.drift).to_lowercase())
+        .field("Adopt", if s.adopt { "yes" } else { "no" })
+        .field(
+            "Webhook secret",
+            if s.webhook_secret_set { "set" } else { "none" },
+        )
+        .field("Commit in force", short(s.last_good_commit.as_deref()))
+        .field("Last seen commit", short(s.last_seen_commit.as_deref()))
+        .field(
+            "Last sync",
+            s.last_sync_at
+                .map(output::timestamp)
+                .unwrap_or_else(|| NONE.to_owned()),
+        );
+    d.render()
+}
+
+fn render_list(items: &[Source]) -> String {
+    let mut t = Table::new([
+        "NAME",
+        "REPOSITORY",
+        "BRANCH",
+        "PATH",
+        "COMMIT",
+        "PRUNE",
+        "DRIFT",
+    ]);
+    for s in items {
+        t.row([
+            s.name.clone(),
+            s.url.clone(),
+            s.branch.clone(),
+            s.path.clone(),
+            short(s.last_good_commit.as_deref()),
+            s.prune.to_string(),
+            format!("{:?}", s.drift).to_lowercase(),
+        ]);
+    }
+    t.render()
+}
+
+/// One sync: a header line, then a row per instance, then every error.
+pub fn render_sync(r: &SyncRecord) -> String {
+    let mut out = format!(
+        "{}  {}  {}  {}  {}\n",
+        output::timestamp(r.at),
+        r.outcome,
+        short(r.commit.as_deref()),
+        r.author.as_deref().unwrap_or(NONE),
+        r.message
+            .as_deref()
+            .and_then(|m| m.lines().next())
+            .unwrap_or(NONE)
+    );
+    if !r.results.is_empty() {
+        let mut t = Table::new(["  INSTANCE", "ACTION", "RESTART", "RESULT", "DETAIL"]);
+        for x in &r.results {
+            t.row([
+                format!("  {}", x.name),
+                x.action.clone(),
+                if x.restart { "yes".into() } else { "no".into() },
+                x.error
+                    .clone()
+                    .map(|e| format!("error: {e}"))
+                    .unwrap_or_else(|| "ok".into()),
+                x.detail.clone().unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    for e in &r.errors {
+        out.push_str(&format!("  {e}\n"));
+    }
+    out
+}

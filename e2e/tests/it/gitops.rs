@@ -1,0 +1,372 @@
+//! GitOps end to end: real git (the `git` command, pushing to a bare
+//! "remote"), real `pgplane up`, real instances.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ada")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn manifest(name: &str, work_mem: &str) -> String {
+    format!(
+        "apiVersion: pgplane.io/v1\nkind: PostgresInstance\nmetadata:\n  name: {name}\nspec:\n  extensions:\n    - name: hstore\n  config:\n    work_mem: {work_mem}\n"
+    )
+}
+
+fn push(work: &Path, files: &[(&str, Option<&str>)], message: &str) {
+    for (path, content) in files {
+        let p = work.join(path);
+        match content {
+            Some(c) => {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, c).unwrap();
+            }
+            None => std::fs::remove_file(&p).unwrap(),
+        }
+    }
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-qm", message]);
+    git(work, &["push", "-q", "origin", "main"]);
+}
+
+fn json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&ok(&all, env)).unwrap()
+}
+
+fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn hmac_sha256_hex(key: &str, body: &str) -> String {
+    let o = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", key, "-r"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(body.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn git_push_drives_instances() {
+    let scratch = scratch_dir();
+    let data_dir = scratch.path().join("demo");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut up = spawn(
+        "pgplane up",
+        &[
+            "up",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--resync-interval",
+            "1s",
+        ],
+        &[],
+        &scratch.path().join("up.log"),
+    );
+    read_until(&mut up, "Press Ctrl-C", WAIT);
+    let env_vars = read_env_file(&data_dir.join("pgplane.env"));
+    let env: Vec<(&str, &str)> = env_vars
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+
+    // A bare "remote" and a working clone.
+    let remote = scratch.path().join("remote.git");
+    let work = scratch.path().join("work");
+    std::fs::create_dir_all(&remote).unwrap();
+    git(&remote, &["init", "-q", "--bare", "-b", "main"]);
+    git(
+        scratch.path(),
+        &["clone", "-q", remote.to_str().unwrap(), "work"],
+    );
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    push(
+        &work,
+        &[
+            ("instances/orders.yaml", Some(&manifest("orders", "16MB"))),
+            ("README.md", Some("not a manifest\n")),
+        ],
+        "add orders",
+    );
+    let url = format!("file://{}", remote.display());
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "source",
+            "add",
+            "prod",
+            "--git",
+            &url,
+            "--branch",
+            "main",
+            "--path",
+            "instances",
+        ];
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--interval") {
+            args.extend(["--interval", "1s"]);
+        }
+        ok(&args, &env);
+    };
+    add(&[]);
+
+    // push → Up, owned by the source.
+    let inst = eventually("orders Up", WAIT, || {
+        let o = run(&["instance", "get", "orders", "-o", "json"], &env);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["state"] == "Up").then_some(v)
+    });
+    assert_eq!(inst["owner"], "git:prod");
+    let uri = ok(&["instance", "credentials", "orders"], &env)
+        .trim()
+        .to_owned();
+    assert_eq!(psql(&uri, "show work_mem"), "16MB");
+
+    // Editing it updates in place.
+    push(
+        &work,
+        &[("instances/orders.yaml", Some(&manifest("orders", "32MB")))],
+        "more work_mem",
+    );
+    eventually("work_mem 32MB", WAIT, || {
+        (psql(&uri, "show work_mem") == "32MB").then_some(())
+    });
+    let status = json(&["source", "status", "prod"], &env);
+    let update = status["syncs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["message"] == "more work_mem")
+        .expect("sync recorded");
+    assert_eq!(update["outcome"], "applied");
+    assert_eq!(update["author"], "Ada <ada@example.com>");
+    assert_eq!(update["results"][0]["action"], "update");
+    assert!(
+        update["results"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("config.work_mem: 16MB → 32MB"),
+        "{update}"
+    );
+
+    // One owner: the API may not change what git manages.
+    let o = run(
+        &["instance", "update", "orders", "--config", "work_mem=1MB"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("managed by git:prod"), "{}", stderr(&o));
+
+    // An invalid commit is rejected whole; the instance is untouched.
+    let generation = json(&["instance", "get", "orders"], &env)["generation"].clone();
+    push(
+        &work,
+        &[
+            ("instances/orders.yaml", Some(&manifest("orders", "64MB"))),
+            ("instances/bad.yaml", Some("apiVersion: pgplane.io/v1\nkind: PostgresInstance\nmetadata:\n  name: bad\nspec:\n  config:\n    port: \"5433\"\n  replica: 2\n")),
+        ],
+        "broken",
+    );
+    let rejected = eventually("rejected sync", WAIT, || {
+        let st = json(&["source", "status", "prod"], &env);
+        st["syncs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["message"] == "broken")
+            .cloned()
+    });
+    assert_eq!(rejected["outcome"], "rejected");
+    let errors = rejected["errors"].to_string();
+    assert!(
+        errors.contains("instances/bad.yaml:7") && errors.contains("spec.config.port"),
+        "{errors}"
+    );
+    assert!(errors.contains("replica"), "{errors}");
+    assert_eq!(
+        json(&["instance", "get", "orders"], &env)["generation"],
+        generation,
+        "nothing applied"
+    );
+    assert_eq!(psql(&uri, "show work_mem"), "32MB");
+
+    // Removing a manifest without prune: orphan reported, instance left alone.
+    push(
+        &work,
+        &[
+            ("instances/bad.yaml", None),
+            ("instances/orders.yaml", None),
+            ("instances/users.yaml", Some(&manifest("users", "8MB"))),
+        ],
+        "replace orders by users",
+    );
+    let synced = eventually("orphan reported", WAIT, || {
+        let st = json(&["source", "status", "prod"], &env);
+        st["syncs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["message"] == "replace orders by users")
+            .cloned()
+    });
+    let actions: Vec<String> = synced["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["name"].as_str().unwrap(),
+                r["action"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&"orders:orphan".to_owned())
+            && actions.contains(&"users:create".to_owned()),
+        "{actions:?}"
+    );
+    eventually("users Up", WAIT, || {
+        (json(&["instance", "get", "users"], &env)["state"] == "Up").then_some(())
+    });
+    assert_eq!(
+        json(&["instance", "get", "orders"], &env)["state"],
+        "Up",
+        "orphan left alone"
+    );
+
+    // With prune: deleted.
+    ok(&["source", "delete", "prod"], &env);
+    add(&["--prune"]);
+    eventually("orders deleted", WAIT, || {
+        (json(&["instance", "get", "orders"], &env)["state"] == "Deleted").then_some(())
+    });
+
+    // ALTER SYSTEM behind pgplane's back → drift, field by field.
+    let users_uri = ok(&["instance", "credentials", "users"], &env)
+        .trim()
+        .to_owned();
+    psql(&users_uri, "alter system set work_mem = '48MB'");
+    psql(&users_uri, "select pg_reload_conf()");
+    let report = eventually("drift shown", WAIT, || {
+        let o = run(&["drift", "-o", "json", "--exit-code"], &env);
+        (o.status.code() == Some(2))
+            .then(|| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap())
+    });
+    let users = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "users")
+        .unwrap();
+    assert_eq!(users["owner"], "git:prod");
+    assert_eq!(users["fields"][0]["path"], "config.work_mem");
+    assert_eq!(users["fields"][0]["observed"], "48MB");
+
+    // heal → drift gone.
+    ok(&["source", "delete", "prod"], &env);
+    add(&["--prune", "--drift", "heal"]);
+    eventually("healed", WAIT, || {
+        (psql(&users_uri, "show work_mem") == "8MB").then_some(())
+    });
+    eventually("no drift", WAIT, || {
+        run(&["drift", "--exit-code"], &env)
+            .status
+            .success()
+            .then_some(())
+    });
+    let st = json(&["source", "status", "prod"], &env);
+    let healed = st["syncs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["results"].as_array().unwrap().clone())
+        .find(|r| r["action"] == "heal")
+        .expect("heal recorded");
+    assert_eq!(healed["name"], "users");
+    assert_eq!(healed["restart"], false);
+
+    // The webhook: no trust, only sooner; a signed push syncs at once.
+    ok(&["source", "delete", "prod"], &env);
+    add(&["--prune", "--interval", "1h", "--webhook-secret", "s3cret"]);
+    push(
+        &work,
+        &[("instances/users.yaml", Some(&manifest("users", "12MB")))],
+        "webhook please",
+    );
+    let body = "{\"ref\":\"refs/heads/main\"}";
+    assert_eq!(
+        http_post(&listen, "/api/v1/sources/prod/webhook", &[], body),
+        401,
+        "unsigned"
+    );
+    let sig = format!("sha256={}", hmac_sha256_hex("s3cret", body));
+    assert_eq!(
+        http_post(
+            &listen,
+            "/api/v1/sources/prod/webhook",
+            &[("X-Hub-Signature-256", &sig)],
+            body
+        ),
+        202
+    );
+    eventually("webhook sync", Duration::from_secs(30), || {
+        (psql(&users_uri, "show work_mem") == "12MB").then_some(())
+    });
+
+    // A deleted source keeps ownership (re-adding it resumes); the API still may not delete.
+    ok(&["source", "delete", "prod"], &env);
+    let o = run(&["instance", "delete", "users"], &env);
+    assert!(stderr(&o).contains("managed by git:prod"), "{}", stderr(&o));
+    // Ctrl-C stops every instance.
+    up.signal(nix::sys::signal::Signal::SIGINT);
+    assert_eq!(up.wait_exit(Duration::from_secs(60)), Some(0));
+    assert!(psql_fails(&users_uri));
+}
