@@ -4,4 +4,5 @@
 
 mod api;
 mod reports;
+mod sources;
 mod support;
