@@ -85,6 +85,16 @@ fn only_gitops_uses_git() {
 }
 
 #[test]
+fn only_the_provider_speaks_grpc_and_it_uses_the_api_client() {
+    let deps = direct_dependencies();
+    assert_eq!(users_of(&deps, "tonic"), ["provider"]);
+    assert!(deps["provider"].contains(&"api".to_owned()));
+    for forbidden in ["reconciler", "sqlx", "queue", "conductor"] {
+        assert!(!deps["provider"].contains(&forbidden.to_owned()), "provider depends on {forbidden}");
+    }
+}
+
+#[test]
 fn the_data_plane_does_not_depend_on_the_control_plane() {
     let deps = direct_dependencies();
     for krate in ["conductor", "agent", "queue"] {

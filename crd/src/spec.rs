@@ -1,0 +1,163 @@
+//! The desired spec: DESIGN.md §6, as the CRD's `spec`.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::status::PostgresInstanceStatus;
+
+/// A Kubernetes quantity as pgplane accepts it (`1`, `500m`, `2Gi`, `10G`).
+const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
+
+/// One PostgreSQL instance managed by pgplane.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "pgplane.io",
+    version = "v1",
+    kind = "PostgresInstance",
+    plural = "postgresinstances",
+    shortname = "pginstances",
+    shortname = "pgi",
+    category = "pgplane",
+    namespaced,
+    status = "PostgresInstanceStatus",
+    derive = "PartialEq",
+    printcolumn(name = "State", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.postgresVersion"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresInstanceSpec {
+    /// PostgreSQL major version.
+    #[serde(default = "default_version")]
+    #[schemars(extend("enum" = ["15"]))]
+    pub postgres_version: String,
+    /// Number of Postgres servers (one primary for now).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 1))]
+    pub replicas: u32,
+    /// CPU and memory requested for the Postgres container.
+    #[serde(default)]
+    pub resources: ResourceRequests,
+    /// Size of the data volume.
+    #[serde(default = "default_storage")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub storage: String,
+    /// Extensions to install (`CREATE EXTENSION`); preload libraries follow.
+    #[serde(default)]
+    pub extensions: Vec<ExtensionRef>,
+    /// postgresql.conf parameters, values as strings.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Whether the server should be stopped (the volume is kept).
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRequests {
+    #[serde(default = "default_cpu")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub cpu: String,
+    #[serde(default = "default_memory")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub memory: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionRef {
+    /// Extension name as in `CREATE EXTENSION`.
+    #[schemars(regex(pattern = r"^[a-z0-9_-]{1,63}$"))]
+    pub name: String,
+}
+
+fn default_version() -> String {
+    domain::spec::DEFAULT_POSTGRES_VERSION.to_owned()
+}
+fn default_replicas() -> u32 {
+    1
+}
+fn default_storage() -> String {
+    domain::spec::DEFAULT_STORAGE.to_owned()
+}
+fn default_cpu() -> String {
+    domain::spec::DEFAULT_CPU.to_owned()
+}
+fn default_memory() -> String {
+    domain::spec::DEFAULT_MEMORY.to_owned()
+}
+
+impl Default for ResourceRequests {
+    fn default() -> Self {
+        domain::Resources::default().into()
+    }
+}
+
+impl Default for PostgresInstanceSpec {
+    fn default() -> Self {
+        domain::InstanceSpec::default().into()
+    }
+}
+
+impl From<domain::InstanceSpec> for PostgresInstanceSpec {
+    fn from(s: domain::InstanceSpec) -> Self {
+        Self {
+            postgres_version: s.postgres_version,
+            replicas: s.replicas,
+            resources: s.resources.into(),
+            storage: s.storage,
+            extensions: s
+                .extensions
+                .into_iter()
+                .map(|e| ExtensionRef { name: e.name })
+                .collect(),
+            config: s.config,
+            stopped: s.stopped,
+        }
+    }
+}
+
+impl From<PostgresInstanceSpec> for domain::InstanceSpec {
+    fn from(s: PostgresInstanceSpec) -> Self {
+        Self {
+            postgres_version: s.postgres_version,
+            replicas: s.replicas,
+            resources: s.resources.into(),
+            storage: s.storage,
+            extensions: s
+                .extensions
+                .into_iter()
+                .map(|e| domain::Extension { name: e.name })
+                .collect(),
+            config: s.config,
+            stopped: s.stopped,
+        }
+    }
+}
+
+impl From<domain::Resources> for ResourceRequests {
+    fn from(r: domain::Resources) -> Self {
+        Self {
+            cpu: r.cpu,
+            memory: r.memory,
+        }
+    }
+}
+
+impl From<ResourceRequests> for domain::Resources {
+    fn from(r: ResourceRequests) -> Self {
+        Self {
+            cpu: r.cpu,
+            memory: r.memory,
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! What the operator reports: phase, conditions, observed spec, connection.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresInstanceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_spec: Option<ObservedSpecStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Connection>,
+}
+
+/// Where the instance is in its life: `Provisioning` until its pod is ready
+/// the first time, `Running`, `Updating` while a changed spec rolls out,
+/// `Stopped`, `Degraded` when something needs attention, `Deleting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    Provisioning,
+    Running,
+    Updating,
+    Stopped,
+    Degraded,
+    Deleting,
+}
+
+/// A standard Kubernetes condition (`metav1.Condition`'s shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: ConditionType,
+    pub status: ConditionStatus,
+    /// CamelCase machine-readable cause.
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// RFC 3339 time of the last change of `status`.
+    pub last_transition_time: String,
+}
+
+/// The conditions pgplane sets: `Ready` (serving), `Progressing` (converging
+/// to a new generation), `PendingRestart` (a change waits for a restart),
+/// `Degraded` (failing, see reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionType {
+    Ready,
+    Progressing,
+    PendingRestart,
+    Degraded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+/// What the data plane observes running (mirrors [`domain::ObservedSpec`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedSpecStatus {
+    pub postgres_version: String,
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    pub running: bool,
+    #[serde(default)]
+    pub pending_restart: Vec<String>,
+}
+
+/// Where to connect; the password is in the Secret `secretName` (key
+/// `password`), never here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub secret_name: String,
+}
+
+impl PostgresInstanceStatus {
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    pub fn is_true(&self, type_: ConditionType) -> bool {
+        self.condition(type_)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    }
+}
+
+impl From<domain::ObservedSpec> for ObservedSpecStatus {
+    fn from(o: domain::ObservedSpec) -> Self {
+        Self {
+            postgres_version: o.postgres_version,
+            extensions: o.extensions,
+            config: o.config,
+            running: o.running,
+            pending_restart: o.pending_restart,
+        }
+    }
+}
+
+impl From<ObservedSpecStatus> for domain::ObservedSpec {
+    fn from(o: ObservedSpecStatus) -> Self {
+        Self {
+            postgres_version: o.postgres_version,
+            extensions: o.extensions,
+            config: o.config,
+            running: o.running,
+            pending_restart: o.pending_restart,
+        }
+    }
+}
+
+impl std::fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::Progressing => "Progressing",
+            ConditionType::PendingRestart => "PendingRestart",
+            ConditionType::Degraded => "Degraded",
+        })
+    }
+}
