@@ -114,15 +114,15 @@ impl ApiArgs {
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Up(args) => {
-            init_logging("info");
+            init_logging("info,sqlx=warn");
             report(up::run(args).await)
         }
         Command::Server(args) => {
-            init_logging("info");
+            init_logging("info,sqlx=warn");
             report(server::run_server(args).await)
         }
         Command::Conductor(args) => {
-            init_logging("info");
+            init_logging("info,sqlx=warn");
             report(server::run_conductor(args).await)
         }
         Command::Token { command } => {

@@ -21,17 +21,26 @@ const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi
     shortname = "pginstances",
     shortname = "pgi",
     category = "pgplane",
+    doc = "A PostgreSQL instance managed by pgplane (DESIGN.md §6).",
     namespaced,
     status = "PostgresInstanceStatus",
     derive = "PartialEq",
     printcolumn(name = "State", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".spec.postgresVersion"),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".spec.postgresVersion"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresInstanceSpec {

@@ -55,7 +55,9 @@ pub struct Condition {
 /// The conditions pgplane sets: `Ready` (serving), `Progressing` (converging
 /// to a new generation), `PendingRestart` (a change waits for a restart),
 /// `Degraded` (failing, see reason).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum ConditionType {
     Ready,
     Progressing,

@@ -281,6 +281,38 @@ fn git_push_drives_instances() {
         "Up",
         "orphan left alone"
     );
+    // Right after a sync, plan and drift show nothing to do.
+    eventually("users observed", WAIT, || {
+        (json(&["instance", "get", "users"], &env)["observed"]["config"]["work_mem"] == "8MB")
+            .then_some(())
+    });
+    let o = run(
+        &[
+            "plan",
+            "--git",
+            &url,
+            "--ref",
+            "main",
+            "--path",
+            "instances",
+            "--source",
+            "prod",
+            "-o",
+            "json",
+        ],
+        &env,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "plan after sync: {}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(
+        run(&["drift", "--exit-code"], &env).status.success(),
+        "no drift after sync"
+    );
 
     // With prune: deleted.
     ok(&["source", "delete", "prod"], &env);

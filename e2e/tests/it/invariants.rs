@@ -90,7 +90,10 @@ fn only_the_provider_speaks_grpc_and_it_uses_the_api_client() {
     assert_eq!(users_of(&deps, "tonic"), ["provider"]);
     assert!(deps["provider"].contains(&"api".to_owned()));
     for forbidden in ["reconciler", "sqlx", "queue", "conductor"] {
-        assert!(!deps["provider"].contains(&forbidden.to_owned()), "provider depends on {forbidden}");
+        assert!(
+            !deps["provider"].contains(&forbidden.to_owned()),
+            "provider depends on {forbidden}"
+        );
     }
 }
 

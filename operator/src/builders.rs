@@ -1,0 +1,217 @@
+//! The children of a `PostgresInstance`, as pure functions of its spec (and
+//! the operator's [`Settings`]). Only fields pgplane owns are set, so a
+//! server-side apply of the same spec is a no-op whatever defaults the API
+//! server filled in — an operator upgrade does not roll every database.
+//!
+//! What reaches the pod template is only what needs a restart to change:
+//! image, version, resources and a hash of the restart-only parameters
+//! (`pgplane.io/restart-hash`). Reload-only parameters and extensions reach
+//! the agent through the ConfigMap, which it re-reads and applies with a
+//! reload — they never restart the pod.
+
+use std::collections::BTreeMap;
+
+use crd::PostgresInstance;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::Settings;
+
+pub const POSTGRES_PORT: u16 = 5432;
+/// Pod-template annotation whose change rolls the pod (a rolling restart).
+pub const RESTART_HASH_ANNOTATION: &str = "pgplane.io/restart-hash";
+/// Key of the password in the instance's Secret.
+pub const PASSWORD_KEY: &str = "password";
+pub const SUPERUSER: &str = "postgres";
+const SPEC_FILE_DIR: &str = "/etc/pgplane";
+
+pub fn statefulset_name(pi: &PostgresInstance) -> String {
+    pi.name_any()
+}
+pub fn service_name(pi: &PostgresInstance) -> String {
+    pi.name_any()
+}
+pub fn secret_name(pi: &PostgresInstance) -> String {
+    format!("{}-credentials", pi.name_any())
+}
+pub fn configmap_name(pi: &PostgresInstance) -> String {
+    format!("{}-config", pi.name_any())
+}
+
+/// Labels on every child and the pod selector.
+pub fn labels(pi: &PostgresInstance) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "postgres".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), pi.name_any()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            crate::FIELD_MANAGER.to_owned(),
+        ),
+    ])
+}
+
+fn owner(pi: &PostgresInstance) -> OwnerReference {
+    pi.controller_owner_ref(&())
+        .expect("a PostgresInstance read from the API has a name and uid")
+}
+
+/// The hash of what only a restart applies: the `postmaster`-context
+/// parameters of the effective configuration (which includes the
+/// `shared_preload_libraries` that extensions need).
+pub fn restart_hash(pi: &PostgresInstance) -> String {
+    let spec = domain::InstanceSpec::from(pi.spec.clone());
+    let restart_only: BTreeMap<String, String> = domain::restart::effective_config(&spec)
+        .into_iter()
+        .filter(|(name, _)| domain::settings::needs_restart(name))
+        .map(|(name, value)| {
+            let value = domain::quantity::normalize_setting(&name, &value);
+            (name, value)
+        })
+        .collect();
+    let json = serde_json::to_vec(&restart_only).expect("a map of strings serializes");
+    hex::encode(&Sha256::digest(json)[..8])
+}
+
+pub fn statefulset(pi: &PostgresInstance, settings: &Settings) -> StatefulSet {
+    let labels = labels(pi);
+    let spec = &pi.spec;
+    let replicas = if spec.stopped { 0 } else { spec.replicas };
+    let value = json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": statefulset_name(pi),
+            "namespace": pi.namespace(),
+            "labels": labels,
+            "ownerReferences": [owner(pi)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "serviceName": service_name(pi),
+            "selector": { "matchLabels": labels },
+            "podManagementPolicy": "OrderedReady",
+            "updateStrategy": { "type": "RollingUpdate" },
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": { RESTART_HASH_ANNOTATION: restart_hash(pi) },
+                },
+                "spec": {
+                    "containers": [{
+                        "name": "postgres",
+                        "image": settings.instance_image,
+                        "env": [
+                            { "name": "PGPLANE_INSTANCE_NAME", "value": pi.name_any() },
+                            { "name": "PGPLANE_POSTGRES_VERSION", "value": spec.postgres_version },
+                            { "name": "PGPLANE_SPEC_FILE", "value": format!("{SPEC_FILE_DIR}/spec.json") },
+                            { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
+                            { "name": "POSTGRES_PASSWORD", "valueFrom": { "secretKeyRef": {
+                                "name": secret_name(pi), "key": PASSWORD_KEY } } },
+                        ],
+                        "ports": [{ "name": "postgres", "containerPort": POSTGRES_PORT }],
+                        "resources": {
+                            "requests": { "cpu": spec.resources.cpu, "memory": spec.resources.memory },
+                            "limits": { "memory": spec.resources.memory },
+                        },
+                        "readinessProbe": {
+                            "exec": { "command": ["pg_isready", "-h", "127.0.0.1", "-p", POSTGRES_PORT.to_string()] },
+                            "periodSeconds": 5,
+                        },
+                        "volumeMounts": [
+                            { "name": "data", "mountPath": "/var/lib/postgresql/data" },
+                            { "name": "spec", "mountPath": SPEC_FILE_DIR, "readOnly": true },
+                        ],
+                    }],
+                    "volumes": [
+                        { "name": "spec", "configMap": { "name": configmap_name(pi) } },
+                    ],
+                },
+            },
+            // PVCs carry no owner reference: deleting an instance keeps its data.
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "data", "labels": labels },
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": { "requests": { "storage": spec.storage } },
+                },
+            }],
+        },
+    });
+    serde_json::from_value(value).expect("the StatefulSet literal matches the API type")
+}
+
+pub fn service(pi: &PostgresInstance) -> Service {
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(pi),
+            "namespace": pi.namespace(),
+            "labels": labels(pi),
+            "ownerReferences": [owner(pi)],
+        },
+        "spec": {
+            "selector": labels(pi),
+            "ports": [{ "name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres" }],
+        },
+    });
+    serde_json::from_value(value).expect("the Service literal matches the API type")
+}
+
+/// The spec the agent in the pod converges to (reload-only changes land here).
+pub fn configmap(pi: &PostgresInstance) -> ConfigMap {
+    let spec = domain::InstanceSpec::from(pi.spec.clone()).normalized();
+    let spec_json = serde_json::to_string_pretty(&spec).expect("a spec serializes");
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": configmap_name(pi),
+            "namespace": pi.namespace(),
+            "labels": labels(pi),
+            "ownerReferences": [owner(pi)],
+        },
+        "data": { "spec.json": spec_json },
+    });
+    serde_json::from_value(value).expect("the ConfigMap literal matches the API type")
+}
+
+/// The credentials Secret, created once with `password` (never applied again).
+pub fn secret(pi: &PostgresInstance, password: &str) -> Secret {
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name(pi),
+            "namespace": pi.namespace(),
+            "labels": labels(pi),
+            "ownerReferences": [owner(pi)],
+        },
+        "type": "Opaque",
+        "stringData": { "username": SUPERUSER, PASSWORD_KEY: password },
+    });
+    serde_json::from_value(value).expect("the Secret literal matches the API type")
+}
+
+/// A new random password: 32 characters from an unambiguous alphabet.
+pub fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    (0..32)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// The in-cluster DNS name clients connect to.
+pub fn host(pi: &PostgresInstance) -> String {
+    format!(
+        "{}.{}.svc",
+        service_name(pi),
+        pi.namespace().unwrap_or_else(|| "default".to_owned())
+    )
+}

@@ -1,0 +1,322 @@
+//! One reconcile of one `PostgresInstance`: level-triggered and idempotent.
+//! Each step is a named function; the status is computed purely in
+//! [`crate::conditions`] and written only when it changed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crd::PostgresInstance;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{info, instrument, warn};
+
+use crate::admin::Metrics;
+use crate::conditions::{self, Rollout};
+use crate::{builders, Error, Result, Settings, FIELD_MANAGER, FINALIZER};
+
+/// Requeue while the pods are not ready yet ("not ready" is not an error).
+pub const NOT_READY_REQUEUE: Duration = Duration::from_secs(5);
+/// Periodic re-check of a converged instance (drift of the children).
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// First retry after an error; doubles per consecutive failure up to the max.
+pub const ERROR_BACKOFF_BASE: Duration = Duration::from_millis(500);
+pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per instance, for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            settings,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+}
+
+#[instrument(skip_all, fields(instance = %conditions::key(&pi), generation = ?pi.metadata.generation))]
+pub async fn reconcile(pi: Arc<PostgresInstance>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciled();
+    let ns = pi
+        .namespace()
+        .ok_or(Error::MissingMetadata("a namespace"))?;
+    let api: Api<PostgresInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let action = finalizer(&api, FINALIZER, pi, |event| async {
+        match event {
+            Finalizer::Apply(pi) => apply(&pi, &ctx).await,
+            Finalizer::Cleanup(pi) => cleanup(&pi, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    Ok(action)
+}
+
+/// Errors go here: a metric, a log line, and a jittered exponential backoff.
+pub fn error_policy(pi: Arc<PostgresInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(error.kind());
+    let key = conditions::key(&pi);
+    let attempt = {
+        let mut failures = ctx.failures.lock().expect("failures lock");
+        let n = failures.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(attempt, rand::random::<f64>());
+    warn!(instance = %key, attempt, ?delay, error = %error, source = ?std::error::Error::source(error), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// `base · 2^(attempt-1)`, capped, times a jitter factor in [0.5, 1.5).
+pub fn backoff(attempt: u32, jitter01: f64) -> Duration {
+    let exp = ERROR_BACKOFF_BASE.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    exp.min(ERROR_BACKOFF_MAX)
+        .mul_f64(0.5 + jitter01.clamp(0.0, 1.0))
+}
+
+async fn apply(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
+    match converge(pi, ctx).await {
+        Ok(action) => {
+            ctx.failures
+                .lock()
+                .expect("failures lock")
+                .remove(&conditions::key(pi));
+            Ok(action)
+        }
+        Err(error) => {
+            let status = conditions::degraded_status(
+                pi,
+                degraded_reason(&error),
+                &error_chain(&error),
+                &now(),
+            );
+            if let Err(status_error) = write_status(pi, status, ctx).await {
+                warn!(error = %status_error, "could not record Degraded");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn converge(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
+    ensure_secret(pi, ctx).await?;
+    apply_child(pi, ctx, builders::configmap(pi)).await?;
+    let desired = builders::statefulset(pi, &ctx.settings);
+    let restart_scheduled = restart_scheduled(pi, ctx, &desired).await?;
+    if restart_scheduled {
+        info!("restart-only parameters changed: rolling restart");
+    }
+    let statefulset = apply_child(pi, ctx, desired).await?;
+    apply_child(pi, ctx, builders::service(pi)).await?;
+    let rollout = Rollout::of(&statefulset);
+    let status = conditions::converged_status(pi, &rollout, restart_scheduled, &now());
+    write_status(pi, status, ctx).await?;
+    Ok(if rollout.complete() {
+        Action::requeue(RESYNC)
+    } else {
+        Action::requeue(NOT_READY_REQUEUE)
+    })
+}
+
+/// Whether applying `desired` changes the restart hash of a running pod
+/// template (a new StatefulSet starts its pods with the right config).
+async fn restart_scheduled(
+    pi: &PostgresInstance,
+    ctx: &Context,
+    desired: &StatefulSet,
+) -> Result<bool> {
+    let api: Api<StatefulSet> = child_api(pi, ctx);
+    let name = builders::statefulset_name(pi);
+    let existing = api.get_opt(&name).await.map_err(|source| Error::Get {
+        kind: "StatefulSet",
+        namespace: pi.namespace().unwrap_or_default(),
+        name,
+        source,
+    })?;
+    Ok(existing.is_some_and(|s| template_restart_hash(&s) != template_restart_hash(desired)))
+}
+
+fn template_restart_hash(sts: &StatefulSet) -> Option<String> {
+    sts.spec
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(builders::RESTART_HASH_ANNOTATION)
+        .cloned()
+}
+
+/// The Secret is created once with a new password and never applied again,
+/// so the password is never rotated by accident. If someone deletes it, a new
+/// one is generated: the old password is not kept anywhere else.
+async fn ensure_secret(pi: &PostgresInstance, ctx: &Context) -> Result<()> {
+    let api: Api<Secret> = child_api(pi, ctx);
+    let name = builders::secret_name(pi);
+    let ns = pi.namespace().unwrap_or_default();
+    let existing = api.get_opt(&name).await.map_err(|source| Error::Get {
+        kind: "Secret",
+        namespace: ns.clone(),
+        name: name.clone(),
+        source,
+    })?;
+    if existing.is_some() {
+        return Ok(());
+    }
+    let secret = builders::secret(pi, &builders::generate_password());
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            info!(secret = %name, "created credentials");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            kind: "Secret",
+            namespace: ns,
+            name,
+            source,
+        }),
+    }
+}
+
+/// Server-side apply with the operator's field manager.
+async fn apply_child<K>(pi: &PostgresInstance, ctx: &Context, child: K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = child_api(pi, ctx);
+    let name = child.name_any();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&child),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: short_kind::<K>(),
+        namespace: pi.namespace().unwrap_or_default(),
+        name,
+        source,
+    })
+}
+
+/// Deletes the children explicitly (not only through owner references, so
+/// deletion completes even where no garbage collector runs) and keeps the
+/// volumes: PersistentVolumeClaims outlive the instance.
+async fn cleanup(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
+    if let Err(error) = write_status(pi, conditions::deleting_status(pi), ctx).await {
+        warn!(error = %error, "could not record Deleting");
+    }
+    delete_child::<StatefulSet>(pi, ctx, &builders::statefulset_name(pi)).await?;
+    delete_child::<Service>(pi, ctx, &builders::service_name(pi)).await?;
+    delete_child::<ConfigMap>(pi, ctx, &builders::configmap_name(pi)).await?;
+    delete_child::<Secret>(pi, ctx, &builders::secret_name(pi)).await?;
+    info!("children deleted");
+    Ok(Action::await_change())
+}
+
+async fn delete_child<K>(pi: &PostgresInstance, ctx: &Context, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = child_api(pi, ctx);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Delete {
+            kind: short_kind::<K>(),
+            namespace: pi.namespace().unwrap_or_default(),
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+async fn write_status(
+    pi: &PostgresInstance,
+    status: crd::PostgresInstanceStatus,
+    ctx: &Context,
+) -> Result<()> {
+    if pi.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let ns = pi.namespace().unwrap_or_default();
+    let api: Api<PostgresInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        &pi.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|source| Error::Status {
+        namespace: ns,
+        name: pi.name_any(),
+        source,
+    })?;
+    Ok(())
+}
+
+fn child_api<K>(pi: &PostgresInstance, ctx: &Context) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    Api::namespaced(ctx.client.clone(), &pi.namespace().unwrap_or_default())
+}
+
+fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "StatefulSet" => "StatefulSet",
+        "Service" => "Service",
+        "Secret" => "Secret",
+        "ConfigMap" => "ConfigMap",
+        _ => "object",
+    }
+}
+
+fn degraded_reason(error: &Error) -> &'static str {
+    match error {
+        Error::Apply { .. } => "ApplyFailed",
+        Error::Get { .. } => "ReadFailed",
+        Error::Delete { .. } => "DeleteFailed",
+        Error::Status { .. } => "StatusFailed",
+        Error::MissingMetadata(_) => "InvalidObject",
+        Error::Finalizer(_) => "FinalizerFailed",
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        source = e.source();
+    }
+    message
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

@@ -1,0 +1,209 @@
+//! The envtest harness: starts the real kube-apiserver + etcd built by
+//! `scripts/setup-kube.sh` on loopback with a fresh data dir, gives a kube
+//! client, restarts it on demand and kills it on drop.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crd::PostgresInstance;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, CustomResourceExt};
+use tokio_util::sync::CancellationToken;
+
+pub struct ApiServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+    pub client: Client,
+}
+
+fn binary() -> PathBuf {
+    let tools = std::env::var_os("PGPLANE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/pgplane"));
+    let bin = tools.join("bin/pgplane-kube-apiserver");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `bash scripts/setup-kube.sh` first (builds the envtest kube-apiserver from Go modules, ~13 min cold)",
+        bin.display()
+    );
+    bin
+}
+
+impl ApiServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = spawn(&dir, port);
+        let client = wait_ready(&dir, &mut Some(child)).await;
+        let mut server = Self {
+            dir,
+            port,
+            child: None,
+            client: client.0,
+        };
+        server.child = client.1;
+        server
+    }
+
+    /// Kills the API server (and its etcd) and starts it again on the same
+    /// port and data: what an apiserver restart looks like to clients.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(self.dir.path().join("kubeconfig"));
+        let child = spawn(&self.dir, self.port);
+        let (client, child) = wait_ready(&self.dir, &mut Some(child)).await;
+        self.client = client;
+        self.child = child;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Installs the committed CRD and waits until it is established.
+    pub async fn install_crd(&self) {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&crd::crd_yaml()).expect("the committed CRD parses");
+        assert_eq!(crd, PostgresInstance::crd());
+        crds.patch(
+            "postgresinstances.pgplane.io",
+            &PatchParams::apply("envtest").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        eventually("CRD established", || async {
+            let crd = crds.get("postgresinstances.pgplane.io").await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
+
+    pub async fn namespace(&self, name: &str) {
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(dir: &tempfile::TempDir, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("apiserver.log"))
+        .unwrap();
+    Command::new(binary())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--kubeconfig")
+        .arg(dir.path().join("kubeconfig"))
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting pgplane-kube-apiserver")
+}
+
+async fn wait_ready(dir: &tempfile::TempDir, child: &mut Option<Child>) -> (Client, Option<Child>) {
+    let path = dir.path().join("kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !path.exists() {
+        if let Some(status) = child.as_mut().unwrap().try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.path().join("apiserver.log")).unwrap_or_default();
+            panic!("kube-apiserver exited ({status}):\n{}", tail(&log));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kube-apiserver not ready after 90s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    (Client::try_from(config).unwrap(), child.take())
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Polls `check` until it returns `Some`, or panics after 60s naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The operator, in-process, watching one namespace.
+pub struct RunningOperator {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    pub metrics: Arc<operator::admin::Metrics>,
+}
+
+impl RunningOperator {
+    pub fn start(client: &Client, namespace: &str) -> Self {
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(operator::admin::Metrics::default());
+        let settings = operator::Settings {
+            namespace: Some(namespace.to_owned()),
+            instance_image: "pgplane/instance:test".to_owned(),
+        };
+        let task = tokio::spawn(operator::run_controller(
+            client.clone(),
+            settings,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        Self {
+            shutdown,
+            task,
+            metrics,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+    }
+}

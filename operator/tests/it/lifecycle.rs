@@ -1,0 +1,347 @@
+//! The list against the real API server: create → children and
+//! Progressing; the test plays the kubelet → Ready; reload-only vs restart
+//! changes; operator restart changes nothing; delete cleans up; bad input.
+
+use crd::{ConditionType, PostgresInstance};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::envtest::{eventually, ApiServer, RunningOperator};
+
+const NS: &str = "shop";
+
+async fn setup() -> (ApiServer, Api<PostgresInstance>) {
+    let server = ApiServer::start().await;
+    server.install_crd().await;
+    server.namespace(NS).await;
+    let api = Api::namespaced(server.client.clone(), NS);
+    (server, api)
+}
+
+async fn create(api: &Api<PostgresInstance>, name: &str, spec: serde_json::Value) {
+    let pi: PostgresInstance = serde_json::from_value(json!({
+        "apiVersion": "pgplane.io/v1", "kind": "PostgresInstance",
+        "metadata": { "name": name }, "spec": spec,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &pi).await.unwrap();
+}
+
+async fn condition(
+    api: &Api<PostgresInstance>,
+    name: &str,
+    c: ConditionType,
+) -> Option<(bool, i64)> {
+    let pi = api.get(name).await.ok()?;
+    let gen = pi.metadata.generation?;
+    let status = pi.status?;
+    let cond = status.condition(c)?;
+    (status.observed_generation == Some(gen) && cond.observed_generation == Some(gen))
+        .then(|| (cond.status == crd::ConditionStatus::True, gen))
+}
+
+/// Plays the kubelet and the StatefulSet controller: all pods ready on the
+/// current template.
+async fn mark_ready(server: &ApiServer, name: &str) {
+    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), NS);
+    let sts = sts_api.get(name).await.unwrap();
+    let gen = sts.metadata.generation.unwrap();
+    let replicas = sts.spec.replicas.unwrap_or(1);
+    let rev = format!("{name}-{gen}");
+    sts_api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": {
+                "observedGeneration": gen, "replicas": replicas, "readyReplicas": replicas,
+                "availableReplicas": replicas, "updatedReplicas": replicas, "currentReplicas": replicas,
+                "currentRevision": rev, "updateRevision": rev,
+            }})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn patch_spec(api: &Api<PostgresInstance>, name: &str, spec: serde_json::Value) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": spec })),
+    )
+    .await
+    .unwrap();
+}
+
+fn restart_hash(sts: &StatefulSet) -> String {
+    sts.spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[operator::builders::RESTART_HASH_ANNOTATION]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_lifecycle_against_a_real_apiserver() {
+    let (server, api) = setup().await;
+    let op = RunningOperator::start(&server.client, NS);
+    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(server.client.clone(), NS);
+
+    // 1. create → children with the expected content, Progressing.
+    create(
+        &api,
+        "orders",
+        json!({ "extensions": [{"name": "hstore"}], "config": {"work_mem": "16MB"} }),
+    )
+    .await;
+    eventually("Progressing=True", || {
+        condition(&api, "orders", ConditionType::Progressing)
+    })
+    .await
+    .0
+    .then_some(())
+    .expect("Progressing is True before the pods are ready");
+    let pi = api.get("orders").await.unwrap();
+    assert_eq!(pi.finalizers(), [operator::FINALIZER]);
+    let sts = sts_api.get("orders").await.unwrap();
+    let expected = operator::builders::statefulset(&pi, &op_settings());
+    assert_eq!(
+        sts.spec.template.spec.as_ref().unwrap().containers[0].image,
+        expected.spec.template.spec.as_ref().unwrap().containers[0].image
+    );
+    assert_eq!(restart_hash(&sts), restart_hash(&expected));
+    assert_eq!(sts.owner_references()[0].name, "orders");
+    assert_eq!(
+        sts.spec.volume_claim_templates.as_ref().unwrap()[0]
+            .metadata
+            .owner_references,
+        None
+    );
+    Api::<Service>::namespaced(server.client.clone(), NS)
+        .get("orders")
+        .await
+        .unwrap();
+    let cm = Api::<ConfigMap>::namespaced(server.client.clone(), NS)
+        .get("orders-config")
+        .await
+        .unwrap();
+    assert!(cm.data.unwrap()["spec.json"].contains("\"work_mem\": \"16MB\""));
+    let password = secret_password(&secrets).await;
+    assert_eq!(password.len(), 32);
+    let status = api.get("orders").await.unwrap().status.unwrap();
+    assert_eq!(status.phase, Some(crd::Phase::Provisioning));
+    let conn = status.connection.unwrap();
+    assert_eq!(
+        (conn.host.as_str(), conn.port, conn.secret_name.as_str()),
+        ("orders.shop.svc", 5432, "orders-credentials")
+    );
+
+    // 2. the pods become ready → Ready, observedGeneration current.
+    mark_ready(&server, "orders").await;
+    eventually("Ready=True", || async {
+        condition(&api, "orders", ConditionType::Ready)
+            .await
+            .filter(|c| c.0)
+    })
+    .await;
+    assert_eq!(
+        api.get("orders").await.unwrap().status.unwrap().phase,
+        Some(crd::Phase::Running)
+    );
+
+    // 3a. reload-only change: new generation observed, pod template untouched.
+    let template_before = sts_api.get("orders").await.unwrap();
+    patch_spec(&api, "orders", json!({ "config": {"work_mem": "64MB"} })).await;
+    eventually("generation 2 observed", || async {
+        condition(&api, "orders", ConditionType::Ready)
+            .await
+            .filter(|c| c.1 == 2 && c.0)
+    })
+    .await;
+    let template_after = sts_api.get("orders").await.unwrap();
+    assert_eq!(
+        template_after.metadata.generation, template_before.metadata.generation,
+        "no rollout for a reload-only change"
+    );
+    assert!(
+        !condition(&api, "orders", ConditionType::PendingRestart)
+            .await
+            .unwrap()
+            .0
+    );
+
+    // 3b. shared_preload_libraries → PendingRestart, then a rolling restart.
+    patch_spec(
+        &api,
+        "orders",
+        json!({ "config": {"work_mem": "64MB", "shared_preload_libraries": "auto_explain"} }),
+    )
+    .await;
+    eventually("PendingRestart=True", || async {
+        condition(&api, "orders", ConditionType::PendingRestart)
+            .await
+            .filter(|c| c.0 && c.1 == 3)
+    })
+    .await;
+    let restarted = sts_api.get("orders").await.unwrap();
+    assert_ne!(
+        restart_hash(&restarted),
+        restart_hash(&template_before),
+        "restart annotation changed"
+    );
+    assert!(restarted.metadata.generation > template_before.metadata.generation);
+    mark_ready(&server, "orders").await;
+    eventually("PendingRestart=False after the rollout", || async {
+        condition(&api, "orders", ConditionType::PendingRestart)
+            .await
+            .filter(|c| !c.0)
+    })
+    .await;
+    eventually("Ready again", || async {
+        condition(&api, "orders", ConditionType::Ready)
+            .await
+            .filter(|c| c.0)
+    })
+    .await;
+
+    // 4. restarting the operator changes nothing.
+    op.stop().await;
+    let before = sts_api
+        .get("orders")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let op = RunningOperator::start(&server.client, NS);
+    eventually("a reconcile after the restart", || async {
+        (op.metrics.render().contains("reconciles_total 0"))
+            .then_some(())
+            .xor(Some(()))
+    })
+    .await;
+    let pi_rv = api.get("orders").await.unwrap().metadata.resource_version;
+    assert_eq!(
+        sts_api
+            .get("orders")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        before,
+        "operator restart rolled the StatefulSet"
+    );
+    assert_eq!(
+        secret_password(&secrets).await,
+        password,
+        "password never rotated"
+    );
+    assert_eq!(
+        api.get("orders").await.unwrap().metadata.resource_version,
+        pi_rv
+    );
+
+    // 5. delete → children deleted, finalizer removed (the object is gone).
+    api.delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("instance gone", || async {
+        api.get_opt("orders").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(sts_api.get_opt("orders").await.unwrap().is_none());
+    assert!(secrets
+        .get_opt("orders-credentials")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(Api::<Service>::namespaced(server.client.clone(), NS)
+        .get_opt("orders")
+        .await
+        .unwrap()
+        .is_none());
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_deleted_secret_and_apiserver_restart() {
+    let (mut server, api) = setup().await;
+
+    // A CR that fails the CRD schema is rejected with a clear message.
+    let pi: PostgresInstance = serde_json::from_value(json!({
+        "apiVersion": "pgplane.io/v1", "kind": "PostgresInstance",
+        "metadata": { "name": "bad" }, "spec": { "replicas": 3, "postgresVersion": "9", "storage": "lots" },
+    }))
+    .unwrap();
+    let err = api
+        .create(&PostParams::default(), &pi)
+        .await
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "spec.replicas",
+        "spec.postgresVersion",
+        "supported values: \"15\"",
+        "spec.storage",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+
+    let op = RunningOperator::start(&server.client, NS);
+    let secrets: Api<Secret> = Api::namespaced(server.client.clone(), NS);
+    create(&api, "orders", json!({})).await;
+    eventually("Progressing", || {
+        condition(&api, "orders", ConditionType::Progressing)
+    })
+    .await;
+    let first = secret_password(&secrets).await;
+
+    // A Secret deleted behind the operator's back is recreated; the old
+    // password is not kept anywhere, so the new one is different.
+    secrets
+        .delete("orders-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = eventually("Secret recreated", || async {
+        let s = secrets.get_opt("orders-credentials").await.ok()??;
+        Some(password_of(&s))
+    })
+    .await;
+    assert_ne!(first, second);
+
+    // The API server restarts; the operator recovers and converges a change.
+    server.restart().await;
+    let api: Api<PostgresInstance> = Api::namespaced(server.client.clone(), NS);
+    patch_spec(&api, "orders", json!({ "config": {"work_mem": "32MB"} })).await;
+    eventually(
+        "generation 2 observed after the apiserver restart",
+        || async {
+            condition(&api, "orders", ConditionType::Progressing)
+                .await
+                .filter(|c| c.1 == 2)
+        },
+    )
+    .await;
+    op.stop().await;
+}
+
+fn op_settings() -> operator::Settings {
+    operator::Settings {
+        namespace: Some(NS.into()),
+        instance_image: "pgplane/instance:test".into(),
+    }
+}
+
+async fn secret_password(secrets: &Api<Secret>) -> String {
+    password_of(&secrets.get("orders-credentials").await.unwrap())
+}
+
+fn password_of(s: &Secret) -> String {
+    String::from_utf8(s.data.as_ref().unwrap()["password"].0.clone()).unwrap()
+}
