@@ -1,5 +1,9 @@
 //! The desired spec: DESIGN.md §6, as the CRD's `spec`.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the
+// repeated `type_ = "string"` inside them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use kube::CustomResource;
