@@ -40,6 +40,8 @@ pub enum RuntimeKind {
     Local,
     /// Reports success without running anything (benchmarks only).
     Simulated,
+    /// `PostgresInstance` resources in a Kubernetes namespace (the operator runs them).
+    Kubernetes,
 }
 
 #[derive(clap::Args, Debug)]
@@ -52,6 +54,10 @@ pub struct ConductorArgs {
     pub data_plane: String,
     #[arg(long, value_enum, default_value_t = RuntimeKind::Local)]
     pub runtime: RuntimeKind,
+    /// Namespace of the `PostgresInstance` resources (runtime kubernetes;
+    /// the client comes from in-cluster config or KUBECONFIG).
+    #[arg(long, env = "PGPLANE_NAMESPACE", default_value = "default")]
+    pub namespace: String,
     /// Where the local runtime keeps its template and instances.
     #[arg(
         long,
@@ -143,6 +149,14 @@ pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
         }
         RuntimeKind::Simulated => {
             let runtime = Arc::new(conductor::SimulatedRuntime::new());
+            conductor::run(queues, runtime, settings, cancel).await?;
+        }
+        RuntimeKind::Kubernetes => {
+            let runtime = Arc::new(
+                kuberuntime::KubernetesRuntime::connect(args.namespace.as_str())
+                    .await
+                    .context("building a Kubernetes client (in-cluster or KUBECONFIG)")?,
+            );
             conductor::run(queues, runtime, settings, cancel).await?;
         }
     }

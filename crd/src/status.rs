@@ -19,6 +19,12 @@ pub struct PostgresInstanceStatus {
     pub observed_spec: Option<ObservedSpecStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<Connection>,
+    /// The restart hash of the pod template the last completed rollout ran:
+    /// while the StatefulSet's template carries another one, a restart is
+    /// pending. Derived from the StatefulSet, so a stale read of this status
+    /// can only make the operator more cautious, never lose a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_out_restart_hash: Option<String>,
 }
 
 /// Where the instance is in its life: `Provisioning` until its pod is ready

@@ -22,6 +22,8 @@ pub struct Rollout {
     pub observed_generation: i64,
     pub current_revision: Option<String>,
     pub update_revision: Option<String>,
+    /// The pod template's restart hash.
+    pub restart_hash: Option<String>,
 }
 
 impl Rollout {
@@ -35,6 +37,14 @@ impl Rollout {
             observed_generation: status.observed_generation.unwrap_or(0),
             current_revision: status.current_revision,
             update_revision: status.update_revision,
+            restart_hash: sts
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(builders::RESTART_HASH_ANNOTATION))
+                .cloned(),
         }
     }
 
@@ -59,8 +69,22 @@ pub fn converged_status(
     let stopped = pi.spec.stopped;
     let done = rollout.complete();
     let ready = done && !stopped;
+    // A restart is pending from the moment it is scheduled until the rollout
+    // completes: remembered in the previous status, and re-derived from the
+    // StatefulSet (its template's restart hash differs from the one the last
+    // completed rollout ran), so a reconcile that reads a stale status does
+    // not lose it.
+    let behind = matches!(
+        (&old.rolled_out_restart_hash, &rollout.restart_hash),
+        (Some(ran), Some(template)) if ran != template
+    );
     let pending_restart =
-        restart_scheduled || (old.is_true(ConditionType::PendingRestart) && !done);
+        restart_scheduled || (!done && (behind || old.is_true(ConditionType::PendingRestart)));
+    let rolled_out_restart_hash = if done {
+        rollout.restart_hash.clone()
+    } else {
+        old.rolled_out_restart_hash.clone()
+    };
     let phase = match (stopped, done) {
         (true, true) => Phase::Stopped,
         (false, true) => Phase::Running,
@@ -82,6 +106,7 @@ pub fn converged_status(
             user: builders::SUPERUSER.to_owned(),
             secret_name: builders::secret_name(pi),
         }),
+        rolled_out_restart_hash,
     };
     let progress = format!("{}/{} replicas ready", rollout.ready, rollout.desired);
     let conds = [

@@ -98,6 +98,12 @@ fn only_the_provider_speaks_grpc_and_it_uses_the_api_client() {
 }
 
 #[test]
+fn only_the_kubernetes_crates_use_kube() {
+    let deps = direct_dependencies();
+    assert_eq!(users_of(&deps, "kube"), ["crd", "kuberuntime", "operator"]);
+}
+
+#[test]
 fn the_data_plane_does_not_depend_on_the_control_plane() {
     let deps = direct_dependencies();
     for krate in ["conductor", "agent", "queue"] {
