@@ -1,6 +1,7 @@
 //! The `pgplane` command line: every subcommand parses its arguments here
 //! and calls into the library crates.
 
+pub mod agent;
 pub mod drift;
 pub mod instance;
 pub mod output;
@@ -72,6 +73,10 @@ pub enum Command {
     Server(server::ServerArgs),
     /// Run a conductor (data plane) alone, against the control plane's database.
     Conductor(server::ConductorArgs),
+    /// Run the instance agent in the foreground (the container entrypoint of
+    /// the pods the Kubernetes operator creates): Postgres converged to a
+    /// spec file, re-applied when the file changes.
+    Agent(agent::AgentArgs),
     /// Manage API tokens directly in the control-plane database.
     Token {
         #[command(subcommand)]
@@ -124,6 +129,10 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Conductor(args) => {
             init_logging("info,sqlx=warn");
             report(server::run_conductor(args).await)
+        }
+        Command::Agent(args) => {
+            init_logging("info,sqlx=warn");
+            report(agent::run(args).await)
         }
         Command::Token { command } => {
             init_logging("warn");

@@ -1,6 +1,7 @@
 //! End-to-end: the `pgplane` binary as a user runs it. Build it first
 //! (`cargo build --bins`; `scripts/test.sh` does).
 
+mod agent;
 mod crash;
 mod gitops;
 mod invariants;

@@ -1,0 +1,68 @@
+//! `pgplane agent`: the pod entrypoint, converging Postgres to a spec file.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::support::*;
+
+#[test]
+fn agent_converges_to_its_spec_file_and_follows_changes() {
+    let scratch = scratch_dir();
+    let spec_file = scratch.path().join("spec.json");
+    std::fs::write(
+        &spec_file,
+        r#"{"extensions":[{"name":"hstore"}],"config":{"work_mem":"16MB"}}"#,
+    )
+    .unwrap();
+    let port = free_port().to_string();
+    let data_dir = scratch.path().join("pgdata");
+    let mut agent = spawn(
+        "pgplane agent",
+        &[
+            "agent",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--spec-file",
+            spec_file.to_str().unwrap(),
+            "--port",
+            &port,
+            "--listen-address",
+            "127.0.0.1",
+            "--poll",
+            "200ms",
+        ],
+        &[("POSTGRES_PASSWORD", "s3cret-pw")],
+        &scratch.path().join("agent.log"),
+    );
+    let uri = format!("postgres://postgres:s3cret-pw@127.0.0.1:{port}/postgres");
+    eventually("work_mem 16MB", Duration::from_secs(60), || {
+        (!psql_fails(&uri) && psql(&uri, "show work_mem") == "16MB").then_some(())
+    });
+    assert_eq!(
+        psql(
+            &uri,
+            "select extname from pg_extension where extname = 'hstore'"
+        ),
+        "hstore"
+    );
+
+    std::fs::write(
+        &spec_file,
+        r#"{"extensions":[{"name":"hstore"}],"config":{"work_mem":"32MB"}}"#,
+    )
+    .unwrap();
+    eventually("work_mem 32MB", Duration::from_secs(30), || {
+        (psql(&uri, "show work_mem") == "32MB").then_some(())
+    });
+    // A broken spec file keeps the last good spec.
+    std::fs::write(&spec_file, "{not json").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(psql(&uri, "show work_mem"), "32MB");
+
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(60)), Some(0));
+    assert!(psql_fails(&uri), "postgres stopped with the agent");
+    let log = std::fs::read_to_string(scratch.path().join("agent.log")).unwrap();
+    assert!(!log.contains("s3cret-pw"), "the password is never logged");
+}
