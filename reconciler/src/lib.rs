@@ -41,7 +41,11 @@ pub struct AppState {
 impl AppState {
     /// State with git repositories cached under the system's temp directory.
     pub async fn new(pool: PgPool, default_data_plane: &str) -> AppState {
-        let cache = std::env::temp_dir().join(format!("pgplane-git-cache-{}", std::process::id()));
+        let cache = std::env::temp_dir().join(format!(
+            "pgplane-git-cache-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
         AppState::with_git_cache(pool, default_data_plane, cache).await
     }
 

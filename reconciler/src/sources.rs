@@ -319,7 +319,13 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
         reference: src.branch.clone(),
         path: src.path.clone(),
     };
-    let dir = state.gitops.cache_dir.join(&src.name);
+    // One bare cache per source and repository: a source re-added with
+    // another URL never mixes two repositories' refs.
+    let url_hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(src.url.as_bytes())[..6]);
+    let dir = state
+        .gitops
+        .cache_dir
+        .join(format!("{}-{url_hash}", src.name));
     let cache = state.gitops.cache(&src.name, &src.org);
     let fetched = tokio::task::spawn_blocking(move || {
         let git = GitCache::open(&dir)?;
