@@ -100,6 +100,7 @@ pub enum TokenCommand {
 
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let pool = reconciler::connect(&args.database_url).await?;
+    reconciler::prepare_database(&pool, &args.default_data_plane).await?;
     let cancel = CancellationToken::new();
     let settings = reconciler::Settings {
         listen: args.listen,

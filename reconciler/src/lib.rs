@@ -134,15 +134,15 @@ async fn log_request(
     resp
 }
 
-/// Runs the control plane until `cancel`: the HTTP API, the status consumer
-/// and the desired≠actual loop, all tracked and awaited on shutdown.
+/// Runs the control plane until `cancel`: the HTTP API, the status consumer,
+/// the GitOps sync loop and the desired≠actual loop, all tracked and awaited
+/// on shutdown. The database must have been prepared ([`prepare_database`]).
 pub async fn run(
     pool: PgPool,
     settings: Settings,
     cancel: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), StartError> {
-    prepare_database(&pool, &settings.default_data_plane).await?;
     let state = AppState::with_git_cache(
         pool,
         &settings.default_data_plane,
