@@ -1,8 +1,18 @@
 //! Wiring: the watch on `PostgresInstance` (generation and finalizer
 //! predicates, so status writes do not retrigger), the owned children, and
 //! graceful shutdown on a cancellation token.
+//!
+//! Watches back off with [`WatchBackoff`], capped at a few seconds: after an
+//! API server restart every watch fails once with `410 Gone` and must relist,
+//! and kube-runtime's default (one 30 s-capped backoff shared by all trigger
+//! watches, which pauses all of them and grows with each watch's 410 in
+//! turn) delayed that relist — and every reconcile that waits for a watch
+//! event, such as the one after adding the finalizer — by up to a minute.
+//! The shared trigger backoff is therefore capped at one second; the
+//! instance watch has its own, capped at five.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crd::PostgresInstance;
 use futures::StreamExt;
@@ -28,7 +38,7 @@ pub async fn run_controller(
     let instances: Api<PostgresInstance> = api(&client, &settings);
     let (reader, writer) = reflector::store();
     let triggers = watcher(instances, watcher::Config::default())
-        .default_backoff()
+        .backoff(WatchBackoff::new(WatchBackoff::MIN, WatchBackoff::MAX))
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -49,6 +59,10 @@ pub async fn run_controller(
         .owns(api::<Service>(&client, &settings), children.clone())
         .owns(api::<Secret>(&client, &settings), children.clone())
         .owns(api::<ConfigMap>(&client, &settings), children)
+        .trigger_backoff(WatchBackoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        ))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -62,6 +76,44 @@ pub async fn run_controller(
     info!("operator stopped");
 }
 
+/// Exponential backoff for watch errors: `min` doubling to at most `max`,
+/// with ±50% jitter; the stream resets it on the next successful event.
+#[derive(Debug, Clone)]
+pub struct WatchBackoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl WatchBackoff {
+    pub const MIN: Duration = Duration::from_millis(250);
+    pub const MAX: Duration = Duration::from_secs(5);
+
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            next: min,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let base = self.next;
+        self.next = (base * 2).min(self.max);
+        Some(base.mul_f64(0.5 + rand::random::<f64>()))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
 fn api<K>(client: &Client, settings: &Settings) -> Api<K>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
@@ -69,5 +121,26 @@ where
     match &settings.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::utils::Backoff as _;
+
+    use super::*;
+
+    #[test]
+    fn watch_backoff_grows_to_its_cap_and_resets() {
+        let mut b = WatchBackoff::new(WatchBackoff::MIN, WatchBackoff::MAX);
+        let delays: Vec<Duration> = (&mut b).take(10).collect();
+        assert!(delays[0] >= WatchBackoff::MIN / 2 && delays[0] < WatchBackoff::MIN * 3 / 2);
+        assert!(
+            delays.iter().all(|d| *d < WatchBackoff::MAX * 3 / 2),
+            "{delays:?}"
+        );
+        assert!(delays[9] >= WatchBackoff::MAX / 2, "{delays:?}");
+        b.reset();
+        assert!(b.next().unwrap() < WatchBackoff::MIN * 3 / 2);
     }
 }

@@ -184,6 +184,13 @@ pub struct RunningOperator {
 
 impl RunningOperator {
     pub fn start(client: &Client, namespace: &str) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "off".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(operator::admin::Metrics::default());
         let settings = operator::Settings {

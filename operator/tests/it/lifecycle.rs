@@ -332,3 +332,35 @@ async fn secret_password(secrets: &Api<Secret>) -> String {
 fn password_of(s: &Secret) -> String {
     String::from_utf8(s.data.as_ref().unwrap()["password"].0.clone()).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_recovers_from_an_apiserver_restart_mid_reconcile() {
+    let (mut server, api) = setup().await;
+    let op = RunningOperator::start(&server.client, NS);
+    create(&api, "before", json!({})).await;
+    eventually("Progressing before the restart", || {
+        condition(&api, "before", ConditionType::Progressing)
+    })
+    .await;
+
+    // Several creates land, and the API server is killed while the operator
+    // is reconciling them.
+    for i in 0..5 {
+        create(&api, &format!("burst-{i}"), json!({})).await;
+    }
+    server.restart().await;
+    let api: Api<PostgresInstance> = Api::namespaced(server.client.clone(), NS);
+    create(&api, "after", json!({})).await;
+
+    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), NS);
+    for name in [
+        "burst-0", "burst-1", "burst-2", "burst-3", "burst-4", "after",
+    ] {
+        eventually(&format!("{name} reconciled after the restart"), || async {
+            sts_api.get_opt(name).await.ok()??;
+            condition(&api, name, ConditionType::Progressing).await
+        })
+        .await;
+    }
+    op.stop().await;
+}
