@@ -15,6 +15,7 @@ const ERROR_KINDS: &[&str] = &["apply", "get", "delete", "status", "metadata", "
 #[derive(Debug, Default)]
 pub struct Metrics {
     ready: AtomicBool,
+    leader: AtomicBool,
     reconciles: AtomicU64,
     errors: Mutex<[u64; ERROR_KINDS.len()]>,
 }
@@ -33,6 +34,15 @@ impl Metrics {
     }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.load(Ordering::Relaxed)
+    }
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Relaxed);
+    }
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
     }
 
     /// The Prometheus text exposition.
@@ -60,6 +70,11 @@ impl Metrics {
             out,
             "# TYPE pgplane_operator_ready gauge\npgplane_operator_ready {}",
             u8::from(self.is_ready())
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pgplane_operator_leader Whether this replica holds the leader Lease.\n# TYPE pgplane_operator_leader gauge\npgplane_operator_leader {}",
+            u8::from(self.is_leader())
         );
         out
     }

@@ -1,6 +1,10 @@
 //! The operator's configuration: one clap-derived struct, parsed in `main`.
 
+use std::time::Duration;
+
 use clap::Parser;
+
+use crate::leader::LeaseSettings;
 
 /// pgplane's Kubernetes operator for `PostgresInstance` resources.
 #[derive(Debug, Clone, Parser)]
@@ -15,6 +19,32 @@ pub struct Config {
     /// Address of the admin endpoint (/health, /ready, /metrics).
     #[arg(long, env = "PGPLANE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: String,
+    /// Run the controller only while holding the leader Lease, so that
+    /// several replicas can run with exactly one active. `false` runs it
+    /// unconditionally (one replica only).
+    #[arg(long, env = "PGPLANE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease [default: --namespace, else "default"].
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, env = "PGPLANE_LEASE_NAME", default_value = "pgplane-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease [default: the pod name (POD_NAME)
+    /// or host name, plus a random suffix].
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a silent leader keeps the Lease before a standby takes it.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_duration_secs: u64,
+    /// Seconds the leader keeps leading without a successful renewal
+    /// (must be less than --lease-duration-secs).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub renew_deadline_secs: u64,
+    /// Seconds between attempts to acquire or renew the Lease (must be less
+    /// than --renew-deadline-secs).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_period_secs: u64,
 }
 
 /// What the reconciler needs, as a plain struct (tests build it directly).
@@ -43,5 +73,76 @@ impl Config {
             namespace: self.namespace.clone(),
             instance_image: self.instance_image.clone(),
         }
+    }
+
+    /// The Lease to hold, `None` when leader election is off, or why the
+    /// timings cannot work.
+    pub fn lease(&self) -> Result<Option<LeaseSettings>, String> {
+        if !self.leader_election {
+            return Ok(None);
+        }
+        if self.renew_deadline_secs >= self.lease_duration_secs {
+            return Err(format!(
+                "--renew-deadline-secs ({}) must be less than --lease-duration-secs ({}): a leader must stop before others may take over",
+                self.renew_deadline_secs, self.lease_duration_secs
+            ));
+        }
+        if self.retry_period_secs >= self.renew_deadline_secs {
+            return Err(format!(
+                "--retry-period-secs ({}) must be less than --renew-deadline-secs ({}): the leader must get a chance to renew",
+                self.retry_period_secs, self.renew_deadline_secs
+            ));
+        }
+        let namespace = self
+            .lease_namespace
+            .clone()
+            .or_else(|| self.namespace.clone())
+            .unwrap_or_else(|| "default".to_owned());
+        let base = self
+            .identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "pgplane-operator".to_owned());
+        let identity = format!("{base}_{:08x}", rand::random::<u32>());
+        let mut lease = LeaseSettings::new(&namespace, &self.lease_name, &identity);
+        lease.lease_duration = Duration::from_secs(self.lease_duration_secs);
+        lease.renew_deadline = Duration::from_secs(self.renew_deadline_secs);
+        lease.retry_period = Duration::from_secs(self.retry_period_secs);
+        Ok(Some(lease))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("pgplane-operator").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn lease_defaults_and_checks() {
+        let lease = parse(&["--namespace", "shop", "--identity", "op-a"])
+            .lease()
+            .unwrap()
+            .unwrap();
+        assert_eq!(lease.namespace, "shop");
+        assert_eq!(lease.name, "pgplane-operator");
+        assert!(lease.identity.starts_with("op-a_"), "{}", lease.identity);
+        assert_eq!(lease.lease_duration, Duration::from_secs(15));
+        assert_eq!(parse(&["--leader-election", "false"]).lease(), Ok(None));
+        let err = parse(&["--lease-duration-secs", "5", "--renew-deadline-secs", "5"])
+            .lease()
+            .unwrap_err();
+        assert!(
+            err.contains("--renew-deadline-secs (5) must be less than --lease-duration-secs (5)"),
+            "{err}"
+        );
+        let err = parse(&["--retry-period-secs", "10"]).lease().unwrap_err();
+        assert!(err.contains("--retry-period-secs (10)"), "{err}");
+        assert!(
+            Config::try_parse_from(["pgplane-operator", "--lease-duration-secs", "0"]).is_err()
+        );
     }
 }

@@ -56,9 +56,14 @@ impl ApiServer {
         server
     }
 
+    /// The admin kubeconfig the API server wrote (for operator processes).
+    #[allow(dead_code)] // not every test binary including this harness uses it
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
     /// Kills the API server (and its etcd) and starts it again on the same
     /// port and data: what an apiserver restart looks like to clients.
-    #[allow(dead_code)] // for the apiserver-restart test (see the issue notes)
     pub async fn restart(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(self.dir.path().join("kubeconfig"));

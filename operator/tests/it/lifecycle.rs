@@ -11,9 +11,9 @@ use serde_json::json;
 
 use crate::envtest::{eventually, ApiServer, RunningOperator};
 
-const NS: &str = "shop";
+pub(crate) const NS: &str = "shop";
 
-async fn setup() -> (ApiServer, Api<PostgresInstance>) {
+pub(crate) async fn setup() -> (ApiServer, Api<PostgresInstance>) {
     let server = ApiServer::start().await;
     server.install_crd().await;
     server.namespace(NS).await;
@@ -21,7 +21,7 @@ async fn setup() -> (ApiServer, Api<PostgresInstance>) {
     (server, api)
 }
 
-async fn create(api: &Api<PostgresInstance>, name: &str, spec: serde_json::Value) {
+pub(crate) async fn create(api: &Api<PostgresInstance>, name: &str, spec: serde_json::Value) {
     let pi: PostgresInstance = serde_json::from_value(json!({
         "apiVersion": "pgplane.io/v1", "kind": "PostgresInstance",
         "metadata": { "name": name }, "spec": spec,
@@ -30,7 +30,7 @@ async fn create(api: &Api<PostgresInstance>, name: &str, spec: serde_json::Value
     api.create(&PostParams::default(), &pi).await.unwrap();
 }
 
-async fn condition(
+pub(crate) async fn condition(
     api: &Api<PostgresInstance>,
     name: &str,
     c: ConditionType,

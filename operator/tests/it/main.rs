@@ -3,4 +3,5 @@
 
 mod builders;
 mod envtest;
+mod leader;
 mod lifecycle;
