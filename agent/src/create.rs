@@ -36,6 +36,26 @@ impl Agent {
         tracing::debug!(elapsed = ?started.elapsed(), "data directory copied");
         let client = self.start_connected().await?;
         tracing::debug!(elapsed = ?started.elapsed(), "server started");
+        self.apply_password(&client, password).await?;
+        std::fs::write(&layout.marker, "created by pgplane\n")
+            .map_err(Error::io("writing", &layout.marker))?;
+        tracing::info!(data_dir = %layout.data_dir.display(), elapsed = ?started.elapsed(), "instance created");
+        Ok(())
+    }
+
+    /// Sets the `postgres` role's password on an existing instance
+    /// (starting it if needed): how a rotated credentials Secret reaches the
+    /// server without a restart.
+    pub async fn set_password(&self, password: &Secret) -> Result<()> {
+        let client = self.start_connected().await?;
+        self.apply_password(&client, password).await
+    }
+
+    async fn apply_password(
+        &self,
+        client: &tokio_postgres::Client,
+        password: &Secret,
+    ) -> Result<()> {
         // The verifier, not the password, goes over the wire and into the catalog.
         let sql = format!(
             "ALTER ROLE postgres PASSWORD {}",
@@ -44,11 +64,7 @@ impl Agent {
         client
             .batch_execute(&sql)
             .await
-            .map_err(|e| self.sql_error("setting the postgres password", e))?;
-        std::fs::write(&layout.marker, "created by pgplane\n")
-            .map_err(Error::io("writing", &layout.marker))?;
-        tracing::info!(data_dir = %layout.data_dir.display(), elapsed = ?started.elapsed(), "instance created");
-        Ok(())
+            .map_err(|e| self.sql_error("setting the postgres password", e))
     }
 
     /// Stops the server (fast) and removes the data directory, its socket

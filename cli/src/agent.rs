@@ -28,9 +28,22 @@ pub struct AgentArgs {
     /// `listen_addresses` (all interfaces in a pod).
     #[arg(long, default_value = "*")]
     pub listen_address: String,
-    /// Password of the `postgres` role (from the instance's Secret).
-    #[arg(long, env = "POSTGRES_PASSWORD", hide_env_values = true)]
-    pub password: String,
+    /// Password of the `postgres` role, set when the data directory is
+    /// created.
+    #[arg(
+        long,
+        env = "POSTGRES_PASSWORD",
+        hide_env_values = true,
+        required_unless_present = "password_file",
+        conflicts_with = "password_file"
+    )]
+    pub password: Option<String>,
+    /// File holding the `postgres` role's password (the operator mounts the
+    /// instance's Secret here). Applied at every start and again whenever
+    /// the file changes, so a recreated Secret's password is the one that
+    /// works, without a restart.
+    #[arg(long, env = "PGPLANE_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
     /// The OS user Postgres runs as when this process runs as root.
     #[arg(long, env = "PGPLANE_POSTGRES_USER", default_value = "postgres")]
     pub postgres_user: String,
@@ -47,6 +60,32 @@ fn read_spec(path: &std::path::Path) -> anyhow::Result<InstanceSpec> {
     Ok(spec)
 }
 
+/// Where the password comes from: fixed at start, or a file to follow.
+enum PasswordSource {
+    Fixed(String),
+    File(PathBuf),
+}
+
+impl PasswordSource {
+    fn of(args: &AgentArgs) -> Self {
+        match (&args.password_file, &args.password) {
+            (Some(path), _) => Self::File(path.clone()),
+            (None, Some(password)) => Self::Fixed(password.clone()),
+            (None, None) => unreachable!("clap requires --password or --password-file"),
+        }
+    }
+
+    fn read(&self) -> anyhow::Result<Secret> {
+        let value = match self {
+            Self::Fixed(password) => password.clone(),
+            Self::File(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the password file {}", path.display()))?,
+        };
+        anyhow::ensure!(!value.is_empty(), "the password is empty");
+        Ok(Secret::new(value))
+    }
+}
+
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let bins = PostgresBinaries::discover()?;
     let run_as = RunAs::for_this_process(&args.postgres_user)?;
@@ -58,10 +97,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut config = InstanceConfig::new(&args.data_dir, args.port);
     config.listen_address = args.listen_address.clone();
     let agent = Agent::new(bins, run_as, config);
-    agent
-        .create(&template, &Secret::new(args.password.clone()))
-        .await?;
+    let passwords = PasswordSource::of(&args);
+    let password = passwords.read()?;
+    agent.create(&template, &password).await?;
     agent.start().await?;
+    if matches!(passwords, PasswordSource::File(_)) {
+        // The data directory may predate the current Secret.
+        agent.set_password(&password).await?;
+    }
+    let mut applied_password = password.expose().to_owned();
     tracing::info!(data_dir = %args.data_dir.display(), port = args.port, "postgres running");
 
     let mut applied: Option<InstanceSpec> = None;
@@ -80,6 +124,25 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "spec file unusable; keeping the last good spec")
+            }
+        }
+        if let PasswordSource::File(_) = passwords {
+            match passwords.read() {
+                Ok(password) if password.expose() != applied_password => {
+                    match agent.set_password(&password).await {
+                        Ok(()) => {
+                            tracing::info!("applied the changed password file");
+                            applied_password = password.expose().to_owned();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "setting the password failed; will retry")
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "password file unusable; keeping the current password")
+                }
             }
         }
         tokio::select! {

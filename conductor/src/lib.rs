@@ -245,6 +245,10 @@ pub async fn handle<R: Runtime + ?Sized>(
             }
             success_report(&event, applied)
         }
+        Err(RuntimeError::NotConverged(why)) => {
+            tracing::info!(instance_id = %event.instance_id, generation = event.generation, delivery = msg.read_ct, %why, "not converged yet; waiting for the redelivery");
+            return Outcome::Retry;
+        }
         Err(e) => {
             tracing::warn!(instance_id = %event.instance_id, error = %e, "event failed");
             StatusReport {

@@ -30,6 +30,13 @@ pub enum RuntimeError {
     /// The instance could not be converged; the reason is shown to users.
     #[error("{0}")]
     Apply(String),
+    /// The change is applied but the data plane has not converged to it
+    /// yet (e.g. pods not ready within the runtime's wait): the event is
+    /// redelivered after the visibility timeout and waited for again, until
+    /// it completes or its deliveries run out (then the instance fails with
+    /// the dead-letter reason).
+    #[error("not converged yet: {0}")]
+    NotConverged(String),
     #[error(transparent)]
     Agent(#[from] agent::Error),
     #[error("{op} {path}: {source}")]

@@ -72,6 +72,11 @@ pub struct PostgresInstanceSpec {
     /// Whether the server should be stopped (the volume is kept).
     #[serde(default)]
     pub stopped: bool,
+    /// Changing this value restarts the server (a rolling restart of its
+    /// pod); any string, e.g. a timestamp. The conductor sets it for a
+    /// `pgplane instance restart`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_request: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -135,6 +140,7 @@ impl From<domain::InstanceSpec> for PostgresInstanceSpec {
                 .collect(),
             config: s.config,
             stopped: s.stopped,
+            restart_request: None,
         }
     }
 }

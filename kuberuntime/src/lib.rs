@@ -9,11 +9,21 @@
 //! [`KubernetesRuntime::apply`] does not report as soon as the resource is
 //! written: it waits — bounded by [`KubernetesRuntime::ready_timeout`] — until
 //! the operator has observed the applied generation and says `Ready=True`
-//! (`phase: Stopped` for a stopped spec). `Degraded=True` at that generation,
-//! or no readiness within the bound, is a failure with the operator's reason,
-//! and the instance shows `Error` until the next event. Keep the bound below
-//! the conductor's visibility timeout, so the event is not redelivered while
-//! it waits.
+//! (`phase: Stopped` for a stopped spec). `Degraded=True` at that generation
+//! is a failure with the operator's reason (the instance shows `Error` until
+//! the next event). No readiness within the bound is not a failure: the
+//! event is left to be redelivered ([`RuntimeError::NotConverged`]) and
+//! waited for again, until the conductor's delivery limit turns it into one.
+//! Keep the bound below the conductor's visibility timeout, so the event is
+//! not redelivered while it waits.
+//!
+//! Every successful apply reports the password in the operator's Secret, so
+//! a Secret recreated behind the operator's back (it then holds a new
+//! password, which the pod's agent applies) reaches the control plane's
+//! secret store with the next event. A `Restart` event sets the spec's
+//! `restartRequest`, which the operator applies as a rolling restart;
+//! `restarted` is reported whenever the operator's completed rollout changed
+//! the restart hash (a restart request, or a change that needed a restart).
 //!
 //! # Idempotency
 //!
@@ -112,7 +122,7 @@ impl KubernetesRuntime {
             tracing::debug!(name = %event.name, generation = event.generation, "generation already applied");
             return Ok(());
         }
-        let pi = desired(event);
+        let pi = desired(event, existing);
         self.instances()
             .patch(
                 &event.name,
@@ -142,7 +152,7 @@ impl KubernetesRuntime {
                     )))
                 }
                 Readiness::Waiting(why) if tokio::time::Instant::now() >= deadline => {
-                    return Err(RuntimeError::Apply(format!(
+                    return Err(RuntimeError::NotConverged(format!(
                         "PostgresInstance {}/{name} not ready after {}s: {why}",
                         self.namespace,
                         self.ready_timeout.as_secs()
@@ -236,12 +246,16 @@ impl Runtime for KubernetesRuntime {
         self.write(event, existing.as_ref()).await?;
         let pi = self.converged(&event.name).await?;
         let created = event.kind == EventKind::Create;
-        let password = if created {
-            self.password(&pi).await
-        } else {
-            None
+        let password = self.password(&pi).await;
+        let rolled_out = |pi: &PostgresInstance| {
+            pi.status
+                .as_ref()
+                .and_then(|s| s.rolled_out_restart_hash.clone())
         };
-        let restarted = event.kind == EventKind::Restart;
+        let restarted = matches!(
+            (existing.as_ref().and_then(rolled_out), rolled_out(&pi)),
+            (Some(before), Some(after)) if before != after
+        );
         Ok(Applied {
             report: report_kind(event.kind, created, false, event.spec.stopped, restarted),
             observed: Some(observed(&pi)),
@@ -280,9 +294,17 @@ impl Runtime for KubernetesRuntime {
 }
 
 /// The resource for an event: name, identifying labels, generation
-/// annotation and the spec.
-pub fn desired(event: &DataPlaneEvent) -> PostgresInstance {
-    let mut pi = PostgresInstance::new(&event.name, event.spec.clone().into());
+/// annotation and the spec. A `Restart` event sets a new `restartRequest`
+/// (its generation), which the operator turns into a rolling restart; every
+/// other event keeps the one `existing` has, so that it restarts nothing.
+pub fn desired(event: &DataPlaneEvent, existing: Option<&PostgresInstance>) -> PostgresInstance {
+    let mut spec: crd::PostgresInstanceSpec = event.spec.clone().into();
+    spec.restart_request = if event.kind == EventKind::Restart {
+        Some(format!("generation-{}", event.generation))
+    } else {
+        existing.and_then(|pi| pi.spec.restart_request.clone())
+    };
+    let mut pi = PostgresInstance::new(&event.name, spec);
     pi.metadata.labels = Some(BTreeMap::from([
         (INSTANCE_ID_LABEL.to_owned(), event.instance_id.to_string()),
         (ORG_LABEL.to_owned(), event.org.clone()),

@@ -28,6 +28,8 @@ pub const RESTART_HASH_ANNOTATION: &str = "pgplane.io/restart-hash";
 pub const PASSWORD_KEY: &str = "password";
 pub const SUPERUSER: &str = "postgres";
 const SPEC_FILE_DIR: &str = "/etc/pgplane";
+/// Where the credentials Secret is mounted (the agent follows the file).
+const CREDENTIALS_DIR: &str = "/etc/pgplane-credentials";
 
 pub fn statefulset_name(pi: &PostgresInstance) -> String {
     pi.name_any()
@@ -61,10 +63,12 @@ fn owner(pi: &PostgresInstance) -> OwnerReference {
 
 /// The hash of what only a restart applies: the `postmaster`-context
 /// parameters of the effective configuration (which includes the
-/// `shared_preload_libraries` that extensions need).
+/// `shared_preload_libraries` that extensions need), and the spec's
+/// `restartRequest` when it has one (absent, it changes no hash, so
+/// instances from before the field existed do not roll).
 pub fn restart_hash(pi: &PostgresInstance) -> String {
     let spec = domain::InstanceSpec::from(pi.spec.clone());
-    let restart_only: BTreeMap<String, String> = domain::restart::effective_config(&spec)
+    let mut restart_only: BTreeMap<String, String> = domain::restart::effective_config(&spec)
         .into_iter()
         .filter(|(name, _)| domain::settings::needs_restart(name))
         .map(|(name, value)| {
@@ -72,6 +76,10 @@ pub fn restart_hash(pi: &PostgresInstance) -> String {
             (name, value)
         })
         .collect();
+    if let Some(request) = &pi.spec.restart_request {
+        // Not a parameter name (those have no '/'), so it cannot collide.
+        restart_only.insert("pgplane.io/restart-request".to_owned(), request.clone());
+    }
     let json = serde_json::to_vec(&restart_only).expect("a map of strings serializes");
     hex::encode(&Sha256::digest(json)[..8])
 }
@@ -109,8 +117,7 @@ pub fn statefulset(pi: &PostgresInstance, settings: &Settings) -> StatefulSet {
                             { "name": "PGPLANE_POSTGRES_VERSION", "value": spec.postgres_version },
                             { "name": "PGPLANE_SPEC_FILE", "value": format!("{SPEC_FILE_DIR}/spec.json") },
                             { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
-                            { "name": "POSTGRES_PASSWORD", "valueFrom": { "secretKeyRef": {
-                                "name": secret_name(pi), "key": PASSWORD_KEY } } },
+                            { "name": "PGPLANE_PASSWORD_FILE", "value": format!("{CREDENTIALS_DIR}/{PASSWORD_KEY}") },
                         ],
                         "ports": [{ "name": "postgres", "containerPort": POSTGRES_PORT }],
                         "resources": {
@@ -124,10 +131,18 @@ pub fn statefulset(pi: &PostgresInstance, settings: &Settings) -> StatefulSet {
                         "volumeMounts": [
                             { "name": "data", "mountPath": "/var/lib/postgresql/data" },
                             { "name": "spec", "mountPath": SPEC_FILE_DIR, "readOnly": true },
+                            { "name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": true },
                         ],
                     }],
                     "volumes": [
                         { "name": "spec", "configMap": { "name": configmap_name(pi) } },
+                        // A mounted Secret (not an env var) so that a recreated
+                        // Secret's password reaches the agent without a restart.
+                        { "name": "credentials", "secret": {
+                            "secretName": secret_name(pi),
+                            "items": [{ "key": PASSWORD_KEY, "path": PASSWORD_KEY }],
+                            "defaultMode": 0o400,
+                        } },
                     ],
                 },
             },

@@ -15,6 +15,8 @@ fn agent_converges_to_its_spec_file_and_follows_changes() {
         r#"{"extensions":[{"name":"hstore"}],"config":{"work_mem":"16MB"}}"#,
     )
     .unwrap();
+    let password_file = scratch.path().join("password");
+    std::fs::write(&password_file, "s3cret-pw").unwrap();
     let port = free_port().to_string();
     let data_dir = scratch.path().join("pgdata");
     let mut agent = spawn(
@@ -32,7 +34,7 @@ fn agent_converges_to_its_spec_file_and_follows_changes() {
             "--poll",
             "200ms",
         ],
-        &[("POSTGRES_PASSWORD", "s3cret-pw")],
+        &[("PGPLANE_PASSWORD_FILE", password_file.to_str().unwrap())],
         &scratch.path().join("agent.log"),
     );
     let uri = format!("postgres://postgres:s3cret-pw@127.0.0.1:{port}/postgres");
@@ -60,9 +62,24 @@ fn agent_converges_to_its_spec_file_and_follows_changes() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(psql(&uri, "show work_mem"), "32MB");
 
+    // A recreated credentials Secret (the mounted file changes): the new
+    // password works without a restart, the old one no longer does.
+    std::fs::write(&password_file, "n3w-pw").unwrap();
+    let new_uri = format!("postgres://postgres:n3w-pw@127.0.0.1:{port}/postgres");
+    eventually("the new password works", Duration::from_secs(30), || {
+        (!psql_fails(&new_uri)).then_some(())
+    });
+    assert!(psql_fails(&uri), "the old password still works");
+    assert_eq!(
+        psql(&new_uri, "show work_mem"),
+        "32MB",
+        "no restart lost settings"
+    );
+
     agent.signal(Signal::SIGTERM);
     assert_eq!(agent.wait_exit(Duration::from_secs(60)), Some(0));
     assert!(psql_fails(&uri), "postgres stopped with the agent");
     let log = std::fs::read_to_string(scratch.path().join("agent.log")).unwrap();
     assert!(!log.contains("s3cret-pw"), "the password is never logged");
+    assert!(!log.contains("n3w-pw"), "the password is never logged");
 }

@@ -192,3 +192,99 @@ async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(
     );
     cancel.cancel();
 }
+
+/// Pods not ready within the runtime's wait: the event is redelivered and
+/// waited for again (no `Error`), and becomes `Up` once the pods are ready.
+/// A restart sets `restartRequest`, which the operator rolls out.
+#[sqlx::test(migrations = false)]
+async fn a_slow_rollout_is_waited_for_across_redeliveries_and_restart_rolls_the_pod(pool: PgPool) {
+    let server = ApiServer::start().await;
+    server.install_crd().await;
+    server.namespace(NS).await;
+    let cancel = CancellationToken::new();
+    start_operator(&server.client, NS, cancel.clone());
+    let (state, caller) = control_plane(pool).await;
+    let mut runtime = KubernetesRuntime::new(server.client.clone(), NS);
+    runtime.ready_timeout = Duration::from_millis(500);
+    tokio::spawn(reconciler::status::run(state.clone(), cancel.clone()));
+    let mut settings = conductor::Settings::new("local");
+    settings.visibility_timeout = Duration::from_secs(1);
+    settings.max_deliveries = 1000;
+    tokio::spawn(conductor::run(
+        state.queues.clone(),
+        Arc::new(runtime),
+        settings,
+        cancel.clone(),
+    ));
+    let pis: Api<PostgresInstance> = Api::namespaced(server.client.clone(), NS);
+
+    let created = commands::create(
+        &state,
+        &caller,
+        CreateInstance {
+            name: "orders".into(),
+            spec: domain::InstanceSpec::default(),
+            data_plane: None,
+            owner: None,
+        },
+    )
+    .await
+    .unwrap();
+    eventually("PostgresInstance created", || async {
+        pis.get_opt("orders").await.unwrap()
+    })
+    .await;
+    // Several waits time out while nobody plays the kubelet.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let waiting = instance(&state, "orders").await;
+    assert_eq!(waiting.state, domain::State::Submitted, "{waiting:?}");
+    mark_ready(&server, "orders").await;
+    eventually("Up", || async {
+        (instance(&state, "orders").await.state == domain::State::Up).then_some(())
+    })
+    .await;
+    let mut conn = state.pool.acquire().await.unwrap();
+    let history = reconciler::store::history(&mut conn, created.id)
+        .await
+        .unwrap();
+    assert!(
+        history.iter().all(|h| h.to != domain::State::Error),
+        "never Error while waiting: {history:?}"
+    );
+
+    // Restart → a restart request on the resource → a new pod template.
+    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), NS);
+    let hash = |sts: &StatefulSet| {
+        sts.spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["pgplane.io/restart-hash"]
+            .clone()
+    };
+    let before = hash(&sts_api.get("orders").await.unwrap());
+    commands::execute(&state, &caller, "orders", Command::Restart)
+        .await
+        .unwrap();
+    let pi = eventually("restart requested", || async {
+        let pi = pis.get("orders").await.unwrap();
+        pi.spec.restart_request.is_some().then_some(pi)
+    })
+    .await;
+    assert_eq!(pi.spec.restart_request.as_deref(), Some("generation-2"));
+    eventually("pod template rolled", || async {
+        let sts = sts_api.get("orders").await.ok()?;
+        (hash(&sts) != before).then_some(())
+    })
+    .await;
+    mark_ready(&server, "orders").await;
+    eventually("Up after the restart", || async {
+        let i = instance(&state, "orders").await;
+        (i.state == domain::State::Up && i.observed_generation == 2).then_some(())
+    })
+    .await;
+    cancel.cancel();
+}

@@ -301,9 +301,14 @@ async fn bad_input_and_deleted_secret() {
     })
     .await;
     let first = secret_password(&secrets).await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), NS);
+    let template = sts_api.get("orders").await.unwrap().spec.template;
 
     // A Secret deleted behind the operator's back is recreated; the old
-    // password is not kept anywhere, so the new one is different.
+    // password is not kept anywhere, so the new one is different. The pod
+    // mounts the Secret (not an env var), so its agent applies the new
+    // password to the running server (e2e `agent` test) and the Secret
+    // stays the truth; the pod template does not change (no restart).
     secrets
         .delete("orders-credentials", &DeleteParams::default())
         .await
@@ -314,6 +319,8 @@ async fn bad_input_and_deleted_secret() {
     })
     .await;
     assert_ne!(first, second);
+    let after = sts_api.get("orders").await.unwrap().spec.template;
+    assert_eq!(template, after, "recreating the Secret rolls nothing");
 
     op.stop().await;
 }
