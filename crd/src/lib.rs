@@ -12,7 +12,9 @@ mod status;
 
 use kube::CustomResourceExt;
 
-pub use spec::{ExtensionRef, PostgresInstance, PostgresInstanceSpec, ResourceRequests};
+pub use spec::{
+    ExtensionRef, PostgresInstance, PostgresInstanceSpec, ResourceRequests, MAX_NAME_LEN,
+};
 pub use status::{
     Condition, ConditionStatus, ConditionType, Connection, ObservedSpecStatus, Phase,
     PostgresInstanceStatus,

@@ -7,16 +7,21 @@
 use std::collections::BTreeMap;
 
 use kube::CustomResource;
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::status::PostgresInstanceStatus;
 
+/// Longest `PostgresInstance` name: a StatefulSet's `controller-revision-hash`
+/// label is the name plus an 11-character suffix, and labels hold 63.
+pub const MAX_NAME_LEN: usize = 52;
+
 /// A Kubernetes quantity as pgplane accepts it (`1`, `500m`, `2Gi`, `10G`).
 const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
 
 /// One PostgreSQL instance managed by pgplane.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "pgplane.io",
     version = "v1",
@@ -29,6 +34,9 @@ const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi
     namespaced,
     status = "PostgresInstanceStatus",
     derive = "PartialEq",
+    validation = Rule::new("size(self.metadata.name) <= 52").message(
+        "metadata.name must be at most 52 characters: the StatefulSet's revision label appends 11 to it and labels hold 63"
+    ),
     printcolumn(name = "State", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Version",

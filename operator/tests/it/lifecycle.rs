@@ -293,6 +293,25 @@ async fn bad_input_and_deleted_secret() {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
 
+    // A name whose StatefulSet could not run (its revision label would
+    // exceed 63 characters) is refused at admission, not left half-built.
+    let long = "a".repeat(crd::MAX_NAME_LEN + 1);
+    let pi: PostgresInstance = serde_json::from_value(json!({
+        "apiVersion": "pgplane.io/v1", "kind": "PostgresInstance",
+        "metadata": { "name": long }, "spec": {},
+    }))
+    .unwrap();
+    let err = api
+        .create(&PostParams::default(), &pi)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("metadata.name must be at most 52 characters"),
+        "{err}"
+    );
+    create(&api, &"a".repeat(crd::MAX_NAME_LEN), json!({})).await;
+
     let op = RunningOperator::start(&server.client, NS);
     let secrets: Api<Secret> = Api::namespaced(server.client.clone(), NS);
     create(&api, "orders", json!({})).await;
