@@ -61,24 +61,45 @@ async fn mark_ready(server: &ApiServer, name: &str) {
         .unwrap();
 }
 
-#[sqlx::test(migrations = false)]
-async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(pool: PgPool) {
+/// The whole stack: API server with the CRD, the operator, the control
+/// plane's status consumer and a conductor with the Kubernetes runtime
+/// (`tune` adjusts the runtime and the conductor's settings).
+async fn stack(
+    pool: PgPool,
+    tune: impl FnOnce(&mut KubernetesRuntime, &mut conductor::Settings),
+) -> (
+    ApiServer,
+    AppState,
+    Caller,
+    Arc<KubernetesRuntime>,
+    CancellationToken,
+) {
     let server = ApiServer::start().await;
     server.install_crd().await;
     server.namespace(NS).await;
     let cancel = CancellationToken::new();
     start_operator(&server.client, NS, cancel.clone());
     let (state, caller) = control_plane(pool).await;
-    let runtime = Arc::new(KubernetesRuntime::new(server.client.clone(), NS));
-    tokio::spawn(reconciler::status::run(state.clone(), cancel.clone()));
+    let mut runtime = KubernetesRuntime::new(server.client.clone(), NS);
     let mut settings = conductor::Settings::new("local");
-    settings.resync_every = Duration::from_millis(500);
+    tune(&mut runtime, &mut settings);
+    let runtime = Arc::new(runtime);
+    tokio::spawn(reconciler::status::run(state.clone(), cancel.clone()));
     tokio::spawn(conductor::run(
         state.queues.clone(),
         runtime.clone(),
         settings,
         cancel.clone(),
     ));
+    (server, state, caller, runtime, cancel)
+}
+
+#[sqlx::test(migrations = false)]
+async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(pool: PgPool) {
+    let (server, state, caller, runtime, cancel) = stack(pool, |_, settings| {
+        settings.resync_every = Duration::from_millis(500);
+    })
+    .await;
     let pis: Api<PostgresInstance> = Api::namespaced(server.client.clone(), NS);
 
     // Create → the resource, with the spec, the instance id and generation 1.
@@ -198,24 +219,12 @@ async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(
 /// A restart sets `restartRequest`, which the operator rolls out.
 #[sqlx::test(migrations = false)]
 async fn a_slow_rollout_is_waited_for_across_redeliveries_and_restart_rolls_the_pod(pool: PgPool) {
-    let server = ApiServer::start().await;
-    server.install_crd().await;
-    server.namespace(NS).await;
-    let cancel = CancellationToken::new();
-    start_operator(&server.client, NS, cancel.clone());
-    let (state, caller) = control_plane(pool).await;
-    let mut runtime = KubernetesRuntime::new(server.client.clone(), NS);
-    runtime.ready_timeout = Duration::from_millis(500);
-    tokio::spawn(reconciler::status::run(state.clone(), cancel.clone()));
-    let mut settings = conductor::Settings::new("local");
-    settings.visibility_timeout = Duration::from_secs(1);
-    settings.max_deliveries = 1000;
-    tokio::spawn(conductor::run(
-        state.queues.clone(),
-        Arc::new(runtime),
-        settings,
-        cancel.clone(),
-    ));
+    let (server, state, caller, _, cancel) = stack(pool, |runtime, settings| {
+        runtime.ready_timeout = Duration::from_millis(500);
+        settings.visibility_timeout = Duration::from_secs(1);
+        settings.max_deliveries = 1000;
+    })
+    .await;
     let pis: Api<PostgresInstance> = Api::namespaced(server.client.clone(), NS);
 
     let created = commands::create(

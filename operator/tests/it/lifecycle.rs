@@ -22,12 +22,21 @@ pub(crate) async fn setup() -> (ApiServer, Api<PostgresInstance>) {
 }
 
 pub(crate) async fn create(api: &Api<PostgresInstance>, name: &str, spec: serde_json::Value) {
+    try_create(api, name, spec).await.unwrap();
+}
+
+/// Creates a resource as a user would, returning the API server's answer.
+async fn try_create(
+    api: &Api<PostgresInstance>,
+    name: &str,
+    spec: serde_json::Value,
+) -> kube::Result<PostgresInstance> {
     let pi: PostgresInstance = serde_json::from_value(json!({
         "apiVersion": "pgplane.io/v1", "kind": "PostgresInstance",
         "metadata": { "name": name }, "spec": spec,
     }))
     .unwrap();
-    api.create(&PostParams::default(), &pi).await.unwrap();
+    api.create(&PostParams::default(), &pi).await
 }
 
 pub(crate) async fn condition(
@@ -274,16 +283,8 @@ async fn bad_input_and_deleted_secret() {
     let (server, api) = setup().await;
 
     // A CR that fails the CRD schema is rejected with a clear message.
-    let pi: PostgresInstance = serde_json::from_value(json!({
-        "apiVersion": "pgplane.io/v1", "kind": "PostgresInstance",
-        "metadata": { "name": "bad" }, "spec": { "replicas": 3, "postgresVersion": "9", "storage": "lots" },
-    }))
-    .unwrap();
-    let err = api
-        .create(&PostParams::default(), &pi)
-        .await
-        .unwrap_err()
-        .to_string();
+    let bad = json!({ "replicas": 3, "postgresVersion": "9", "storage": "lots" });
+    let err = try_create(&api, "bad", bad).await.unwrap_err().to_string();
     for needle in [
         "spec.replicas",
         "spec.postgresVersion",
@@ -296,13 +297,7 @@ async fn bad_input_and_deleted_secret() {
     // A name whose StatefulSet could not run (its revision label would
     // exceed 63 characters) is refused at admission, not left half-built.
     let long = "a".repeat(crd::MAX_NAME_LEN + 1);
-    let pi: PostgresInstance = serde_json::from_value(json!({
-        "apiVersion": "pgplane.io/v1", "kind": "PostgresInstance",
-        "metadata": { "name": long }, "spec": {},
-    }))
-    .unwrap();
-    let err = api
-        .create(&PostParams::default(), &pi)
+    let err = try_create(&api, &long, json!({}))
         .await
         .unwrap_err()
         .to_string();
