@@ -169,7 +169,11 @@ pub fn service(pi: &PostgresInstance) -> Service {
             "labels": labels(pi),
             "ownerReferences": [owner(pi)],
         },
+        // Headless: the StatefulSet's governing Service, resolving to the
+        // pod itself; and no cluster IP is spent per instance (a cluster's
+        // service range would otherwise cap the number of instances).
         "spec": {
+            "clusterIP": "None",
             "selector": labels(pi),
             "ports": [{ "name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres" }],
         },

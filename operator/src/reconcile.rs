@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -22,7 +22,10 @@ use crate::conditions::{self, Rollout};
 use crate::{builders, Error, Result, Settings, FIELD_MANAGER, FINALIZER};
 
 /// Requeue while the pods are not ready yet ("not ready" is not an error).
-pub const NOT_READY_REQUEUE: Duration = Duration::from_secs(5);
+/// A safety net only: every change of the StatefulSet's status triggers a
+/// reconcile through the watch on owned children, so a short interval would
+/// only add load (1,000 starting instances at 5 s were ~200 reconciles/s).
+pub const NOT_READY_REQUEUE: Duration = Duration::from_secs(30);
 /// Periodic re-check of a converged instance (drift of the children).
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// First retry after an error; doubles per consecutive failure up to the max.
@@ -62,7 +65,12 @@ pub async fn reconcile(pi: Arc<PostgresInstance>, ctx: Arc<Context>) -> Result<A
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    .map_err(|e| match e {
+        // Our own errors come back as they were (their kind and message
+        // name the failing call); only the finalizer's own calls are wrapped.
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    })?;
     Ok(action)
 }
 
@@ -121,7 +129,7 @@ async fn converge(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
         info!("restart-only parameters changed: rolling restart");
     }
     let statefulset = apply_child(pi, ctx, desired).await?;
-    apply_child(pi, ctx, builders::service(pi)).await?;
+    apply_service(pi, ctx).await?;
     let rollout = Rollout::of(&statefulset);
     let status = conditions::converged_status(pi, &rollout, restart_scheduled, &now());
     write_status(pi, status, ctx).await?;
@@ -190,6 +198,33 @@ async fn ensure_secret(pi: &PostgresInstance, ctx: &Context) -> Result<()> {
             name,
             source,
         }),
+    }
+}
+
+/// Applies the headless Service. A Service from an older operator that has
+/// a cluster IP cannot be changed to headless in place (`clusterIP` is
+/// immutable): it is deleted and created again, which only moves its DNS
+/// name from the cluster IP to the pod.
+async fn apply_service(pi: &PostgresInstance, ctx: &Context) -> Result<Service> {
+    match apply_child(pi, ctx, builders::service(pi)).await {
+        Err(Error::Apply {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 422 && status.message.contains("clusterIP") => {
+            info!(%status.message, "replacing a Service that has a cluster IP with a headless one");
+            let api: Api<Service> = child_api(pi, ctx);
+            let name = builders::service_name(pi);
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .map_err(|source| Error::Delete {
+                    kind: "Service",
+                    namespace: pi.namespace().unwrap_or_default(),
+                    name,
+                    source,
+                })?;
+            apply_child(pi, ctx, builders::service(pi)).await
+        }
+        other => other,
     }
 }
 

@@ -57,9 +57,14 @@ impl ApiServer {
     }
 
     /// The admin kubeconfig the API server wrote (for operator processes).
-    #[allow(dead_code)] // not every test binary including this harness uses it
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
+    }
+
+    /// The API server's process id (for the benchmark's CPU figures).
+    #[allow(dead_code)] // used by operator/examples/bench_reconcile.rs only
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the API server (and its etcd) and starts it again on the same

@@ -385,3 +385,46 @@ async fn operator_recovers_from_an_apiserver_restart_mid_reconcile() {
     }
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_with_a_cluster_ip_is_replaced_by_a_headless_one() {
+    let (server, api) = setup().await;
+    // What an older operator left behind: a ClusterIP Service.
+    let services: Api<Service> = Api::namespaced(server.client.clone(), NS);
+    let old: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": "orders", "labels": { "app.kubernetes.io/managed-by": "pgplane-operator" } },
+        "spec": { "ports": [{ "name": "postgres", "port": 5432 }] },
+    }))
+    .unwrap();
+    services
+        .patch(
+            "orders",
+            &PatchParams::apply(operator::FIELD_MANAGER),
+            &Patch::Apply(&old),
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        services
+            .get("orders")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .cluster_ip
+            .as_deref(),
+        Some("None")
+    );
+
+    let op = RunningOperator::start(&server.client, NS);
+    create(&api, "orders", json!({})).await;
+    eventually("Progressing", || {
+        condition(&api, "orders", ConditionType::Progressing)
+    })
+    .await;
+    let svc = services.get("orders").await.unwrap();
+    assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    assert!(op.metrics.reconciles() > 0);
+    op.stop().await;
+}
