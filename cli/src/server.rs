@@ -55,9 +55,16 @@ pub struct ConductorArgs {
     #[arg(long, value_enum, default_value_t = RuntimeKind::Local)]
     pub runtime: RuntimeKind,
     /// Namespace of the `PostgresInstance` resources (runtime kubernetes;
-    /// the client comes from in-cluster config or KUBECONFIG).
+    /// the client comes from in-cluster config or KUBECONFIG). With
+    /// --namespace-per-org, the prefix of one namespace per organisation.
     #[arg(long, env = "PGPLANE_NAMESPACE", default_value = "default")]
     pub namespace: String,
+    /// Put each organisation's instances in its own namespace,
+    /// `NAMESPACE-ORG`, created on its first instance (runtime kubernetes):
+    /// names never clash across organisations, and quotas or network
+    /// policies can be set per tenant.
+    #[arg(long, env = "PGPLANE_NAMESPACE_PER_ORG")]
+    pub namespace_per_org: bool,
     /// Where the local runtime keeps its template and instances.
     #[arg(
         long,
@@ -154,9 +161,15 @@ pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
         }
         RuntimeKind::Kubernetes => {
             let runtime = Arc::new(
-                kuberuntime::KubernetesRuntime::connect(args.namespace.as_str())
-                    .await
-                    .context("building a Kubernetes client (in-cluster or KUBECONFIG)")?,
+                kuberuntime::KubernetesRuntime::connect(if args.namespace_per_org {
+                    kuberuntime::Placement::PerOrg {
+                        prefix: args.namespace.clone(),
+                    }
+                } else {
+                    kuberuntime::Placement::Namespace(args.namespace.clone())
+                })
+                .await
+                .context("building a Kubernetes client (in-cluster or KUBECONFIG)")?,
             );
             conductor::run(queues, runtime, settings, cancel).await?;
         }

@@ -25,6 +25,15 @@
 //! `restarted` is reported whenever the operator's completed rollout changed
 //! the restart hash (a restart request, or a change that needed a restart).
 //!
+//! # Where the resources go
+//!
+//! [`Placement::Namespace`] puts every instance in one namespace; two
+//! organisations' instances of the same name cannot share it (the second is
+//! refused, see below). [`Placement::PerOrg`] gives each organisation its own
+//! namespace, `PREFIX-ORG` ([`org_namespace`]), created on its first
+//! instance and labelled with the organisation: names never clash across
+//! organisations, and quotas or network policies can be set per tenant.
+//!
 //! # Idempotency
 //!
 //! The resource carries the event's generation in the annotation
@@ -42,7 +51,7 @@ use conductor::runtime::report_kind;
 use conductor::{Applied, Observation, Runtime, RuntimeError};
 use crd::{ConditionType, Phase, PostgresInstance};
 use domain::{ConnectionInfo, DataPlaneEvent, EventKind, ObservedSpec, ReportKind};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use uuid::Uuid;
@@ -68,10 +77,52 @@ pub const DEFAULT_EXTENSIONS: &[&str] = &[
     "uuid-ossp",
 ];
 
-/// Runs instances as `PostgresInstance` resources in one namespace.
+/// Which namespace an instance's resource lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// All instances in this namespace.
+    Namespace(String),
+    /// Each organisation in `PREFIX-ORG`, created when first needed.
+    PerOrg { prefix: String },
+}
+
+/// The namespace of an organisation under `prefix`: `prefix-org` when the
+/// organisation's name is already a DNS label that fits, otherwise its
+/// lowercased, DNS-safe form shortened to fit and suffixed with 8 hex digits
+/// of its hash (so distinct organisations never share a namespace).
+pub fn org_namespace(prefix: &str, org: &str) -> String {
+    const MAX: usize = 63;
+    let safe: String = org
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    let safe = safe.trim_matches('-');
+    let plain = format!("{prefix}-{safe}");
+    if safe == org && plain.len() <= MAX {
+        return plain;
+    }
+    let hash = org.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let suffix = format!("{:08x}", hash as u32);
+    let room = MAX.saturating_sub(prefix.len() + 2 + suffix.len());
+    let head = safe[..safe.len().min(room)].trim_end_matches('-');
+    if head.is_empty() {
+        format!("{prefix}-{suffix}")
+    } else {
+        format!("{prefix}-{head}-{suffix}")
+    }
+}
+
+/// Runs instances as `PostgresInstance` resources.
 pub struct KubernetesRuntime {
     client: Client,
-    namespace: String,
+    placement: Placement,
+    /// Namespaces this runtime has made sure exist (per-org placement).
+    ensured: std::sync::Mutex<std::collections::HashSet<String>>,
     /// How long `apply` waits for the operator to report the applied
     /// generation ready (or a delete to finish).
     pub ready_timeout: Duration,
@@ -82,10 +133,16 @@ pub struct KubernetesRuntime {
 }
 
 impl KubernetesRuntime {
+    /// Every instance in `namespace`.
     pub fn new(client: Client, namespace: impl Into<String>) -> Self {
+        Self::with_placement(client, Placement::Namespace(namespace.into()))
+    }
+
+    pub fn with_placement(client: Client, placement: Placement) -> Self {
         Self {
             client,
-            namespace: namespace.into(),
+            placement,
+            ensured: std::sync::Mutex::default(),
             ready_timeout: Duration::from_secs(45),
             poll_every: Duration::from_millis(250),
             extensions: DEFAULT_EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
@@ -93,25 +150,62 @@ impl KubernetesRuntime {
     }
 
     /// A runtime with the in-cluster client, or the one `KUBECONFIG` names.
-    pub async fn connect(namespace: impl Into<String>) -> Result<Self, kube::Error> {
-        Ok(Self::new(Client::try_default().await?, namespace))
-    }
-
-    fn instances(&self) -> Api<PostgresInstance> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    fn failed(&self, op: &str, name: &str, e: kube::Error) -> RuntimeError {
-        RuntimeError::Apply(format!(
-            "{op} PostgresInstance {}/{name}: {e}",
-            self.namespace
+    pub async fn connect(placement: Placement) -> Result<Self, kube::Error> {
+        Ok(Self::with_placement(
+            Client::try_default().await?,
+            placement,
         ))
+    }
+
+    /// The namespace of an organisation's instances.
+    pub fn namespace_of(&self, org: &str) -> String {
+        match &self.placement {
+            Placement::Namespace(ns) => ns.clone(),
+            Placement::PerOrg { prefix } => org_namespace(prefix, org),
+        }
+    }
+
+    /// Creates the organisation's namespace once (per-org placement only).
+    async fn ensure_namespace(&self, org: &str, ns: &str) -> Result<(), RuntimeError> {
+        if !matches!(self.placement, Placement::PerOrg { .. })
+            || self.ensured.lock().expect("poisoned").contains(ns)
+        {
+            return Ok(());
+        }
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(ns.to_owned());
+        namespace.metadata.labels = Some(BTreeMap::from([
+            (ORG_LABEL.to_owned(), label_value(org)),
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                FIELD_MANAGER.to_owned(),
+            ),
+        ]));
+        Api::<Namespace>::all(self.client.clone())
+            .patch(
+                ns,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Apply(&namespace),
+            )
+            .await
+            .map_err(|e| RuntimeError::Apply(format!("creating namespace {ns}: {e}")))?;
+        self.ensured.lock().expect("poisoned").insert(ns.to_owned());
+        Ok(())
+    }
+
+    fn instances(&self, ns: &str) -> Api<PostgresInstance> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    fn failed(ns: &str, op: &str, name: &str, e: kube::Error) -> RuntimeError {
+        RuntimeError::Apply(format!("{op} PostgresInstance {ns}/{name}: {e}"))
     }
 
     /// Server-side applies the event's spec, unless this generation (or a
     /// newer one) is already applied.
     async fn write(
         &self,
+        ns: &str,
         event: &DataPlaneEvent,
         existing: Option<&PostgresInstance>,
     ) -> Result<(), RuntimeError> {
@@ -123,38 +217,36 @@ impl KubernetesRuntime {
             return Ok(());
         }
         let pi = desired(event, existing);
-        self.instances()
+        self.instances(ns)
             .patch(
                 &event.name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&pi),
             )
             .await
-            .map_err(|e| self.failed("applying", &event.name, e))?;
+            .map_err(|e| Self::failed(ns, "applying", &event.name, e))?;
         Ok(())
     }
 
     /// Polls until the operator reports the applied generation converged.
-    async fn converged(&self, name: &str) -> Result<PostgresInstance, RuntimeError> {
+    async fn converged(&self, ns: &str, name: &str) -> Result<PostgresInstance, RuntimeError> {
         let deadline = tokio::time::Instant::now() + self.ready_timeout;
         loop {
             let pi = self
-                .instances()
+                .instances(ns)
                 .get(name)
                 .await
-                .map_err(|e| self.failed("reading", name, e))?;
+                .map_err(|e| Self::failed(ns, "reading", name, e))?;
             match readiness(&pi) {
                 Readiness::Ready => return Ok(pi),
                 Readiness::Degraded(why) => {
                     return Err(RuntimeError::Apply(format!(
-                        "PostgresInstance {}/{name} is degraded: {why}",
-                        self.namespace
+                        "PostgresInstance {ns}/{name} is degraded: {why}"
                     )))
                 }
                 Readiness::Waiting(why) if tokio::time::Instant::now() >= deadline => {
                     return Err(RuntimeError::NotConverged(format!(
-                        "PostgresInstance {}/{name} not ready after {}s: {why}",
-                        self.namespace,
+                        "PostgresInstance {ns}/{name} not ready after {}s: {why}",
                         self.ready_timeout.as_secs()
                     )))
                 }
@@ -165,30 +257,29 @@ impl KubernetesRuntime {
 
     /// Deletes the resource (already gone is success) and waits until the
     /// operator's finalizer has cleaned up and it is gone.
-    async fn delete(&self, name: &str) -> Result<(), RuntimeError> {
+    async fn delete(&self, ns: &str, name: &str) -> Result<(), RuntimeError> {
         match self
-            .instances()
+            .instances(ns)
             .delete(name, &DeleteParams::default())
             .await
         {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-            Err(e) => return Err(self.failed("deleting", name, e)),
+            Err(e) => return Err(Self::failed(ns, "deleting", name, e)),
         }
         let deadline = tokio::time::Instant::now() + self.ready_timeout;
         loop {
             let left = self
-                .instances()
+                .instances(ns)
                 .get_opt(name)
                 .await
-                .map_err(|e| self.failed("reading", name, e))?;
+                .map_err(|e| Self::failed(ns, "reading", name, e))?;
             if left.is_none() {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(RuntimeError::Apply(format!(
-                    "PostgresInstance {}/{name} still present {}s after its deletion (finalizer not removed)",
-                    self.namespace,
+                    "PostgresInstance {ns}/{name} still present {}s after its deletion (finalizer not removed)",
                     self.ready_timeout.as_secs()
                 )));
             }
@@ -199,7 +290,7 @@ impl KubernetesRuntime {
     /// The password in the operator's Secret, if it can be read.
     async fn password(&self, pi: &PostgresInstance) -> Option<String> {
         let secret_name = pi.status.as_ref()?.connection.as_ref()?.secret_name.clone();
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &pi.namespace()?);
         let secret = secrets.get_opt(&secret_name).await.ok()??;
         let bytes = secret.data?.remove("password")?.0;
         String::from_utf8(bytes).ok()
@@ -217,17 +308,22 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn apply(&self, event: &DataPlaneEvent) -> Result<Applied, RuntimeError> {
-        let existing = self
-            .instances()
-            .get_opt(&event.name)
-            .await
-            .map_err(|e| self.failed("reading", &event.name, e))?;
+        let ns = &self.namespace_of(&event.org);
+        if event.kind != EventKind::Delete {
+            self.ensure_namespace(&event.org, ns).await?;
+        }
+        let existing = match self.instances(ns).get_opt(&event.name).await {
+            Ok(existing) => existing,
+            // A namespace that never existed holds nothing to delete.
+            Err(kube::Error::Api(e)) if e.code == 404 && event.kind == EventKind::Delete => None,
+            Err(e) => return Err(Self::failed(ns, "reading", &event.name, e)),
+        };
         let foreign = existing
             .as_ref()
             .is_some_and(|pi| instance_id(pi) != Some(event.instance_id));
         if event.kind == EventKind::Delete {
-            if !foreign {
-                self.delete(&event.name).await?;
+            if !foreign && existing.is_some() {
+                self.delete(ns, &event.name).await?;
             }
             return Ok(Applied {
                 report: ReportKind::Deleted,
@@ -239,12 +335,12 @@ impl Runtime for KubernetesRuntime {
         }
         if foreign {
             return Err(RuntimeError::Apply(format!(
-                "PostgresInstance {}/{} belongs to another instance",
-                self.namespace, event.name
+                "PostgresInstance {ns}/{} belongs to another instance",
+                event.name
             )));
         }
-        self.write(event, existing.as_ref()).await?;
-        let pi = self.converged(&event.name).await?;
+        self.write(ns, event, existing.as_ref()).await?;
+        let pi = self.converged(ns, &event.name).await?;
         let created = event.kind == EventKind::Create;
         let password = self.password(&pi).await;
         let rolled_out = |pi: &PostgresInstance| {
@@ -266,14 +362,17 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn observe_all(&self) -> Vec<Observation> {
-        let list = match self
-            .instances()
+        let api: Api<PostgresInstance> = match &self.placement {
+            Placement::Namespace(ns) => self.instances(ns),
+            Placement::PerOrg { .. } => Api::all(self.client.clone()),
+        };
+        let list = match api
             .list(&ListParams::default().labels(INSTANCE_ID_LABEL))
             .await
         {
             Ok(list) => list,
             Err(e) => {
-                tracing::warn!(error = %e, namespace = %self.namespace, "listing PostgresInstances failed");
+                tracing::warn!(error = %e, placement = ?self.placement, "listing PostgresInstances failed");
                 return Vec::new();
             }
         };
@@ -307,7 +406,7 @@ pub fn desired(event: &DataPlaneEvent, existing: Option<&PostgresInstance>) -> P
     let mut pi = PostgresInstance::new(&event.name, spec);
     pi.metadata.labels = Some(BTreeMap::from([
         (INSTANCE_ID_LABEL.to_owned(), event.instance_id.to_string()),
-        (ORG_LABEL.to_owned(), event.org.clone()),
+        (ORG_LABEL.to_owned(), label_value(&event.org)),
         (
             "app.kubernetes.io/managed-by".to_owned(),
             FIELD_MANAGER.to_owned(),
@@ -318,6 +417,25 @@ pub fn desired(event: &DataPlaneEvent, existing: Option<&PostgresInstance>) -> P
         event.generation.to_string(),
     )]));
     pi
+}
+
+/// A label value for an organisation name: label values allow at most 63
+/// of `[A-Za-z0-9._-]`, starting and ending alphanumeric; others become `-`.
+fn label_value(org: &str) -> String {
+    let value: String = org
+        .chars()
+        .take(63)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    value
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
 }
 
 fn instance_id(pi: &PostgresInstance) -> Option<Uuid> {
@@ -396,4 +514,45 @@ fn connection(pi: &PostgresInstance) -> Option<ConnectionInfo> {
         database: c.database.clone(),
         user: c.user.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_namespaces_are_dns_labels_and_distinct() {
+        assert_eq!(org_namespace("pg", "acme"), "pg-acme");
+        let odd = [
+            "Acme",
+            "acme corp",
+            "ACME_corp",
+            "ünïcode",
+            "--",
+            &"a".repeat(80),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for org in odd {
+            let ns = org_namespace("pg", org);
+            assert!(ns.len() <= 63, "{ns}");
+            assert!(ns.starts_with("pg-"), "{ns}");
+            assert!(
+                ns.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{ns}"
+            );
+            assert!(!ns.ends_with('-'), "{ns}");
+            assert!(seen.insert(ns.clone()), "{org:?} collides: {ns}");
+            assert_eq!(org_namespace("pg", org), ns, "stable");
+        }
+        // A lowercased twin of a plain name does not collide with it.
+        assert_ne!(org_namespace("pg", "Acme"), org_namespace("pg", "acme"));
+    }
+
+    #[test]
+    fn org_label_values_are_valid() {
+        assert_eq!(label_value("acme"), "acme");
+        assert_eq!(label_value("acme corp!"), "acme-corp");
+        assert!(label_value(&"x".repeat(100)).len() <= 63);
+    }
 }

@@ -129,10 +129,11 @@ where
     }
 }
 
-/// Starts the operator in-process, watching one namespace, until `cancel`.
-pub fn start_operator(client: &Client, namespace: &str, cancel: CancellationToken) {
+/// Starts the operator in-process, watching one namespace (all when
+/// `None`), until `cancel`.
+pub fn start_operator(client: &Client, namespace: Option<&str>, cancel: CancellationToken) {
     let settings = operator::Settings {
-        namespace: Some(namespace.to_owned()),
+        namespace: namespace.map(str::to_owned),
         instance_image: "pgplane/instance:test".to_owned(),
     };
     tokio::spawn(operator::run_controller(

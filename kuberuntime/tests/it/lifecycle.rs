@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use kuberuntime::{KubernetesRuntime, GENERATION_ANNOTATION, INSTANCE_ID_LABEL};
+use kuberuntime::{KubernetesRuntime, Placement, GENERATION_ANNOTATION, INSTANCE_ID_LABEL};
 use reconciler::auth::Caller;
 use reconciler::commands::{self, Command};
 use reconciler::AppState;
@@ -34,8 +34,12 @@ async fn control_plane(pool: PgPool) -> (AppState, Caller) {
 }
 
 async fn instance(state: &AppState, name: &str) -> api::Instance {
+    instance_of(state, "acme", name).await
+}
+
+async fn instance_of(state: &AppState, org: &str, name: &str) -> api::Instance {
     let mut conn = state.pool.acquire().await.unwrap();
-    reconciler::store::find_instance(&mut conn, "acme", name, false)
+    reconciler::store::find_instance(&mut conn, org, name, false)
         .await
         .unwrap()
         .into_api()
@@ -43,7 +47,11 @@ async fn instance(state: &AppState, name: &str) -> api::Instance {
 
 /// Plays the kubelet: every pod of the StatefulSet ready on its template.
 async fn mark_ready(server: &ApiServer, name: &str) {
-    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), NS);
+    mark_ready_in(server, NS, name).await;
+}
+
+async fn mark_ready_in(server: &ApiServer, ns: &str, name: &str) {
+    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), ns);
     let sts = eventually("StatefulSet", || async { sts_api.get(name).await.ok() }).await;
     let gen = sts.metadata.generation.unwrap();
     let rev = format!("{name}-{gen}");
@@ -78,7 +86,7 @@ async fn stack(
     server.install_crd().await;
     server.namespace(NS).await;
     let cancel = CancellationToken::new();
-    start_operator(&server.client, NS, cancel.clone());
+    start_operator(&server.client, Some(NS), cancel.clone());
     let (state, caller) = control_plane(pool).await;
     let mut runtime = KubernetesRuntime::new(server.client.clone(), NS);
     let mut settings = conductor::Settings::new("local");
@@ -295,5 +303,91 @@ async fn a_slow_rollout_is_waited_for_across_redeliveries_and_restart_rolls_the_
         (i.state == domain::State::Up && i.observed_generation == 2).then_some(())
     })
     .await;
+    cancel.cancel();
+}
+
+/// One namespace per organisation: two organisations' instances of the same
+/// name run side by side, each in its own namespace; deleting one leaves
+/// the other.
+#[sqlx::test(migrations = false)]
+async fn each_organisation_gets_its_own_namespace(pool: PgPool) {
+    let server = ApiServer::start().await;
+    server.install_crd().await;
+    let cancel = CancellationToken::new();
+    start_operator(&server.client, None, cancel.clone());
+    let (state, acme) = control_plane(pool).await;
+    sqlx::query("insert into orgs (name) values ('Globex Corp')")
+        .execute(&state.pool)
+        .await
+        .unwrap();
+    let globex = Caller::token("Globex Corp", Uuid::nil(), true);
+    let runtime = KubernetesRuntime::with_placement(
+        server.client.clone(),
+        Placement::PerOrg {
+            prefix: "pgplane".into(),
+        },
+    );
+    let (acme_ns, globex_ns) = (
+        runtime.namespace_of("acme"),
+        runtime.namespace_of("Globex Corp"),
+    );
+    assert_eq!(acme_ns, "pgplane-acme");
+    tokio::spawn(reconciler::status::run(state.clone(), cancel.clone()));
+    tokio::spawn(conductor::run(
+        state.queues.clone(),
+        Arc::new(runtime),
+        conductor::Settings::new("local"),
+        cancel.clone(),
+    ));
+
+    for caller in [&acme, &globex] {
+        commands::create(
+            &state,
+            caller,
+            CreateInstance {
+                name: "orders".into(),
+                spec: domain::InstanceSpec::default(),
+                data_plane: None,
+                owner: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    for (org, ns) in [("acme", &acme_ns), ("Globex Corp", &globex_ns)] {
+        let pis: Api<PostgresInstance> = Api::namespaced(server.client.clone(), ns);
+        eventually(&format!("orders in {ns}"), || async {
+            pis.get_opt("orders").await.ok()?
+        })
+        .await;
+        mark_ready_in(&server, ns, "orders").await;
+        let up = eventually(&format!("{org}'s orders Up"), || async {
+            let i = instance_of(&state, org, "orders").await;
+            (i.state == domain::State::Up).then_some(i)
+        })
+        .await;
+        assert_eq!(up.connection.unwrap().host, format!("orders.{ns}.svc"));
+    }
+    let namespace = Api::<k8s_openapi::api::core::v1::Namespace>::all(server.client.clone())
+        .get(&globex_ns)
+        .await
+        .unwrap();
+    assert_eq!(namespace.labels()["pgplane.io/org"], "Globex-Corp");
+
+    commands::execute(&state, &acme, "orders", Command::Delete)
+        .await
+        .unwrap();
+    eventually("acme's orders Deleted", || async {
+        (instance_of(&state, "acme", "orders").await.state == domain::State::Deleted).then_some(())
+    })
+    .await;
+    let acme_pis: Api<PostgresInstance> = Api::namespaced(server.client.clone(), &acme_ns);
+    assert!(acme_pis.get_opt("orders").await.unwrap().is_none());
+    let globex_pis: Api<PostgresInstance> = Api::namespaced(server.client.clone(), &globex_ns);
+    assert!(globex_pis.get_opt("orders").await.unwrap().is_some());
+    assert_eq!(
+        instance_of(&state, "Globex Corp", "orders").await.state,
+        domain::State::Up
+    );
     cancel.cancel();
 }
