@@ -8,18 +8,16 @@ use api::CreateInstance;
 use crd::PostgresInstance;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use kuberuntime::{KubernetesRuntime, Placement, GENERATION_ANNOTATION, INSTANCE_ID_LABEL};
 use reconciler::auth::Caller;
 use reconciler::commands::{self, Command};
 use reconciler::AppState;
-use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::envtest::{eventually, start_operator, ApiServer};
+use crate::envtest::{self, eventually, ApiServer, RunningOperator};
 
 const NS: &str = "shop";
 
@@ -45,28 +43,8 @@ async fn instance_of(state: &AppState, org: &str, name: &str) -> api::Instance {
         .into_api()
 }
 
-/// Plays the kubelet: every pod of the StatefulSet ready on its template.
 async fn mark_ready(server: &ApiServer, name: &str) {
-    mark_ready_in(server, NS, name).await;
-}
-
-async fn mark_ready_in(server: &ApiServer, ns: &str, name: &str) {
-    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), ns);
-    let sts = eventually("StatefulSet", || async { sts_api.get(name).await.ok() }).await;
-    let gen = sts.metadata.generation.unwrap();
-    let rev = format!("{name}-{gen}");
-    sts_api
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": {
-                "observedGeneration": gen, "replicas": 1, "readyReplicas": 1,
-                "availableReplicas": 1, "updatedReplicas": 1, "currentReplicas": 1,
-                "currentRevision": rev, "updateRevision": rev,
-            }})),
-        )
-        .await
-        .unwrap();
+    envtest::mark_ready(server, NS, name).await;
 }
 
 /// The whole stack: API server with the CRD, the operator, the control
@@ -86,7 +64,7 @@ async fn stack(
     server.install_crd().await;
     server.namespace(NS).await;
     let cancel = CancellationToken::new();
-    start_operator(&server.client, Some(NS), cancel.clone());
+    RunningOperator::start(&server.client, NS);
     let (state, caller) = control_plane(pool).await;
     let mut runtime = KubernetesRuntime::new(server.client.clone(), NS);
     let mut settings = conductor::Settings::new("local");
@@ -314,7 +292,7 @@ async fn each_organisation_gets_its_own_namespace(pool: PgPool) {
     let server = ApiServer::start().await;
     server.install_crd().await;
     let cancel = CancellationToken::new();
-    start_operator(&server.client, None, cancel.clone());
+    RunningOperator::start_all(&server.client);
     let (state, acme) = control_plane(pool).await;
     sqlx::query("insert into orgs (name) values ('Globex Corp')")
         .execute(&state.pool)
@@ -360,7 +338,7 @@ async fn each_organisation_gets_its_own_namespace(pool: PgPool) {
             pis.get_opt("orders").await.ok()?
         })
         .await;
-        mark_ready_in(&server, ns, "orders").await;
+        envtest::mark_ready(&server, ns, "orders").await;
         let up = eventually(&format!("{org}'s orders Up"), || async {
             let i = instance_of(&state, org, "orders").await;
             (i.state == domain::State::Up).then_some(i)

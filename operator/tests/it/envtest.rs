@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crd::PostgresInstance;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -169,6 +170,33 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// Plays the kubelet and the StatefulSet controller (neither runs here):
+/// all pods of the StatefulSet ready on its current template. Waits for the
+/// StatefulSet to exist.
+#[allow(dead_code)] // not every test binary including this harness uses it
+pub async fn mark_ready(server: &ApiServer, namespace: &str, name: &str) {
+    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), namespace);
+    let sts = eventually(&format!("StatefulSet {namespace}/{name}"), || async {
+        sts_api.get_opt(name).await.ok()?
+    })
+    .await;
+    let gen = sts.metadata.generation.unwrap();
+    let replicas = sts.spec.replicas.unwrap_or(1);
+    let rev = format!("{name}-{gen}");
+    sts_api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": {
+                "observedGeneration": gen, "replicas": replicas, "readyReplicas": replicas,
+                "availableReplicas": replicas, "updatedReplicas": replicas, "currentReplicas": replicas,
+                "currentRevision": rev, "updateRevision": rev,
+            }})),
+        )
+        .await
+        .unwrap();
+}
+
 /// Polls `check` until it returns `Some`, or panics after 60s naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -193,7 +221,18 @@ pub struct RunningOperator {
 }
 
 impl RunningOperator {
+    /// The operator watching `namespace`.
     pub fn start(client: &Client, namespace: &str) -> Self {
+        Self::watching(client, Some(namespace))
+    }
+
+    /// The operator watching every namespace.
+    #[allow(dead_code)] // not every test binary including this harness uses it
+    pub fn start_all(client: &Client) -> Self {
+        Self::watching(client, None)
+    }
+
+    fn watching(client: &Client, namespace: Option<&str>) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -204,7 +243,7 @@ impl RunningOperator {
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(operator::admin::Metrics::default());
         let settings = operator::Settings {
-            namespace: Some(namespace.to_owned()),
+            namespace: namespace.map(str::to_owned),
             instance_image: "pgplane/instance:test".to_owned(),
         };
         let task = tokio::spawn(operator::run_controller(

@@ -9,7 +9,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use crate::envtest::{eventually, ApiServer, RunningOperator};
+use crate::envtest::{self, eventually, ApiServer, RunningOperator};
 
 pub(crate) const NS: &str = "shop";
 
@@ -52,26 +52,8 @@ pub(crate) async fn condition(
         .then(|| (cond.status == crd::ConditionStatus::True, gen))
 }
 
-/// Plays the kubelet and the StatefulSet controller: all pods ready on the
-/// current template.
 async fn mark_ready(server: &ApiServer, name: &str) {
-    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), NS);
-    let sts = sts_api.get(name).await.unwrap();
-    let gen = sts.metadata.generation.unwrap();
-    let replicas = sts.spec.replicas.unwrap_or(1);
-    let rev = format!("{name}-{gen}");
-    sts_api
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": {
-                "observedGeneration": gen, "replicas": replicas, "readyReplicas": replicas,
-                "availableReplicas": replicas, "updatedReplicas": replicas, "currentReplicas": replicas,
-                "currentRevision": rev, "updateRevision": rev,
-            }})),
-        )
-        .await
-        .unwrap();
+    envtest::mark_ready(server, NS, name).await;
 }
 
 async fn patch_spec(api: &Api<PostgresInstance>, name: &str, spec: serde_json::Value) {
