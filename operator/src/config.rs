@@ -19,6 +19,10 @@ pub struct Config {
     /// Address of the admin endpoint (/health, /ready, /metrics).
     #[arg(long, env = "PGPLANE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: String,
+    /// Reconciles running at once (never two for one instance); bounds the
+    /// operator's load on the API server. 0: unbounded.
+    #[arg(long, env = "PGPLANE_MAX_CONCURRENT_RECONCILES", default_value_t = Settings::DEFAULT_CONCURRENCY)]
+    pub max_concurrent_reconciles: u16,
     /// Run the controller only while holding the leader Lease, so that
     /// several replicas can run with exactly one active. `false` runs it
     /// unconditionally (one replica only).
@@ -52,10 +56,13 @@ pub struct Config {
 pub struct Settings {
     pub namespace: Option<String>,
     pub instance_image: String,
+    /// Reconciles at once (0: unbounded).
+    pub concurrency: u16,
 }
 
 impl Settings {
     pub const DEFAULT_IMAGE: &'static str = "pgplane/instance:15";
+    pub const DEFAULT_CONCURRENCY: u16 = 32;
 }
 
 impl Default for Settings {
@@ -63,6 +70,7 @@ impl Default for Settings {
         Self {
             namespace: None,
             instance_image: Self::DEFAULT_IMAGE.to_owned(),
+            concurrency: Self::DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -72,6 +80,7 @@ impl Config {
         Settings {
             namespace: self.namespace.clone(),
             instance_image: self.instance_image.clone(),
+            concurrency: self.max_concurrent_reconciles,
         }
     }
 

@@ -52,13 +52,14 @@ pub async fn run_controller(
         settings.clone(),
         metrics.clone(),
     ));
-    info!(namespace = ?settings.namespace, image = %settings.instance_image, "operator started");
+    info!(namespace = ?settings.namespace, image = %settings.instance_image, concurrency = settings.concurrency, "operator started");
     metrics.set_ready(true);
     Controller::for_stream(triggers, reader)
         .owns(api::<StatefulSet>(&client, &settings), children.clone())
         .owns(api::<Service>(&client, &settings), children.clone())
         .owns(api::<Secret>(&client, &settings), children.clone())
         .owns(api::<ConfigMap>(&client, &settings), children)
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
         .trigger_backoff(WatchBackoff::new(
             Duration::from_millis(100),
             Duration::from_secs(1),

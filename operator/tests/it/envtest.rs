@@ -245,6 +245,7 @@ impl RunningOperator {
         let settings = operator::Settings {
             namespace: namespace.map(str::to_owned),
             instance_image: "pgplane/instance:test".to_owned(),
+            ..Default::default()
         };
         let task = tokio::spawn(operator::run_controller(
             client.clone(),

@@ -40,6 +40,7 @@ fn replica(server: &ApiServer, name: &str, lease_duration: Duration) -> Replica 
         operator::Settings {
             namespace: Some(NS.into()),
             instance_image: "pgplane/instance:test".into(),
+            ..Default::default()
         },
         Some(lease),
         metrics.clone(),

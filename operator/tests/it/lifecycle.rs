@@ -325,6 +325,7 @@ fn op_settings() -> operator::Settings {
     operator::Settings {
         namespace: Some(NS.into()),
         instance_image: "pgplane/instance:test".into(),
+        ..Default::default()
     }
 }
 
