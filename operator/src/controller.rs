@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::admin::Metrics;
-use crate::reconcile::{error_policy, reconcile, Context};
+use crate::reconcile::{error_policy, jittered_exponential, reconcile, Context};
 use crate::Settings;
 
 /// Runs the controller until `shutdown` is cancelled.
@@ -78,12 +78,14 @@ pub async fn run_controller(
 }
 
 /// Exponential backoff for watch errors: `min` doubling to at most `max`,
-/// with ±50% jitter; the stream resets it on the next successful event.
+/// with ±50% jitter ([`jittered_exponential`]); the stream resets it on the
+/// next successful event.
 #[derive(Debug, Clone)]
 pub struct WatchBackoff {
     min: Duration,
     max: Duration,
-    next: Duration,
+    /// Consecutive errors so far.
+    attempt: u32,
 }
 
 impl WatchBackoff {
@@ -94,7 +96,7 @@ impl WatchBackoff {
         Self {
             min,
             max,
-            next: min,
+            attempt: 0,
         }
     }
 }
@@ -103,15 +105,19 @@ impl Iterator for WatchBackoff {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let base = self.next;
-        self.next = (base * 2).min(self.max);
-        Some(base.mul_f64(0.5 + rand::random::<f64>()))
+        self.attempt = self.attempt.saturating_add(1);
+        Some(jittered_exponential(
+            self.min,
+            self.max,
+            self.attempt,
+            rand::random::<f64>(),
+        ))
     }
 }
 
 impl kube::runtime::utils::Backoff for WatchBackoff {
     fn reset(&mut self) {
-        self.next = self.min;
+        self.attempt = 0;
     }
 }
 

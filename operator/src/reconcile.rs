@@ -89,11 +89,22 @@ pub fn error_policy(pi: Arc<PostgresInstance>, error: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
-/// `base · 2^(attempt-1)`, capped, times a jitter factor in [0.5, 1.5).
+/// The reconcile error backoff: [`jittered_exponential`] from
+/// [`ERROR_BACKOFF_BASE`] up to [`ERROR_BACKOFF_MAX`].
 pub fn backoff(attempt: u32, jitter01: f64) -> Duration {
-    let exp = ERROR_BACKOFF_BASE.saturating_mul(1 << attempt.saturating_sub(1).min(16));
-    exp.min(ERROR_BACKOFF_MAX)
-        .mul_f64(0.5 + jitter01.clamp(0.0, 1.0))
+    jittered_exponential(ERROR_BACKOFF_BASE, ERROR_BACKOFF_MAX, attempt, jitter01)
+}
+
+/// `base · 2^(attempt-1)`, capped at `max`, times a jitter factor in
+/// [0.5, 1.5) (`jitter01` in [0, 1)). Shared by reconcile errors and watches.
+pub fn jittered_exponential(
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+    jitter01: f64,
+) -> Duration {
+    let exp = base.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    exp.min(max).mul_f64(0.5 + jitter01.clamp(0.0, 1.0))
 }
 
 async fn apply(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
