@@ -52,6 +52,21 @@ impl PostgresBinaries {
         self.bindir.join("postgres")
     }
 
+    /// Where the server's loadable libraries are (`$libdir`): `pg_config
+    /// --pkglibdir` next to the binaries, else the Debian layout beside
+    /// `bindir` (`/usr/lib/postgresql/15/lib`).
+    pub fn pkglibdir(&self) -> PathBuf {
+        let from_pg_config = std::process::Command::new(self.bindir.join("pg_config"))
+            .arg("--pkglibdir")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        from_pg_config
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(|| self.bindir.with_file_name("lib"))
+    }
+
     pub fn initdb(&self) -> PathBuf {
         self.bindir.join("initdb")
     }

@@ -11,9 +11,12 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::sql::{check_parameter_name, quote_ident, quote_literal};
-use crate::Agent;
+use crate::{Agent, USER_ROLE};
 
 const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
+const AUTO_CONF: &str = "postgresql.auto.conf";
+/// A copy of the last `postgresql.auto.conf` the server started with.
+const STARTED_CONF: &str = "postgresql.auto.conf.pgplane-started";
 const RELOAD_POLL: Duration = Duration::from_millis(2);
 
 /// What [`Agent::converge`] did and what it saw afterwards.
@@ -29,19 +32,29 @@ pub struct ConvergeOutcome {
 impl Agent {
     /// Converges the instance to `spec`:
     /// 1. `spec.stopped`: stop, and report it stopped.
-    /// 2. Start if needed; refuse extensions the server does not have.
+    /// 2. Refuse preload libraries the server does not have; start if needed
+    ///    (putting back the last configuration that started when the current
+    ///    one does not); refuse extensions the server does not have.
     /// 3. `ALTER SYSTEM SET` the effective config (user parameters plus the
     ///    preload libraries of its extensions), `RESET` what is no longer
     ///    wanted, reload and wait until the reload took effect.
     /// 4. Restart when `pg_settings.pending_restart` names anything, or when
     ///    `force_restart`.
     /// 5. `CREATE EXTENSION` the wanted ones, `DROP EXTENSION` the others.
+    ///
+    /// Steps 3–4 are one transaction: when a value is refused, a reload
+    /// reports an error, or the server does not come back up, the previous
+    /// `postgresql.auto.conf` is put back (pgplane owns that file) and the
+    /// server runs with it again; the error says what Postgres said.
     #[tracing::instrument(skip_all, fields(data_dir = %self.layout.data_dir.display(), force_restart = force_restart))]
     pub async fn converge(
         &self,
         spec: &InstanceSpec,
         force_restart: bool,
     ) -> Result<ConvergeOutcome> {
+        if let Some(limit) = &self.memory_limit {
+            limit.apply(&self.run_as)?;
+        }
         if spec.stopped {
             self.stop().await?;
             return Ok(ConvergeOutcome {
@@ -52,10 +65,38 @@ impl Agent {
         }
         let desired = effective_config(spec);
         check_parameters(&desired)?;
-        let client = self.start_connected().await?;
+        self.check_preload_libraries(&desired)?;
+        let client = self.start_or_restore().await?;
         self.check_extensions_available(&client, spec).await?;
-        if self.apply_config(&client, &desired).await? {
+        self.converge_client_role(&client, spec.superuser_access)
+            .await?;
+        let before = self.read_auto_conf()?;
+        let (client, restarted, pending) = match self
+            .apply_config_and_restart(client, &desired, force_restart)
+            .await
+        {
+            Ok(done) => done,
+            Err(cause) => return Err(self.restore_auto_conf(before, cause).await),
+        };
+        self.remember_started_config()?;
+        self.converge_extensions(&client, spec).await?;
+        Ok(ConvergeOutcome {
+            restarted,
+            pending_restart_before: pending,
+            observed: self.observe_with(&client, spec).await?,
+        })
+    }
+
+    /// Steps 3–4 of [`Agent::converge`].
+    async fn apply_config_and_restart(
+        &self,
+        client: Client,
+        desired: &BTreeMap<String, String>,
+        force_restart: bool,
+    ) -> Result<(Client, bool, Vec<String>)> {
+        if self.apply_config(&client, desired).await? {
             self.reload(&client).await?;
+            self.check_reloaded(&client).await?;
         }
         let pending = pending_restart(&client)
             .await
@@ -69,12 +110,169 @@ impl Agent {
         } else {
             client
         };
-        self.converge_extensions(&client, spec).await?;
-        Ok(ConvergeOutcome {
-            restarted,
-            pending_restart_before: pending,
-            observed: self.observe_with(&client, spec).await?,
-        })
+        Ok((client, restarted, pending))
+    }
+
+    /// Starts the server; when it does not start and the configuration is
+    /// not the last one that started, puts that one back and starts again.
+    pub async fn start_or_restore(&self) -> Result<Client> {
+        let failed = match self.start_connected().await {
+            Ok(client) => return Ok(client),
+            Err(e @ Error::Start { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        let good = std::fs::read_to_string(self.layout.data_dir.join(STARTED_CONF)).ok();
+        if good.is_none() || good != self.read_auto_conf()? {
+            let Some(good) = good else { return Err(failed) };
+            tracing::warn!(error = %failed, "restoring the last configuration that started");
+            self.write_auto_conf(Some(&good))?;
+            return self.start_connected().await;
+        }
+        Err(failed)
+    }
+
+    /// Puts `before` back as `postgresql.auto.conf` after `cause` and makes
+    /// the server run with it; returns the error to report.
+    async fn restore_auto_conf(&self, before: Option<String>, cause: Error) -> Error {
+        tracing::warn!(error = %cause, "configuration change failed; restoring the previous one");
+        if let Err(e) = self.write_auto_conf(before.as_deref()) {
+            return Error::ConfigRollback {
+                cause: Box::new(cause),
+                rollback: Box::new(e),
+            };
+        }
+        let back = match self.running_pid() {
+            Some(_) => match self.try_connect().await {
+                Ok(client) => self.reload(&client).await,
+                Err(e) => Err(self.sql_error("connecting to reload", e)),
+            },
+            None => self.start_connected().await.map(drop),
+        };
+        match back {
+            Ok(()) => Error::ConfigRestored {
+                cause: Box::new(cause),
+            },
+            Err(e) => Error::ConfigRollback {
+                cause: Box::new(cause),
+                rollback: Box::new(e),
+            },
+        }
+    }
+
+    fn read_auto_conf(&self) -> Result<Option<String>> {
+        let path = self.layout.data_dir.join(AUTO_CONF);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading", &path)(e)),
+        }
+    }
+
+    /// Replaces `postgresql.auto.conf` atomically (or removes it for `None`).
+    fn write_auto_conf(&self, text: Option<&str>) -> Result<()> {
+        let path = self.layout.data_dir.join(AUTO_CONF);
+        let Some(text) = text else {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("removing", &path)(e))
+                }
+                _ => Ok(()),
+            };
+        };
+        self.write_owned(&path, text)
+    }
+
+    /// Remembers the configuration the server runs with now, as the one to
+    /// go back to when a later one does not start.
+    fn remember_started_config(&self) -> Result<()> {
+        match self.read_auto_conf()? {
+            Some(text) => self.write_owned(&self.layout.data_dir.join(STARTED_CONF), &text),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a file in the data directory as the server's OS user's, 0600,
+    /// through a temporary file and a rename.
+    fn write_owned(&self, path: &std::path::Path, text: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = path.with_extension("pgplane-tmp");
+        std::fs::write(&tmp, text).map_err(Error::io("writing", &tmp))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(Error::io("setting permissions of", &tmp))?;
+        self.run_as.chown(&tmp)?;
+        std::fs::rename(&tmp, path).map_err(Error::io("renaming into place", path))
+    }
+
+    /// After a reload: the values Postgres could not use (a reload keeps
+    /// the old value of a parameter whose new one is invalid).
+    async fn check_reloaded(&self, client: &Client) -> Result<()> {
+        let rows = client
+            .query(
+                "SELECT name, setting, error FROM pg_file_settings \
+                 WHERE error IS NOT NULL AND error <> 'setting could not be applied' \
+                 AND sourcefile LIKE '%/postgresql.auto.conf'",
+                &[],
+            )
+            .await
+            .map_err(|e| self.sql_error("reading pg_file_settings", e))?;
+        match rows.first() {
+            None => Ok(()),
+            Some(r) => Err(Error::ConfigInvalid {
+                name: r.get::<_, Option<String>>(0).unwrap_or_default(),
+                value: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                message: r.get(2),
+            }),
+        }
+    }
+
+    /// Refuses preload libraries whose file is not in the server's
+    /// `$libdir`: a server told to preload a missing library does not start.
+    fn check_preload_libraries(&self, desired: &BTreeMap<String, String>) -> Result<()> {
+        let Some(list) = desired.get("shared_preload_libraries") else {
+            return Ok(());
+        };
+        let libdir = self.bins.pkglibdir();
+        for lib in list.split(',').map(|l| l.trim().trim_matches('"').trim()) {
+            if lib.is_empty() {
+                continue;
+            }
+            let file = lib.strip_prefix("$libdir/").unwrap_or(lib);
+            let ok = !file.contains('/')
+                && (libdir.join(file).is_file() || libdir.join(format!("{file}.so")).is_file());
+            if !ok {
+                return Err(Error::LibraryMissing {
+                    name: lib.to_owned(),
+                    libdir,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the client role a superuser or an ordinary database owner as
+    /// the spec says. Taking superuser away also takes away the predefined
+    /// roles a superuser could have granted it to reach the server's files
+    /// and programs; what a superuser did inside the instance stays.
+    async fn converge_client_role(&self, client: &Client, superuser: bool) -> Result<()> {
+        let err = |e| self.sql_error("changing the client role's privileges", e);
+        if crate::observe::client_role_is_superuser(client)
+            .await
+            .map_err(err)?
+            == superuser
+        {
+            return Ok(());
+        }
+        let sql = if superuser {
+            format!("ALTER ROLE {USER_ROLE} SUPERUSER")
+        } else {
+            format!(
+                "ALTER ROLE {USER_ROLE} NOSUPERUSER; \
+                 REVOKE pg_execute_server_program, pg_read_server_files, pg_write_server_files \
+                 FROM {USER_ROLE}"
+            )
+        };
+        tracing::info!(superuser, "changing the client role");
+        client.batch_execute(&sql).await.map_err(err)
     }
 
     async fn check_extensions_available(&self, client: &Client, spec: &InstanceSpec) -> Result<()> {

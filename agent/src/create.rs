@@ -11,7 +11,7 @@ use crate::error::{blocking, Error, Result};
 use crate::run_as::RunAs;
 use crate::secret::Secret;
 use crate::sql::quote_literal;
-use crate::template::{Template, TEMPLATE_MARKER};
+use crate::template::{Template, TEMPLATE_MARKER, USER_ROLE};
 use crate::Agent;
 
 impl Agent {
@@ -43,7 +43,7 @@ impl Agent {
         Ok(())
     }
 
-    /// Sets the `postgres` role's password on an existing instance
+    /// Sets the client role's password on an existing instance
     /// (starting it if needed): how a rotated credentials Secret reaches the
     /// server without a restart.
     pub async fn set_password(&self, password: &Secret) -> Result<()> {
@@ -58,7 +58,7 @@ impl Agent {
     ) -> Result<()> {
         // The verifier, not the password, goes over the wire and into the catalog.
         let sql = format!(
-            "ALTER ROLE postgres PASSWORD {}",
+            "ALTER ROLE {USER_ROLE} PASSWORD {}",
             quote_literal(&password.scram_verifier())
         );
         client
@@ -71,6 +71,9 @@ impl Agent {
     /// directory and any half-created copy. Idempotent.
     pub async fn delete(&self) -> Result<()> {
         self.stop().await?;
+        if let Some(limit) = self.memory_limit.clone() {
+            blocking("removing the cgroup", move || limit.remove()).await?;
+        }
         let layout = self.layout.clone();
         blocking("deleting the instance", move || {
             for dir in [&layout.data_dir, &layout.tmp_dir, &layout.socket_dir] {

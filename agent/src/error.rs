@@ -54,10 +54,13 @@ pub enum Error {
         output: String,
     },
 
-    #[error("starting Postgres for {data_dir} failed: {message}\n--- log tail ---\n{log_tail}")]
+    /// Shown to users: Postgres's own FATAL line when there is one. The log
+    /// tail is for pgplane's log, not for users.
+    #[error("Postgres did not start: {}", fatal.as_deref().map_or_else(|| message.clone(), |f| format!("{f} ({message})")))]
     Start {
         data_dir: PathBuf,
         message: String,
+        fatal: Option<String>,
         log_tail: String,
     },
 
@@ -118,6 +121,29 @@ pub enum Error {
 
     #[error("background task for {op} failed: {message}")]
     Task { op: &'static str, message: String },
+
+    #[error("Postgres refused {name} = {value:?}: {message}")]
+    ConfigInvalid {
+        name: String,
+        value: String,
+        message: String,
+    },
+
+    #[error(
+        "preload library {name:?} is not installed on this data plane (no such file in {libdir})"
+    )]
+    LibraryMissing { name: String, libdir: PathBuf },
+
+    /// The change was not applied; the server runs with the configuration
+    /// it had before.
+    #[error("{cause}; the configuration was not changed (the previous one is back in force)")]
+    ConfigRestored { cause: Box<Error> },
+
+    #[error("{cause}; putting the previous configuration back failed too: {rollback}")]
+    ConfigRollback {
+        cause: Box<Error>,
+        rollback: Box<Error>,
+    },
 }
 
 impl Error {
@@ -140,6 +166,10 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Initdb { .. } => "initdb",
             Error::Start { .. } => "start",
+            Error::ConfigInvalid { .. } => "config_invalid",
+            Error::LibraryMissing { .. } => "library_missing",
+            Error::ConfigRestored { .. } => "config_restored",
+            Error::ConfigRollback { .. } => "config_rollback",
             Error::Stop { .. } => "stop",
             Error::Sql { .. } => "sql",
             Error::ConfigRejected { .. } => "config_rejected",

@@ -11,6 +11,7 @@
 //! server log in `/x/name/log/postgres.log`, and `/x/name.tmp` while creating.
 
 mod binaries;
+mod cgroup;
 mod converge;
 mod create;
 mod error;
@@ -24,11 +25,13 @@ mod template;
 use std::path::{Path, PathBuf};
 
 pub use binaries::PostgresBinaries;
+pub use cgroup::{MemoryController, MemoryLimit};
 pub use converge::ConvergeOutcome;
 pub use error::{Error, Result};
+pub use process::describe_exit;
 pub use run_as::RunAs;
 pub use secret::Secret;
-pub use template::Template;
+pub use template::{Template, ADMIN_ROLE, USER_ROLE};
 
 /// Where one instance lives and listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,11 @@ pub struct Agent {
     run_as: RunAs,
     config: InstanceConfig,
     layout: Layout,
+    /// The OS user of this process: the only one `pg_ident.conf` lets log
+    /// in as [`ADMIN_ROLE`].
+    admin_os_user: String,
+    /// The server's cgroup, when memory is enforced.
+    memory_limit: Option<MemoryLimit>,
 }
 
 /// The paths derived from the data directory.
@@ -112,7 +120,24 @@ impl Agent {
             run_as,
             config,
             layout,
+            admin_os_user: RunAs::current().name().to_owned(),
+            memory_limit: None,
         }
+    }
+
+    /// Runs the server inside `limit`'s cgroup.
+    pub fn with_memory_limit(mut self, limit: Option<MemoryLimit>) -> Agent {
+        self.memory_limit = limit;
+        self
+    }
+
+    pub fn memory_limit(&self) -> Option<&MemoryLimit> {
+        self.memory_limit.as_ref()
+    }
+
+    /// The OS user the server runs as.
+    pub fn run_as(&self) -> &RunAs {
+        &self.run_as
     }
 
     pub fn config(&self) -> &InstanceConfig {
@@ -145,7 +170,7 @@ impl Agent {
             host,
             port: self.config.port,
             database: "postgres".to_owned(),
-            user: "postgres".to_owned(),
+            user: USER_ROLE.to_owned(),
         }
     }
 }

@@ -79,8 +79,22 @@ impl Agent {
             config,
             running: true,
             pending_restart: pending_restart(client).await.map_err(err)?,
+            superuser_access: Some(client_role_is_superuser(client).await.map_err(err)?),
         })
     }
+}
+
+/// `pg_roles.rolsuper` of the client role.
+pub(crate) async fn client_role_is_superuser(
+    client: &Client,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = $1",
+            &[&crate::USER_ROLE],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Whether two spellings of a parameter value mean the same (`16MB` and

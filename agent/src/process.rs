@@ -5,7 +5,8 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use tokio_postgres::Client;
 
 use crate::error::{blocking, Error, Result};
 use crate::sql::quote_literal;
-use crate::template::PGPLANE_CONF;
+use crate::template::{ADMIN_ROLE, PGPLANE_CONF};
 use crate::Agent;
 
 const POLL: Duration = Duration::from_millis(10);
@@ -90,10 +91,12 @@ impl Agent {
 
     /// Starts the server if needed and returns an admin connection to it.
     /// A running postmaster is adopted; one that goes away while we wait for
-    /// it (it was shutting down) is replaced.
+    /// it (it was shutting down) is replaced. A server this call spawned that
+    /// does not answer within the deadline is killed: the agent never leaves
+    /// behind a server it gave up on.
     pub(crate) async fn start_connected(&self) -> Result<Client> {
         let started = Instant::now();
-        let mut spawned: Option<Arc<Mutex<Option<ExitStatus>>>> = None;
+        let mut spawned: Option<(i32, Arc<Mutex<Option<ExitStatus>>>)> = None;
         loop {
             if spawned.is_none() {
                 match self.running_pid() {
@@ -109,13 +112,16 @@ impl Agent {
                 Err(e) => {
                     let status = spawned
                         .as_ref()
-                        .and_then(|c| *c.lock().unwrap_or_else(|e| e.into_inner()));
+                        .and_then(|(_, c)| *c.lock().unwrap_or_else(|e| e.into_inner()));
                     if let Some(status) = status {
-                        return Err(self.start_error(format!("postgres exited with {status}")));
+                        return Err(self.start_error(format!("postgres {}", describe_exit(status))));
                     }
                     if started.elapsed() > START_DEADLINE {
+                        if let Some((pid, _)) = &spawned {
+                            self.kill_abandoned(*pid);
+                        }
                         return Err(self.start_error(format!(
-                            "not accepting connections after {} s (last error: {e})",
+                            "not accepting connections after {} s (last error: {e}); stopped it",
                             START_DEADLINE.as_secs()
                         )));
                     }
@@ -123,6 +129,39 @@ impl Agent {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Kills a postmaster this agent spawned and gave up on: an immediate
+    /// shutdown, then SIGKILL.
+    fn kill_abandoned(&self, pid: i32) {
+        tracing::warn!(pid, "killing a postmaster that did not become ready");
+        for signal in [Signal::SIGQUIT, Signal::SIGKILL] {
+            if kill(Pid::from_raw(pid), signal).is_err() {
+                return;
+            }
+            let until = Instant::now() + IMMEDIATE_STOP_DEADLINE;
+            while Instant::now() < until {
+                if !process_alive(pid) {
+                    return;
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+
+    /// How the postmaster this process last spawned for this data directory
+    /// ended, if it has (taken: a second call returns `None`).
+    pub fn take_exit(&self) -> Option<ExitStatus> {
+        EXITS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.layout.data_dir)
+    }
+
+    /// Postgres's own words for why it stopped or would not start: the last
+    /// `FATAL` or `PANIC` line of the server log, without its prefix.
+    pub fn last_fatal(&self) -> Option<String> {
+        last_fatal_line(&log_tail(&self.layout.log_file, 200))
     }
 
     /// The postmaster's pid from `postmaster.pid`, if that process is alive.
@@ -133,9 +172,9 @@ impl Agent {
     }
 
     /// Spawns `postgres -D data_dir`, detached, with stdout and stderr going
-    /// to the log file. Returns a cell that a reaper thread fills when the
-    /// process exits.
-    fn spawn_postmaster(&self) -> Result<Arc<Mutex<Option<ExitStatus>>>> {
+    /// to the log file. Returns its pid and a cell that a reaper thread fills
+    /// when the process exits.
+    fn spawn_postmaster(&self) -> Result<(i32, Arc<Mutex<Option<ExitStatus>>>)> {
         let layout = &self.layout;
         layout.check_socket_path()?;
         self.run_as
@@ -169,9 +208,11 @@ impl Agent {
             .try_clone()
             .map_err(Error::io("duplicating", &layout.log_file))?;
         let postgres = self.bins.postgres();
-        let mut child = self
-            .run_as
-            .command(&postgres)
+        let mut command = match &self.memory_limit {
+            Some(limit) => limit.command(&self.run_as, &postgres)?,
+            None => self.run_as.command(&postgres),
+        };
+        let mut child = command
             .arg("-D")
             .arg(&layout.data_dir)
             .stdin(Stdio::null())
@@ -185,25 +226,38 @@ impl Agent {
         // a zombie that still looks alive.
         let exited = Arc::new(Mutex::new(None));
         let cell = Arc::clone(&exited);
+        let pid = child.id() as i32;
+        let data_dir = layout.data_dir.clone();
+        EXITS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&data_dir);
         std::thread::Builder::new()
-            .name(format!("reap-postmaster-{}", child.id()))
+            .name(format!("reap-postmaster-{pid}"))
             .spawn(move || {
                 if let Ok(status) = child.wait() {
                     *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+                    EXITS
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(data_dir, status);
                 }
             })
             .map_err(|e| Error::Task {
                 op: "spawning the postmaster reaper",
                 message: e.to_string(),
             })?;
-        Ok(exited)
+        Ok((pid, exited))
     }
 
     fn start_error(&self, message: String) -> Error {
+        let log_tail = log_tail(&self.layout.log_file, 20);
+        tracing::warn!(data_dir = %self.layout.data_dir.display(), %message, %log_tail, "Postgres did not start");
         Error::Start {
             data_dir: self.layout.data_dir.clone(),
             message,
-            log_tail: log_tail(&self.layout.log_file, 20),
+            fatal: self.last_fatal(),
+            log_tail,
         }
     }
 
@@ -227,8 +281,45 @@ impl Agent {
         );
         let path = data_dir.join(PGPLANE_CONF);
         std::fs::write(&path, text).map_err(Error::io("writing", &path))?;
+        self.run_as.chown(&path)?;
+        // Who may log in as pgplane's role over the socket: this process's
+        // OS user, nobody else (not even the server's own OS user).
+        let ident = format!(
+            "# Managed by pgplane; rewritten before every start. Do not edit.\n\
+             # MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n\
+             pgplane    \"{}\"  {ADMIN_ROLE}\n",
+            self.admin_os_user.replace('"', "")
+        );
+        let path = data_dir.join("pg_ident.conf");
+        std::fs::write(&path, ident).map_err(Error::io("writing", &path))?;
         self.run_as.chown(&path)
     }
+}
+
+/// How postmasters this process spawned ended, by data directory.
+static EXITS: Mutex<BTreeMap<PathBuf, ExitStatus>> = Mutex::new(BTreeMap::new());
+
+/// `killed by signal 9 (SIGKILL)`, `exited with status 1`.
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by signal {sig} ({s})"),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        (None, None) => "ended".to_owned(),
+    }
+}
+
+/// The last `FATAL:` or `PANIC:` message in `log`, without the line's prefix.
+fn last_fatal_line(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|line| {
+        ["PANIC:", "FATAL:"].iter().find_map(|tag| {
+            line.find(tag)
+                .map(|at| line[at..].trim().to_owned())
+        })
+    })
 }
 
 /// Alive and not a zombie. A pid the kernel reuses for something that is not
@@ -257,4 +348,28 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_fatal_line_is_postgres_s_own_words() {
+        let log = "2026-12-01 LOG:  starting PostgreSQL 15\n\
+                   2026-12-01 FATAL:  could not access file \"nope\": No such file or directory\n\
+                   2026-12-01 LOG:  database system is shut down\n";
+        assert_eq!(
+            last_fatal_line(log).as_deref(),
+            Some("FATAL:  could not access file \"nope\": No such file or directory")
+        );
+        assert_eq!(last_fatal_line("LOG: fine\n"), None);
+    }
+
+    #[test]
+    fn exits_are_described_in_words() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "killed by signal 9 (SIGKILL)");
+        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exited with status 1");
+    }
 }

@@ -11,6 +11,9 @@ use nix::unistd::{getgid, getuid, User};
 
 use crate::error::{Error, Result};
 
+/// Serialises useradd/userdel in this process (they lock /etc/passwd).
+static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Who Postgres runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunAs {
@@ -57,6 +60,11 @@ impl RunAs {
         let user = match lookup()? {
             Some(u) => u,
             None => {
+                // useradd locks /etc/passwd; one at a time in this process.
+                let _accounts = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(u) = lookup()? {
+                    return Ok(RunAs::of(u));
+                }
                 if !getuid().is_root() {
                     return Err(err("it does not exist and only root can create it".into()));
                 }
@@ -64,7 +72,10 @@ impl RunAs {
                 let out = Command::new("useradd")
                     .args([
                         "--system",
+                        "--user-group",
                         "--no-create-home",
+                        "--home-dir",
+                        "/nonexistent",
                         "--shell",
                         "/usr/sbin/nologin",
                         name,
@@ -82,13 +93,54 @@ impl RunAs {
                     .ok_or_else(|| err("useradd succeeded but the user is not found".into()))?
             }
         };
-        let me = getuid();
-        Ok(RunAs {
+        Ok(RunAs::of(user))
+    }
+
+    fn of(user: User) -> RunAs {
+        RunAs {
             name: user.name,
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),
-            switch: me.is_root() && !user.uid.is_root(),
-        })
+            switch: getuid().is_root() && !user.uid.is_root(),
+        }
+    }
+
+    /// Removes a system user [`RunAs::user`] created, with its private group.
+    /// A no-op when it does not exist or this process is not root.
+    pub fn remove_user(name: &str) -> Result<()> {
+        if !getuid().is_root() {
+            return Ok(());
+        }
+        let _accounts = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        let exists = User::from_name(name).ok().flatten().is_some();
+        if !exists {
+            return Ok(());
+        }
+        tracing::info!(user = name, "removing the system user of a deleted instance");
+        let out = Command::new("userdel")
+            .arg(name)
+            .output()
+            .map_err(|e| Error::RunAsUser {
+                user: name.to_owned(),
+                message: format!("running userdel: {e}"),
+            })?;
+        if !out.status.success() {
+            return Err(Error::RunAsUser {
+                user: name.to_owned(),
+                message: format!(
+                    "userdel failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether this process can run Postgres as users other than itself
+    /// (it is root), so that servers can be isolated from each other.
+    pub fn can_isolate() -> bool {
+        getuid().is_root()
     }
 
     /// As root: the named user (created if missing). Otherwise: the current user.

@@ -1,4 +1,4 @@
-//! The agent's SQL connection (unix socket, as `postgres`) and the quoting
+//! The agent's SQL connection (unix socket, as `pgplane`) and the quoting
 //! rules for the few statements that cannot take bind parameters.
 
 use std::time::Duration;
@@ -18,7 +18,7 @@ impl Agent {
         let (client, connection) = tokio_postgres::Config::new()
             .host_path(&self.layout.socket_dir)
             .port(self.config.port)
-            .user("postgres")
+            .user(crate::template::ADMIN_ROLE)
             .dbname("postgres")
             .connect_timeout(CONNECT_TIMEOUT)
             .connect(NoTls)

@@ -12,21 +12,42 @@ use crate::run_as::RunAs;
 /// Written last into a finished template; its content is the template format,
 /// so templates written by an older pgplane are rebuilt.
 pub(crate) const TEMPLATE_MARKER: &str = ".pgplane-template-complete";
-const TEMPLATE_FORMAT: &str = "pgplane template format 1\n";
+const TEMPLATE_FORMAT: &str = "pgplane template format 2\n";
 
 /// pgplane's own settings file, included from `postgresql.conf`.
 pub(crate) const PGPLANE_CONF: &str = "pgplane.conf";
 
-/// The agent administers the instance over the unix socket, whose directory
-/// only the Postgres OS user (and root) can enter; everyone else connects over
-/// TCP with a SCRAM password.
+/// The bootstrap superuser: pgplane's own role, used by the agent only.
+pub const ADMIN_ROLE: &str = "pgplane";
+
+/// The role clients log in as: it owns the `postgres` database and is a
+/// superuser only when the spec opts in (`superuserAccess`).
+pub const USER_ROLE: &str = "postgres";
+
+/// The agent administers the instance over the unix socket as
+/// [`ADMIN_ROLE`], authenticated by the kernel (`peer`): only the OS users
+/// `pg_ident.conf` maps (the agent's own) may, and the socket's directory
+/// (mode 0700) admits only the server's OS user and root. Nothing is trusted.
+/// Clients connect over TCP with a SCRAM password; [`ADMIN_ROLE`] never does.
 pub(crate) const PG_HBA: &str = "\
 # Managed by pgplane.
-# The agent's admin path: the unix socket, in a directory with mode 0700.
-local   all   postgres                  trust
+# The agent's admin path: the unix socket, peer-authenticated (pg_ident.conf).
+local   all   pgplane                   peer map=pgplane
+# pgplane's own role never logs in over the network.
+host    all   pgplane   all             reject
 # Clients: TCP with a SCRAM-SHA-256 password.
 host    all   all       127.0.0.1/32    scram-sha-256
 host    all   all       ::1/128         scram-sha-256
+";
+
+/// Run once in single-user mode on the new template: the client role owns
+/// the database and may read statistics and cancel its own sessions'
+/// queries, nothing more. `CREATEROLE` is withheld on purpose: on
+/// PostgreSQL 15 it lets a role grant itself `pg_execute_server_program`.
+const BOOTSTRAP_SQL: &str = "\
+CREATE ROLE postgres LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS
+ALTER DATABASE postgres OWNER TO postgres
+GRANT pg_monitor, pg_signal_backend TO postgres
 ";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +102,9 @@ fn build(dir: &Path, bins: &PostgresBinaries, run_as: &RunAs) -> Result<()> {
         .mode(0o700)
         .create(&tmp)
         .map_err(Error::io("creating", &tmp))?;
-    let result = initdb(&tmp, bins, run_as).and_then(|()| finish(&tmp));
+    let result = initdb(&tmp, bins, run_as)
+        .and_then(|()| bootstrap(&tmp, bins, run_as))
+        .and_then(|()| finish(&tmp));
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -136,11 +159,11 @@ fn initdb(tmp: &Path, bins: &PostgresBinaries, run_as: &RunAs) -> Result<()> {
         .arg(tmp)
         .args([
             "-U",
-            "postgres",
+            ADMIN_ROLE,
             "-E",
             "UTF8",
             "--locale=C",
-            "--auth-local=trust",
+            "--auth-local=peer",
             "--auth-host=scram-sha-256",
             "--data-checksums",
             "--no-sync",
@@ -156,6 +179,45 @@ fn initdb(tmp: &Path, bins: &PostgresBinaries, run_as: &RunAs) -> Result<()> {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             ),
+        });
+    }
+    Ok(())
+}
+
+/// Creates the client role in single-user mode (no server, no socket).
+fn bootstrap(tmp: &Path, bins: &PostgresBinaries, run_as: &RunAs) -> Result<()> {
+    use std::process::Stdio;
+    let postgres = bins.postgres();
+    let mut child = run_as
+        .command(&postgres)
+        .arg("--single")
+        .arg("-D")
+        .arg(tmp)
+        .arg("postgres")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::io("running", &postgres))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(BOOTSTRAP_SQL.as_bytes())
+            .map_err(Error::io("writing to single-user", &postgres))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(Error::io("running", &postgres))?;
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Single-user mode reports a failed statement as ERROR and carries on.
+    if !out.status.success() || output.contains("ERROR:") {
+        return Err(Error::Initdb {
+            dir: tmp.to_path_buf(),
+            status: format!("bootstrap in single-user mode: {}", out.status),
+            output,
         });
     }
     Ok(())

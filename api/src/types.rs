@@ -17,10 +17,15 @@ pub struct CreateInstance {
     /// Which data plane runs it; the control plane's default when absent.
     #[serde(default)]
     pub data_plane: Option<String>,
-    /// Who manages the instance: `api` (default), `terraform`, or `git:<source>`.
+    /// Who manages the instance: `api` (default) or `terraform`
+    /// ([`CLIENT_OWNERS`]). Instances owned by a GitOps source
+    /// (`git:<source>`) are created by that source only.
     #[serde(default)]
     pub owner: Option<String>,
 }
+
+/// The owners a client may give an instance it creates.
+pub const CLIENT_OWNERS: [&str; 2] = ["api", "terraform"];
 
 /// `PUT /api/v1/instances/{name}`: replaces the desired spec.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -196,15 +201,18 @@ pub enum DriftMode {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateSource {
-    /// Unique name; instances it manages are owned by `git:<name>`.
+    /// Unique in the organisation; instances it manages are owned by `git:<name>`.
     pub name: String,
-    /// A local path, `file://`, `https://` or `ssh://` git URL.
+    /// An `https://`, `ssh://`, `git://` or `user@host:path` git URL. Local
+    /// paths and `file://`, and hosts resolving to non-public addresses,
+    /// only where the control plane's operator allows them.
     pub url: String,
     #[serde(default = "default_branch")]
     pub branch: String,
     /// Directory inside the repository; empty for its root.
     #[serde(default)]
     pub path: String,
+    /// Seconds between fetches, at least [`MIN_SOURCE_INTERVAL_SECONDS`].
     #[serde(default = "default_interval")]
     pub interval_seconds: i32,
     /// Delete instances no longer declared (otherwise they are reported as orphans).
@@ -215,10 +223,25 @@ pub struct CreateSource {
     /// Take over instances declared here that another owner manages.
     #[serde(default)]
     pub adopt: bool,
-    /// Key for the push webhook's `X-Hub-Signature-256` HMAC.
+    /// Key for the push webhook's `X-Hub-Signature-256` HMAC; generated
+    /// (and returned once, in the creating response) when absent.
     #[serde(default)]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<WebhookSecret>,
 }
+
+/// A push webhook's HMAC key (redacted in `Debug`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+pub struct WebhookSecret(pub String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(***)")
+    }
+}
+
+/// The shortest interval between a source's scheduled fetches.
+pub const MIN_SOURCE_INTERVAL_SECONDS: i32 = 10;
 
 fn default_branch() -> String {
     "main".to_owned()
@@ -228,7 +251,8 @@ fn default_interval() -> i32 {
     60
 }
 
-/// A source as the control plane knows it (the webhook secret is never shown).
+/// A source as the control plane knows it (its webhook secret is shown
+/// only when the control plane generated it, in the creating response).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
@@ -241,7 +265,13 @@ pub struct Source {
     pub prune: bool,
     pub drift: DriftMode,
     pub adopt: bool,
-    pub webhook_secret_set: bool,
+    /// Where the push webhook is posted, under the control plane's
+    /// endpoint: `/api/v1/orgs/<org>/sources/<name>/webhook`.
+    pub webhook_path: String,
+    /// The generated webhook secret: only in the response that created the
+    /// source without one. Every webhook call must be signed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<WebhookSecret>,
     /// The commit whose manifests are in force.
     pub last_good_commit: Option<String>,
     pub last_seen_commit: Option<String>,

@@ -99,6 +99,11 @@ pub struct CreateArgs {
     /// Data plane to run it on; the control plane's default when omitted.
     #[arg(long, value_name = "NAME")]
     pub data_plane: Option<String>,
+    /// Make the `postgres` role a superuser. Off by default: the role owns
+    /// the database (schemas, tables, functions, trusted extensions) but
+    /// cannot run programs on the server or read its files.
+    #[arg(long)]
+    pub superuser_access: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -136,6 +141,10 @@ pub struct UpdateArgs {
     /// Disk size, e.g. `20Gi`.
     #[arg(long, value_parser = spec::parse_bytes)]
     pub storage: Option<String>,
+    /// Make the `postgres` role a superuser (`true`) or an ordinary database
+    /// owner again (`false`).
+    #[arg(long, value_name = "BOOL")]
+    pub superuser_access: Option<bool>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -206,6 +215,7 @@ async fn create(client: &Client, args: CreateArgs, output: OutputFormat) -> Resu
         storage: &args.storage,
         extensions: &args.extensions,
         config: &args.config,
+        superuser_access: args.superuser_access,
     }
     .build()?;
     let req = CreateInstance {
@@ -257,6 +267,7 @@ async fn update(client: &Client, args: UpdateArgs, output: OutputFormat) -> Resu
         cpu: args.cpu.as_deref(),
         memory: args.memory.as_deref(),
         storage: args.storage.as_deref(),
+        superuser_access: args.superuser_access,
     }
     .apply(&current.spec)?;
     let changes = domain::diff_specs(&current.spec, &spec);

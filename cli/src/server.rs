@@ -32,6 +32,21 @@ pub struct ServerArgs {
         default_value = "./pgplane-git-cache"
     )]
     pub git_cache_dir: PathBuf,
+    /// Let sources be local paths and file:// URLs. Every organisation's
+    /// token could then read any git repository this process can read:
+    /// only for a control plane whose tenants may all do that.
+    #[arg(long, env = "PGPLANE_ALLOW_LOCAL_SOURCES")]
+    pub allow_local_sources: bool,
+    /// Let sources be URLs whose host resolves to a loopback, private,
+    /// link-local, shared (CGNAT) or other non-public address. Every
+    /// organisation's token could then make this process connect into its
+    /// network.
+    #[arg(long, env = "PGPLANE_ALLOW_PRIVATE_SOURCE_URLS")]
+    pub allow_private_source_urls: bool,
+    /// How many live (not deleted) instances one organisation may have;
+    /// creating one more is refused (403). 0 for no limit.
+    #[arg(long, env = "PGPLANE_MAX_INSTANCES_PER_ORG", default_value_t = reconciler::DEFAULT_MAX_INSTANCES_PER_ORG)]
+    pub max_instances_per_org: u32,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -79,6 +94,14 @@ pub struct ConductorArgs {
     /// `listen_addresses` of the instances.
     #[arg(long, default_value = "127.0.0.1")]
     pub instance_listen_address: String,
+    /// Ports the instances listen on, `FIRST-LAST` (below the kernel's
+    /// ephemeral range, 32768-60999 on Linux).
+    #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = crate::up::parse_port_range)]
+    pub instance_ports: std::ops::RangeInclusive<u16>,
+    /// Run each server in a cgroup limited to its `resources.memory`
+    /// (needs root and the kernel's memory controller).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub enforce_memory: bool,
     /// How long a message being worked on stays hidden (redelivery delay after a crash).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub visibility_timeout: Duration,
@@ -115,6 +138,11 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         resend_every: Duration::from_secs(5),
         resend_after: args.resend_after,
         git_cache_dir: args.git_cache_dir,
+        source_policy: reconciler::SourcePolicy {
+            allow_local: args.allow_local_sources,
+            allow_private: args.allow_private_source_urls,
+        },
+        max_instances_per_org: args.max_instances_per_org,
     };
     let server = tokio::spawn(reconciler::run(pool, settings, cancel.clone(), None));
     tokio::select! {
@@ -148,6 +176,9 @@ pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
                     listen_address: args.instance_listen_address,
                     template: None,
                     create_pause: args.debug_create_pause,
+                    restart_backoff: conductor::local::DEFAULT_RESTART_BACKOFF,
+            enforce_memory: args.enforce_memory,
+                    ports: args.instance_ports,
                 })
                 .await?,
             );

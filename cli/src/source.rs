@@ -1,7 +1,7 @@
 //! `pgplane source …`: GitOps sources — git repositories whose manifests
 //! declare instances.
 
-use api::{CreateSource, DriftMode, Source, SyncRecord};
+use api::{CreateSource, DriftMode, Source, SyncRecord, WebhookSecret};
 
 use crate::output::{self, Details, OutputFormat, Table, NONE};
 use crate::up::parse_duration;
@@ -34,7 +34,9 @@ pub enum SourceCommand {
 pub struct AddArgs {
     /// Source name (DNS-1123 label); instances it creates are owned by `git:NAME`.
     pub name: String,
-    /// Git repository: a local path, file://, https:// or ssh:// URL.
+    /// Git repository: an https://, ssh://, git:// or user@host:path URL
+    /// (local paths and file:// where the control plane allows them, as
+    /// `pgplane up` does).
     #[arg(long = "git")]
     pub url: String,
     /// Branch to follow.
@@ -43,7 +45,8 @@ pub struct AddArgs {
     /// Directory inside the repository holding the manifests.
     #[arg(long, default_value = "")]
     pub path: String,
-    /// How often to fetch, e.g. 60s, 5m.
+    /// How often to fetch, e.g. 60s, 5m (at least 10s; a push webhook
+    /// syncs sooner).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub interval: std::time::Duration,
     /// Delete instances the source no longer declares (otherwise they are
@@ -56,7 +59,8 @@ pub struct AddArgs {
     /// Take over instances the manifests declare that another owner manages.
     #[arg(long)]
     pub adopt: bool,
-    /// HMAC key the push webhook's X-Hub-Signature-256 must be signed with.
+    /// HMAC key the push webhook's X-Hub-Signature-256 must be signed with;
+    /// generated and printed once when not given.
     #[arg(long, env = "PGPLANE_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
 }
@@ -75,19 +79,19 @@ pub async fn run(cmd: SourceCommand, client: &api::Client, out: OutputFormat) ->
                 url: a.url,
                 branch: a.branch,
                 path: a.path,
-                interval_seconds: a.interval.as_secs().max(1) as i32,
+                interval_seconds: i32::try_from(a.interval.as_secs()).unwrap_or(i32::MAX),
                 prune: a.prune,
                 drift: match a.drift {
                     DriftArg::Report => DriftMode::Report,
                     DriftArg::Heal => DriftMode::Heal,
                 },
                 adopt: a.adopt,
-                webhook_secret: a.webhook_secret,
+                webhook_secret: a.webhook_secret.map(WebhookSecret),
             };
             client
                 .create_source(&req)
                 .await
-                .map(|s| show(out, &s, render_source))
+                .map(|s| show(out, &s, |s| render_source(client.endpoint(), s)))
         }
         SourceCommand::List => client
             .list_sources()
@@ -103,7 +107,7 @@ pub async fn run(cmd: SourceCommand, client: &api::Client, out: OutputFormat) ->
         }),
         SourceCommand::Status { name } => client.source_status(&name).await.map(|st| {
             show(out, &st, |st| {
-                let mut text = render_source(&st.source);
+                let mut text = render_source(client.endpoint(), &st.source);
                 text.push('\n');
                 for r in &st.syncs {
                     text.push_str(&render_sync(r));
@@ -118,7 +122,7 @@ pub async fn run(cmd: SourceCommand, client: &api::Client, out: OutputFormat) ->
         SourceCommand::Delete { name } => client
             .delete_source(&name)
             .await
-            .map(|s| show(out, &s, render_source)),
+            .map(|s| show(out, &s, |s| render_source(client.endpoint(), s))),
     };
     match result {
         Ok(code) => code,
@@ -153,7 +157,7 @@ fn short(sha: Option<&str>) -> String {
         .unwrap_or_else(|| NONE.to_owned())
 }
 
-fn render_source(s: &Source) -> String {
+fn render_source(endpoint: &str, s: &Source) -> String {
     let mut d = Details::new();
     d.field("Name", &s.name)
         .field("Repository", &s.url)
@@ -163,11 +167,14 @@ fn render_source(s: &Source) -> String {
         .field("Prune", if s.prune { "yes" } else { "no" })
         .field("Drift", format!("{:?}", s.drift).to_lowercase())
         .field("Adopt", if s.adopt { "yes" } else { "no" })
-        .field(
+        .field("Webhook", format!("{endpoint}{}", s.webhook_path));
+    if let Some(secret) = &s.webhook_secret {
+        d.field(
             "Webhook secret",
-            if s.webhook_secret_set { "set" } else { "none" },
-        )
-        .field("Commit in force", short(s.last_good_commit.as_deref()))
+            format!("{} (generated; shown only now)", secret.0),
+        );
+    }
+    d.field("Commit in force", short(s.last_good_commit.as_deref()))
         .field("Last seen commit", short(s.last_seen_commit.as_deref()))
         .field(
             "Last sync",

@@ -42,6 +42,15 @@ pub struct UpArgs {
     /// `listen_addresses` of the instances.
     #[arg(long, default_value = "127.0.0.1")]
     pub instance_listen_address: String,
+    /// Ports the instances listen on, `FIRST-LAST`. Keep it below the
+    /// kernel's ephemeral range (32768-60999 on Linux), where other
+    /// programs' outgoing connections would take ports instances need.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = parse_port_range)]
+    pub instance_ports: std::ops::RangeInclusive<u16>,
+    /// Run each server in a cgroup limited to its `resources.memory`
+    /// (needs root and the kernel's memory controller).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub enforce_memory: bool,
     /// How long the conductor hides a message it is working on; after a
     /// crash the message is redelivered this long after it was read.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -52,6 +61,10 @@ pub struct UpArgs {
     /// How long the data plane may owe a report before the desired spec is sent again.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub resend_after: Duration,
+    /// How many live (not deleted) instances one organisation may have;
+    /// creating one more is refused (403). 0 for no limit.
+    #[arg(long, env = "PGPLANE_MAX_INSTANCES_PER_ORG", default_value_t = reconciler::DEFAULT_MAX_INSTANCES_PER_ORG)]
+    pub max_instances_per_org: u32,
 }
 
 /// Parses `90s`, `5m`, `2h`, `500ms` or plain seconds.
@@ -72,6 +85,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
     };
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `20000-29999` (or one port).
+pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("invalid port range {s:?}: expected FIRST-LAST, e.g. 20000-29999"))
+    };
+    let (first, last) = (port(a)?, port(b)?);
+    if first > last {
+        return Err(format!("invalid port range {s:?}: {first} is after {last}"));
+    }
+    Ok(first..=last)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,6 +139,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             listen_address: args.instance_listen_address.clone(),
             template: None,
             create_pause: None,
+            restart_backoff: conductor::local::DEFAULT_RESTART_BACKOFF,
+            enforce_memory: args.enforce_memory,
+            ports: args.instance_ports.clone(),
         })
         .await?,
     );
@@ -123,6 +156,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         resend_every: Duration::from_secs(5),
         resend_after: args.resend_after,
         git_cache_dir: data_dir.join("git-cache"),
+        source_policy: reconciler::SourcePolicy::allow_all(),
+        max_instances_per_org: args.max_instances_per_org,
     };
     let control = tasks.spawn(reconciler::run(
         pool.clone(),
@@ -154,8 +189,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let env_file = data_dir.join("pgplane.env");
     println!("pgplane is up");
     println!("  endpoint:  http://{addr}");
-    println!("  token:     {token}");
-    println!("  env file:  {}", env_file.display());
+    // The token itself is never printed: stdout often ends up in logs.
+    println!(
+        "  token:     in {} (PGPLANE_TOKEN, mode 0600)",
+        env_file.display()
+    );
     if adopted > 0 {
         println!("  adopted:   {adopted} instance(s) from the previous run");
     }
@@ -322,5 +360,14 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("20000-29999"), Ok(20000..=29999));
+        assert_eq!(parse_port_range("5432"), Ok(5432..=5432));
+        assert!(parse_port_range("30000-20000").unwrap_err().contains("after"));
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("a-b").is_err());
     }
 }

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 pub use local::{LocalRuntime, LocalSettings};
-pub use runtime::{Applied, Observation, Runtime, RuntimeError};
+pub use runtime::{Applied, Observation, Runtime, RuntimeError, Supervised, Supervision};
 pub use simulated::SimulatedRuntime;
 
 #[derive(Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct Settings {
     pub batch: i32,
     /// Events applied at the same time.
     pub concurrency: usize,
+    /// How often servers that should run are checked, and restarted when
+    /// they crashed.
+    pub supervise_every: Duration,
 }
 
 impl Settings {
@@ -52,6 +55,7 @@ impl Settings {
             max_deliveries: 5,
             batch: 256,
             concurrency: 8,
+            supervise_every: Duration::from_secs(1),
         }
     }
 }
@@ -98,11 +102,16 @@ pub async fn run<R: Runtime>(
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     let mut next_resync = tokio::time::Instant::now() + settings.resync_every;
+    let mut next_supervise = tokio::time::Instant::now() + settings.supervise_every;
     while !cancel.is_cancelled() {
         while tasks.try_join_next().is_some() {}
         if tokio::time::Instant::now() >= next_resync {
             resync(&queues, runtime.as_ref()).await;
             next_resync = tokio::time::Instant::now() + settings.resync_every;
+        }
+        if tokio::time::Instant::now() >= next_supervise {
+            supervise(&queues, runtime.as_ref()).await;
+            next_supervise = tokio::time::Instant::now() + settings.supervise_every;
         }
         let free = settings.batch - tasks.len() as i32;
         let batch = if free > 0 {
@@ -120,8 +129,11 @@ pub async fn run<R: Runtime>(
             Vec::new()
         };
         if batch.is_empty() {
-            let until_resync = next_resync.saturating_duration_since(tokio::time::Instant::now());
-            let idle = until_resync.min(Duration::from_secs(1));
+            let now = tokio::time::Instant::now();
+            let idle = next_resync
+                .min(next_supervise)
+                .saturating_duration_since(now)
+                .min(Duration::from_secs(1));
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = wakeup.wait(idle), if free > 0 => {}
@@ -250,16 +262,18 @@ pub async fn handle<R: Runtime + ?Sized>(
             return Outcome::Retry;
         }
         Err(e) => {
-            tracing::warn!(instance_id = %event.instance_id, error = %e, "event failed");
+            let error = runtime::error_chain(&e);
+            tracing::warn!(instance_id = %event.instance_id, %error, "event failed");
             StatusReport {
                 instance_id: event.instance_id,
                 generation: event.generation,
                 kind: ReportKind::Failed,
                 observed: None,
                 connection: None,
-                error: Some(e.to_string()),
+                error: Some(error),
                 restarted: false,
                 prediction_note: None,
+                note: None,
             }
         }
     };
@@ -292,6 +306,7 @@ fn success_report(event: &DataPlaneEvent, applied: Applied) -> StatusReport {
         error: None,
         restarted: applied.restarted,
         prediction_note,
+        note: None,
     }
 }
 
@@ -313,6 +328,7 @@ async fn fail_dead(queues: &Queues, raw: &serde_json::Value, reason: String) -> 
             error: Some(reason.clone()),
             restarted: false,
             prediction_note: None,
+            note: None,
         };
         if let Err(e) = queues.send_report(&report).await {
             tracing::warn!(error = %e, "reporting a dead-lettered event failed; will retry");
@@ -333,6 +349,33 @@ async fn settle(queues: &Queues, queue: &str, msg: &Message<serde_json::Value>, 
     }
 }
 
+/// Restarts crashed servers (or gives up on them) and reports what it did:
+/// `Recovered` with a note for the history, or `Failed` with why.
+pub async fn supervise<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
+    for s in runtime.supervise().await {
+        let (kind, observed, error, note) = match s.outcome {
+            Supervision::Restarted { note, observed } => {
+                (ReportKind::Recovered, Some(observed), None, Some(note))
+            }
+            Supervision::GaveUp { reason } => (ReportKind::Failed, None, Some(reason), None),
+        };
+        let report = StatusReport {
+            instance_id: s.instance_id,
+            generation: s.generation,
+            kind,
+            observed,
+            connection: None,
+            error,
+            restarted: false,
+            prediction_note: None,
+            note,
+        };
+        if let Err(e) = queues.send_report(&report).await {
+            tracing::warn!(error = %e, "sending a supervision report failed");
+        }
+    }
+}
+
 /// Re-observes every instance and reports what it saw.
 pub async fn resync<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
     for obs in runtime.observe_all().await {
@@ -345,6 +388,7 @@ pub async fn resync<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
             error: None,
             restarted: false,
             prediction_note: None,
+            note: None,
         };
         if let Err(e) = queues.send_report(&report).await {
             tracing::warn!(error = %e, "sending an observation failed");

@@ -10,19 +10,23 @@
 //!   **before** the data directory is created, so a crash mid-create resumes
 //!   with the same directory, port and password.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use agent::{Agent, InstanceConfig, PostgresBinaries, RunAs, Secret, Template};
+use agent::{Agent, InstanceConfig, MemoryController, PostgresBinaries, RunAs, Secret, Template};
 use async_trait::async_trait;
 use domain::{DataPlaneEvent, EventKind, InstanceSpec, ReportKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::runtime::{report_kind, Applied, Observation, Runtime, RuntimeError};
+use crate::runtime::{
+    report_kind, Applied, Observation, Runtime, RuntimeError, Supervised, Supervision,
+};
 
 #[derive(Debug, Clone)]
 pub struct LocalSettings {
@@ -37,6 +41,26 @@ pub struct LocalSettings {
     /// Fault injection for crash tests: pause this long after a new data
     /// directory is created and before the generation is recorded.
     pub create_pause: Option<std::time::Duration>,
+    /// The first delay between restarts of a server that keeps crashing;
+    /// it doubles with every crash, up to 30 s.
+    pub restart_backoff: Duration,
+    /// Whether each server runs in a cgroup limited to its
+    /// `resources.memory` (when the kernel's memory controller is usable).
+    pub enforce_memory: bool,
+    /// Ports instances listen on. Below the kernel's ephemeral range
+    /// (32768–60999 on Linux), so outgoing connections of other programs
+    /// never take an instance's port.
+    pub ports: RangeInclusive<u16>,
+}
+
+/// The default [`LocalSettings::ports`].
+pub const DEFAULT_PORTS: RangeInclusive<u16> = 20000..=29999;
+
+/// The OS user an instance's server runs as when pgplane runs as root:
+/// one per instance, so that not even a superuser of one instance reaches
+/// another's files or the control plane's.
+fn instance_os_user(id: Uuid) -> String {
+    format!("pgplane-{}", LocalRuntime::key(id))
 }
 
 impl LocalSettings {
@@ -47,6 +71,9 @@ impl LocalSettings {
             listen_address: agent::InstanceConfig::DEFAULT_LISTEN_ADDRESS.to_owned(),
             template: None,
             create_pause: None,
+            restart_backoff: DEFAULT_RESTART_BACKOFF,
+            enforce_memory: true,
+            ports: DEFAULT_PORTS,
         }
     }
 }
@@ -61,6 +88,13 @@ struct InstanceState {
     spec: InstanceSpec,
     applied_generation: i64,
     last_report: Option<ReportKind>,
+    /// The OS user its server runs as (when pgplane is root).
+    #[serde(default)]
+    os_user: Option<String>,
+    /// Set when the instance was deleted: the file stays as a tombstone so
+    /// that an older event delivered late cannot bring the instance back.
+    #[serde(default)]
+    deleted: bool,
 }
 
 pub struct LocalRuntime {
@@ -68,8 +102,57 @@ pub struct LocalRuntime {
     bins: PostgresBinaries,
     run_as: RunAs,
     template: Template,
+    /// Whether each instance runs as an OS user of its own (pgplane is root).
+    isolated: bool,
     /// Serialises events per instance.
     locks: std::sync::Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
+    /// Serialises port allocation.
+    allocating: Mutex<()>,
+    /// Recent crashes per instance, for supervision's backoff.
+    crashes: std::sync::Mutex<HashMap<Uuid, Crashes>>,
+    memory: Option<MemoryController>,
+}
+
+/// Supervision gives up on a server that crashed this often within
+/// [`CRASH_WINDOW`], and leaves it stopped.
+const MAX_CRASHES: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(600);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// The default [`LocalSettings::restart_backoff`].
+pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// One instance's recent crashes.
+#[derive(Debug, Default)]
+struct Crashes {
+    at: VecDeque<Instant>,
+    /// No restart before this.
+    not_before: Option<Instant>,
+    /// The generation supervision gave up on; a new one tries again.
+    gave_up: Option<i64>,
+}
+
+impl Crashes {
+    /// Records a crash; returns how many happened within the window.
+    fn record(&mut self, now: Instant) -> usize {
+        self.at.push_back(now);
+        while self
+            .at
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.at.pop_front();
+        }
+        self.at.len()
+    }
+
+    /// Backoff before the next restart: none after the first crash, then
+    /// `base`, twice that, four times … up to [`MAX_RESTART_DELAY`].
+    fn delay(&self, base: Duration) -> Duration {
+        match self.at.len() {
+            0 | 1 => Duration::ZERO,
+            n => (base * (1u32 << (n - 2).min(8))).min(MAX_RESTART_DELAY),
+        }
+    }
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
@@ -88,6 +171,29 @@ impl LocalRuntime {
         tokio::fs::create_dir_all(&settings.root)
             .await
             .map_err(io("create", &settings.root))?;
+        // Instances' OS users traverse it to their own directories; none of
+        // them lists it or reads the state files (0600, pgplane's own).
+        tokio::fs::set_permissions(&settings.root, std::fs::Permissions::from_mode(0o711))
+            .await
+            .map_err(io("chmod", &settings.root))?;
+        let isolated = RunAs::can_isolate();
+        let memory = settings
+            .enforce_memory
+            .then(MemoryController::detect)
+            .flatten();
+        if settings.enforce_memory && memory.is_none() {
+            tracing::warn!(
+                "no usable cgroup memory controller (needs root and cgroup v1 `memory` or v2 \
+                 with `memory` delegated): resources.memory is not enforced"
+            );
+        }
+        if !isolated {
+            tracing::warn!(
+                user = run_as.name(),
+                "pgplane is not running as root: every instance runs as this OS user, so \
+                 instances are not isolated from each other and superuser access is refused"
+            );
+        }
         let template_dir = settings
             .template
             .clone()
@@ -98,7 +204,11 @@ impl LocalRuntime {
             bins,
             run_as,
             template,
+            isolated,
             locks: Default::default(),
+            allocating: Mutex::new(()),
+            crashes: Default::default(),
+            memory,
         })
     }
 
@@ -110,10 +220,26 @@ impl LocalRuntime {
         self.settings.root.join(format!("{}.json", Self::key(id)))
     }
 
-    fn agent(&self, id: Uuid, port: u16) -> Agent {
-        let mut config = InstanceConfig::new(self.settings.root.join(Self::key(id)), port);
+    /// The agent of one instance, running its server as the instance's own
+    /// OS user (created when missing) when pgplane is root.
+    fn agent(&self, state: &InstanceState) -> Result<Agent, RuntimeError> {
+        self.agent_for(state, &state.spec)
+    }
+
+    /// The agent of one instance, its memory limited as `spec` says.
+    fn agent_for(&self, state: &InstanceState, spec: &InstanceSpec) -> Result<Agent, RuntimeError> {
+        let id = state.instance_id;
+        let run_as = match &state.os_user {
+            Some(user) if self.isolated => RunAs::user(user)?,
+            _ => self.run_as.clone(),
+        };
+        let mut config = InstanceConfig::new(self.settings.root.join(Self::key(id)), state.port);
         config.listen_address = self.settings.listen_address.clone();
-        Agent::new(self.bins.clone(), self.run_as.clone(), config)
+        let limit = match (&self.memory, domain::quantity::parse_bytes(&spec.resources.memory)) {
+            (Some(m), Ok(bytes)) => Some(m.limit(&Self::key(id), bytes)),
+            _ => None,
+        };
+        Ok(Agent::new(self.bins.clone(), run_as, config).with_memory_limit(limit))
     }
 
     fn lock(&self, id: Uuid) -> Arc<Mutex<()>> {
@@ -161,6 +287,7 @@ impl LocalRuntime {
                     .await
                     .map(|b| serde_json::from_slice::<InstanceState>(&b))
                 {
+                    Ok(Ok(s)) if s.deleted => {}
                     Ok(Ok(s)) => out.push(s),
                     _ => {
                         tracing::warn!(file = %entry.path().display(), "unreadable instance state file skipped")
@@ -171,6 +298,119 @@ impl LocalRuntime {
         out
     }
 
+    /// Deletes the server, its data and its OS user, and leaves a tombstone.
+    async fn delete(
+        &self,
+        event: &DataPlaneEvent,
+        existing: Option<InstanceState>,
+    ) -> Result<(), RuntimeError> {
+        let mut state = match existing {
+            Some(s) => {
+                self.agent(&s)?.delete().await?;
+                if let (Some(user), true) = (&s.os_user, self.isolated) {
+                    let user = user.clone();
+                    tokio::task::spawn_blocking(move || RunAs::remove_user(&user))
+                        .await
+                        .map_err(|e| RuntimeError::Apply(format!("removing the OS user: {e}")))??;
+                }
+                s
+            }
+            None => InstanceState {
+                instance_id: event.instance_id,
+                org: event.org.clone(),
+                name: event.name.clone(),
+                port: 0,
+                password: String::new(),
+                spec: event.spec.clone(),
+                applied_generation: 0,
+                last_report: None,
+                os_user: None,
+                deleted: false,
+            },
+        };
+        state.deleted = true;
+        state.password.clear();
+        state.applied_generation = event.generation;
+        state.last_report = Some(ReportKind::Deleted);
+        self.save(&state).await
+    }
+
+    /// Restarts one instance's server if it should run and does not (with
+    /// backoff), or gives up on it after [`MAX_CRASHES`]. Called with the
+    /// instance's lock held.
+    async fn supervise_one(&self, id: Uuid) -> Option<Supervised> {
+        let s = self.load(id).await.ok().flatten()?;
+        if s.deleted || s.spec.stopped || s.applied_generation == 0 {
+            return None;
+        }
+        let agent = self.agent(&s).ok()?;
+        if agent.is_running().await.unwrap_or(true) {
+            return None;
+        }
+        let now = Instant::now();
+        let crashes = {
+            let mut all = self.crashes.lock().expect("crash map poisoned");
+            let c = all.entry(id).or_default();
+            if c.gave_up == Some(s.applied_generation) || c.not_before.is_some_and(|t| now < t) {
+                return None;
+            }
+            c.gave_up = None;
+            c.record(now)
+        };
+        let how = agent
+            .take_exit()
+            .map(agent::describe_exit)
+            .unwrap_or_else(|| "the postmaster exited".to_owned());
+        let fatal = agent.last_fatal();
+        let outcome = if crashes > MAX_CRASHES {
+            let _ = agent.stop().await;
+            let reason = format!(
+                "the server keeps stopping by itself ({crashes} times in {} minutes; last: {how}{}); \
+                 left stopped until the next change",
+                CRASH_WINDOW.as_secs() / 60,
+                fatal.map(|f| format!("; {f}")).unwrap_or_default()
+            );
+            tracing::warn!(instance = %s.name, %reason, "giving up on a crashing server");
+            if let Some(c) = self.crashes.lock().expect("crash map poisoned").get_mut(&id) {
+                c.gave_up = Some(s.applied_generation);
+            }
+            Supervision::GaveUp { reason }
+        } else {
+            tracing::warn!(instance = %s.name, %how, "server stopped by itself; restarting");
+            let started = Instant::now();
+            let restarted = agent.start_or_restore().await;
+            let delay = {
+                let mut all = self.crashes.lock().expect("crash map poisoned");
+                let c = all.entry(id).or_default();
+                let delay = c.delay(self.settings.restart_backoff);
+                c.not_before = Some(Instant::now() + delay);
+                delay
+            };
+            match restarted {
+                Ok(client) => {
+                    drop(client);
+                    let observed = agent.observe(&s.spec).await.ok()?;
+                    Supervision::Restarted {
+                        note: format!(
+                            "crashed: {how}; restarted in {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        ),
+                        observed,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %s.name, error = %e, ?delay, "restart failed; trying again");
+                    return None;
+                }
+            }
+        };
+        Some(Supervised {
+            instance_id: id,
+            generation: s.applied_generation,
+            outcome,
+        })
+    }
+
     /// Starts every instance that should be running (after `pgplane up`
     /// restarts: instances are adopted, not re-created). Returns how many.
     pub async fn adopt_all(&self) -> usize {
@@ -179,8 +419,11 @@ impl LocalRuntime {
             if s.spec.stopped || s.applied_generation == 0 {
                 continue;
             }
-            let agent = self.agent(s.instance_id, s.port);
-            match agent.start().await {
+            let started = match self.agent(&s) {
+                Ok(agent) => agent.start().await.map_err(RuntimeError::from),
+                Err(e) => Err(e),
+            };
+            match started {
                 Ok(()) => n += 1,
                 Err(e) => {
                     tracing::warn!(instance = %s.name, error = %e, "could not start instance on adoption")
@@ -193,7 +436,11 @@ impl LocalRuntime {
     /// Stops every instance with a fast shutdown (on `pgplane up` exit).
     pub async fn stop_all(&self) {
         for s in self.states().await {
-            if let Err(e) = self.agent(s.instance_id, s.port).stop().await {
+            let stopped = match self.agent(&s) {
+                Ok(agent) => agent.stop().await.map_err(RuntimeError::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stopped {
                 tracing::warn!(instance = %s.name, error = %e, "could not stop instance");
             }
         }
@@ -201,28 +448,22 @@ impl LocalRuntime {
 
     async fn apply_locked(&self, event: &DataPlaneEvent) -> Result<Applied, RuntimeError> {
         let existing = self.load(event.instance_id).await?;
-
-        if event.kind == EventKind::Delete {
-            if let Some(s) = &existing {
-                self.agent(s.instance_id, s.port).delete().await?;
-                let path = self.state_path(s.instance_id);
-                tokio::fs::remove_file(&path)
-                    .await
-                    .map_err(io("remove", &path))?;
-            }
-            return Ok(Applied {
-                report: ReportKind::Deleted,
-                observed: None,
-                connection: None,
-                restarted: false,
-                password: None,
-            });
+        let deleted = Applied {
+            report: ReportKind::Deleted,
+            observed: None,
+            connection: None,
+            restarted: false,
+            password: None,
+        };
+        // A deleted instance stays deleted, whatever arrives late.
+        if existing.as_ref().is_some_and(|s| s.deleted) {
+            return Ok(deleted);
         }
-
-        // At-least-once delivery: a generation already applied is re-reported.
+        // At-least-once delivery: a generation already applied is
+        // re-reported, an older one (even a delete) is not acted on.
         if let Some(s) = &existing {
             if event.generation <= s.applied_generation {
-                let agent = self.agent(s.instance_id, s.port);
+                let agent = self.agent(s)?;
                 return Ok(Applied {
                     report: s.last_report.unwrap_or(ReportKind::Updated),
                     observed: Some(agent.observe(&s.spec).await?),
@@ -232,25 +473,41 @@ impl LocalRuntime {
                 });
             }
         }
+        if event.kind == EventKind::Delete {
+            self.delete(event, existing).await?;
+            return Ok(deleted);
+        }
 
+        if event.spec.superuser_access && !self.isolated {
+            return Err(RuntimeError::Apply(format!(
+                "superuser access needs an OS user per instance, and this data plane runs every \
+                 instance as {:?} (pgplane is not running as root); a superuser could reach the \
+                 other instances' files",
+                self.run_as.name()
+            )));
+        }
         let mut state = match existing {
             Some(s) => s,
             None => {
+                let _allocating = self.allocating.lock().await;
+                let used: Vec<u16> = self.states().await.iter().map(|s| s.port).collect();
                 let s = InstanceState {
                     instance_id: event.instance_id,
                     org: event.org.clone(),
                     name: event.name.clone(),
-                    port: free_port()?,
+                    port: free_port(&self.settings.ports, &used)?,
                     password: Secret::generate().expose().to_owned(),
                     spec: event.spec.clone(),
                     applied_generation: 0,
                     last_report: None,
+                    os_user: self.isolated.then(|| instance_os_user(event.instance_id)),
+                    deleted: false,
                 };
                 self.save(&s).await?;
                 s
             }
         };
-        let agent = self.agent(state.instance_id, state.port);
+        let agent = self.agent_for(&state, &event.spec)?;
         let created = state.applied_generation == 0;
         if created {
             agent
@@ -302,14 +559,25 @@ fn extension_dir(bins: &PostgresBinaries) -> Result<PathBuf, RuntimeError> {
     Ok(sharedir.join("extension"))
 }
 
-fn free_port() -> Result<u16, RuntimeError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(io("bind a free port on", Path::new("127.0.0.1")))?;
-    let port = l
-        .local_addr()
-        .map_err(io("bind a free port on", Path::new("127.0.0.1")))?
-        .port();
-    Ok(port)
+/// A port in `range` that no instance of this runtime has and that nothing
+/// listens on now, starting the search at a random place so that runtimes
+/// sharing a machine rarely race for the same one.
+fn free_port(range: &RangeInclusive<u16>, used: &[u16]) -> Result<u16, RuntimeError> {
+    let (lo, hi) = (u32::from(*range.start()), u32::from(*range.end()));
+    let len = hi.saturating_sub(lo) + 1;
+    let start = rand::random::<u32>() % len;
+    (0..len)
+        .map(|i| (lo + (start + i) % len) as u16)
+        .filter(|p| !used.contains(p))
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .ok_or_else(|| {
+            RuntimeError::Apply(format!(
+                "no free port left in the instance port range {}-{} ({} in use by instances)",
+                range.start(),
+                range.end(),
+                used.len()
+            ))
+        })
 }
 
 #[async_trait]
@@ -338,6 +606,24 @@ impl Runtime for LocalRuntime {
         self.apply_locked(event).await
     }
 
+    async fn supervise(&self) -> Vec<Supervised> {
+        let mut out = Vec::new();
+        for s in self.states().await {
+            if s.applied_generation == 0 || s.spec.stopped {
+                continue;
+            }
+            let lock = self.lock(s.instance_id);
+            // Busy applying an event: that event decides.
+            let Ok(_guard) = lock.try_lock() else {
+                continue;
+            };
+            if let Some(done) = self.supervise_one(s.instance_id).await {
+                out.push(done);
+            }
+        }
+        out
+    }
+
     async fn observe_all(&self) -> Vec<Observation> {
         let mut out = Vec::new();
         for s in self.states().await {
@@ -346,7 +632,11 @@ impl Runtime for LocalRuntime {
             }
             let lock = self.lock(s.instance_id);
             let _guard = lock.lock().await;
-            match self.agent(s.instance_id, s.port).observe(&s.spec).await {
+            let observed = match self.agent(&s) {
+                Ok(agent) => agent.observe(&s.spec).await.map_err(RuntimeError::from),
+                Err(e) => Err(e),
+            };
+            match observed {
                 Ok(observed) => out.push(Observation {
                     instance_id: s.instance_id,
                     generation: s.applied_generation,

@@ -48,6 +48,42 @@ pub enum RuntimeError {
     },
 }
 
+/// What supervision did for one instance.
+#[derive(Debug, Clone)]
+pub struct Supervised {
+    pub instance_id: Uuid,
+    /// The generation last applied.
+    pub generation: i64,
+    pub outcome: Supervision,
+}
+
+#[derive(Debug, Clone)]
+pub enum Supervision {
+    /// The server had stopped by itself and runs again; the note says how
+    /// it ended and how long the restart took.
+    Restarted {
+        note: String,
+        observed: ObservedSpec,
+    },
+    /// The server keeps crashing; it is left stopped.
+    GaveUp { reason: String },
+}
+
+/// An error and its causes, `: `-separated, for users to read.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// Turns events into running instances. Implementations are idempotent:
 /// applying a generation they already applied only re-reports it.
 #[async_trait]
@@ -57,6 +93,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn available_extensions(&self) -> Result<Vec<String>, RuntimeError>;
     async fn apply(&self, event: &DataPlaneEvent) -> Result<Applied, RuntimeError>;
     async fn observe_all(&self) -> Vec<Observation>;
+    /// Restarts servers that should run and stopped by themselves. Runtimes
+    /// whose platform restarts them (Kubernetes) do nothing here.
+    async fn supervise(&self) -> Vec<Supervised> {
+        Vec::new()
+    }
 }
 
 /// The report kind for a non-delete event, from what actually happened.
@@ -68,12 +109,14 @@ pub fn report_kind(
     restarted: bool,
 ) -> ReportKind {
     use domain::EventKind as K;
+    // What is true now decides: a new instance whose spec says stopped is
+    // Stopped, not Created.
     if event == K::Delete {
         ReportKind::Deleted
-    } else if created {
-        ReportKind::Created
     } else if stopped {
         ReportKind::Stopped
+    } else if created {
+        ReportKind::Created
     } else if started || event == K::Start {
         ReportKind::Started
     } else if restarted || event == K::Restart {

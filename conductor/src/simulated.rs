@@ -40,6 +40,7 @@ fn observed(event: &DataPlaneEvent) -> ObservedSpec {
         config: effective_config(&event.spec),
         running: !event.spec.stopped,
         pending_restart: Vec::new(),
+        superuser_access: Some(event.spec.superuser_access),
     }
 }
 

@@ -80,6 +80,10 @@ pub struct PostgresInstanceSpec {
     /// Whether the server should be stopped (the volume is kept).
     #[serde(default)]
     pub stopped: bool,
+    /// Whether the `postgres` role is a superuser (off: it owns the
+    /// database, nothing more).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superuser_access: bool,
     /// Changing this value restarts the server (a rolling restart of its
     /// pod); any string, e.g. a timestamp. The conductor sets it for a
     /// `pgplane instance restart`.
@@ -148,6 +152,7 @@ impl From<domain::InstanceSpec> for PostgresInstanceSpec {
                 .collect(),
             config: s.config,
             stopped: s.stopped,
+            superuser_access: s.superuser_access,
             restart_request: None,
         }
     }
@@ -167,6 +172,7 @@ impl From<PostgresInstanceSpec> for domain::InstanceSpec {
                 .collect(),
             config: s.config,
             stopped: s.stopped,
+            superuser_access: s.superuser_access,
         }
     }
 }

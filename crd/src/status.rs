@@ -90,6 +90,9 @@ pub struct ObservedSpecStatus {
     pub running: bool,
     #[serde(default)]
     pub pending_restart: Vec<String>,
+    /// Whether the `postgres` role is a superuser, as observed in the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superuser_access: Option<bool>,
 }
 
 /// Where to connect; the password is in the Secret `secretName` (key
@@ -123,6 +126,7 @@ impl From<domain::ObservedSpec> for ObservedSpecStatus {
             config: o.config,
             running: o.running,
             pending_restart: o.pending_restart,
+            superuser_access: o.superuser_access,
         }
     }
 }
@@ -135,6 +139,7 @@ impl From<ObservedSpecStatus> for domain::ObservedSpec {
             config: o.config,
             running: o.running,
             pending_restart: o.pending_restart,
+            superuser_access: o.superuser_access,
         }
     }
 }

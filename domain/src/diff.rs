@@ -59,6 +59,11 @@ pub fn diff_specs(old: &InstanceSpec, new: &InstanceSpec) -> Vec<FieldChange> {
         field("storage", old.storage.clone(), new.storage.clone());
     }
     field("stopped", old.stopped.to_string(), new.stopped.to_string());
+    field(
+        "superuserAccess",
+        old.superuser_access.to_string(),
+        new.superuser_access.to_string(),
+    );
 
     let a: BTreeSet<&str> = old.extension_names().collect();
     let b: BTreeSet<&str> = new.extension_names().collect();

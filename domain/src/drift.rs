@@ -71,6 +71,15 @@ pub fn drift(declared: &InstanceSpec, observed: &ObservedSpec) -> Vec<FieldDrift
             push(&format!("config.{name}"), Some(value), seen.cloned());
         }
     }
+    if let Some(superuser) = observed.superuser_access {
+        if superuser != declared.superuser_access {
+            push(
+                "superuserAccess",
+                Some(declared.superuser_access.to_string()),
+                Some(superuser.to_string()),
+            );
+        }
+    }
     if !observed.pending_restart.is_empty() {
         push(
             "pendingRestart",
@@ -124,6 +133,7 @@ mod tests {
             .into(),
             running: true,
             pending_restart: vec![],
+            superuser_access: Some(false),
         }
     }
 

@@ -28,5 +28,9 @@ pub use message::{DataPlaneEvent, EventKind, ReportKind, StatusReport};
 pub use name::{InstanceName, NameError};
 pub use restart::{predict_restart, RestartPrediction};
 pub use spec::{ConnectionInfo, Extension, InstanceSpec, ObservedSpec, Resources};
-pub use state::{transition, Event, State, TransitionError};
-pub use validate::{validate_spec, FieldError, ValidationErrors};
+pub use state::{
+    settle_report, transition, Event, ReportOutcome, Standing, State, TransitionError,
+};
+pub use validate::{
+    validate_spec, validate_spec_with, FieldError, ValidateOptions, ValidationErrors,
+};

@@ -62,6 +62,9 @@ pub enum ReportKind {
     Started,
     Deleted,
     Failed,
+    /// The data plane brought a server back by itself (e.g. restarted it
+    /// after a crash); the report's note says what happened.
+    Recovered,
     /// A periodic re-observation: updates the observed spec, moves no state.
     Observed,
 }
@@ -77,6 +80,7 @@ impl ReportKind {
             ReportKind::Started => Event::Started,
             ReportKind::Deleted => Event::Deleted,
             ReportKind::Failed => Event::Failed,
+            ReportKind::Recovered => Event::Recovered,
             ReportKind::Observed => return None,
         })
     }
@@ -103,6 +107,10 @@ pub struct StatusReport {
     /// Set when the control plane's restart prediction did not hold.
     #[serde(default)]
     pub prediction_note: Option<String>,
+    /// What the data plane did by itself, for the history (e.g. "crashed:
+    /// killed by signal 9; restarted in 0.4 s"). Never contains secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! values with units (`16MB`, `1min`), parsed and put in canonical form so
 //! equal values compare equal.
 
-use crate::settings;
+use crate::settings::{self, value, SettingValue, VarType};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{value:?} is not a valid {what}: {expected}")]
@@ -73,136 +73,46 @@ pub fn parse_bytes(value: &str) -> Result<u64, QuantityError> {
     Ok(bytes.round() as u64)
 }
 
-/// Memory units Postgres accepts, in kB.
-fn memory_unit_kb(unit: &str) -> Option<f64> {
-    Some(match unit {
-        "B" => 1.0 / 1024.0,
-        "kB" => 1.0,
-        "8kB" => 8.0,
-        "16MB" => 16.0 * 1024.0,
-        "MB" => 1024.0,
-        "GB" => 1024.0 * 1024.0,
-        "TB" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    })
-}
-
-/// Time units Postgres accepts, in ms.
-fn time_unit_ms(unit: &str) -> Option<f64> {
-    Some(match unit {
-        "us" => 0.001,
-        "ms" => 1.0,
-        "s" => 1000.0,
-        "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        "d" => 86_400_000.0,
-        _ => return None,
-    })
-}
-
-fn split_number(value: &str) -> (&str, &str) {
-    let v = value.trim();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(v.len());
-    let (n, u) = v.split_at(split);
-    (n, u.trim())
-}
-
-fn format_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
-    }
-}
-
-/// The canonical form of a parameter value: memory in kB, time in ms,
-/// booleans as `on`/`off`, enums lower-case; anything unparseable unchanged.
+/// The canonical form of a parameter value, as Postgres reads it: memory in
+/// kB, time in ms (`-1`, usually "off", stays `-1`), booleans as `on`/`off`,
+/// enums as `SHOW` prints them (`hot_standby` is `replica`); a value Postgres
+/// would refuse is only trimmed (enums also lower-cased).
 /// `16MB` and `16384kB` both become `16384kB`.
 pub fn normalize_setting(name: &str, value: &str) -> String {
     let Some(setting) = settings::lookup(name) else {
         return value.trim().to_owned();
     };
-    match setting.vartype {
-        "bool" => match value.trim().to_ascii_lowercase().as_str() {
-            "on" | "true" | "yes" | "1" | "t" | "y" => "on".to_owned(),
-            "off" | "false" | "no" | "0" | "f" | "n" => "off".to_owned(),
-            other => other.to_owned(),
-        },
-        "enum" => value.trim().to_ascii_lowercase(),
-        "integer" | "real" => {
-            normalize_with_unit(setting.unit, value).unwrap_or_else(|| value.trim().to_owned())
-        }
-        _ => value.trim().to_owned(),
+    match settings::parse_value(setting, value) {
+        Ok(SettingValue::Bool(b)) => if b { "on" } else { "off" }.to_owned(),
+        Ok(SettingValue::Enum(v)) => v.to_owned(),
+        Ok(SettingValue::Integer(n)) => normalize_amount(setting, n as f64),
+        Ok(SettingValue::Real(r)) => normalize_amount(setting, r),
+        Ok(SettingValue::String(_)) => value.trim().to_owned(),
+        Err(_) if setting.vartype == VarType::Enum => value.trim().to_ascii_lowercase(),
+        Err(_) => value.trim().to_owned(),
     }
 }
 
-fn normalize_with_unit(base_unit: &str, value: &str) -> Option<String> {
-    let (num, unit) = split_number(value);
-    let n: f64 = num.parse().ok()?;
-    if n == -1.0 && unit.is_empty() {
-        return Some("-1".to_owned());
+fn normalize_amount(setting: &settings::Setting, base: f64) -> String {
+    if base == -1.0 {
+        return "-1".to_owned();
     }
-    if let Some(base) = memory_unit_kb(base_unit) {
-        let u = if unit.is_empty() {
-            base
-        } else {
-            memory_unit_kb(unit)?
-        };
-        return Some(format!("{}kB", format_number(n * u)));
+    if let Some(bytes) = value::to_bytes(setting, base) {
+        return format!("{}kB", value::format_number(bytes / 1024.0));
     }
-    if let Some(base) = time_unit_ms(base_unit) {
-        let u = if unit.is_empty() {
-            base
-        } else {
-            time_unit_ms(unit)?
-        };
-        return Some(format!("{}ms", format_number(n * u)));
+    if let Some(ms) = value::to_millis(setting, base) {
+        return format!("{}ms", value::format_number(ms));
     }
-    unit.is_empty().then(|| format_number(n))
+    value::format_number(base)
 }
 
-/// Checks that `value` is acceptable for the parameter's type; the error says
-/// what is expected.
+/// Checks that `value` is one Postgres accepts for the parameter (type,
+/// unit, bounds, enum values); the error says what is allowed. Parameters
+/// it does not know are not checked.
 pub fn check_setting_value(name: &str, value: &str) -> Result<(), String> {
-    let Some(setting) = settings::lookup(name) else {
-        return Ok(());
-    };
-    match setting.vartype {
-        "bool" => match normalize_setting(name, value).as_str() {
-            "on" | "off" => Ok(()),
-            _ => Err("expected a boolean (on/off, true/false)".to_owned()),
-        },
-        "integer" | "real" => {
-            let (num, unit) = split_number(value);
-            let number_ok = if setting.vartype == "integer" {
-                num.parse::<i64>().is_ok() || (!unit.is_empty() && num.parse::<f64>().is_ok())
-            } else {
-                num.parse::<f64>().is_ok()
-            };
-            let unit_ok = unit.is_empty()
-                || (memory_unit_kb(setting.unit).is_some() && memory_unit_kb(unit).is_some())
-                || (time_unit_ms(setting.unit).is_some() && time_unit_ms(unit).is_some());
-            if number_ok && unit_ok {
-                Ok(())
-            } else if memory_unit_kb(setting.unit).is_some() {
-                Err("expected a number with an optional unit B, kB, MB, GB or TB".to_owned())
-            } else if time_unit_ms(setting.unit).is_some() {
-                Err("expected a number with an optional unit us, ms, s, min, h or d".to_owned())
-            } else {
-                Err(format!(
-                    "expected {} {}",
-                    if setting.vartype == "integer" {
-                        "an"
-                    } else {
-                        "a"
-                    },
-                    setting.vartype
-                ))
-            }
-        }
-        _ => Ok(()),
+    match settings::lookup(name) {
+        Some(setting) => settings::parse_value(setting, value).map(|_| ()),
+        None => Ok(()),
     }
 }
 
@@ -245,6 +155,20 @@ mod tests {
         assert_eq!(normalize_setting("max_connections", "150"), "150");
         assert_eq!(normalize_setting("jit", "true"), "on");
         assert_eq!(normalize_setting("log_min_duration_statement", "-1"), "-1");
+        assert_eq!(
+            normalize_setting("log_min_duration_statement", "-1ms"),
+            "-1"
+        );
+        assert_eq!(normalize_setting("log_rotation_age", "1d"), "86400000ms");
+        assert_eq!(normalize_setting("jit", "Y"), "on");
+        assert_eq!(normalize_setting("wal_level", "hot_standby"), "replica");
+        assert_eq!(normalize_setting("wal_level", "Nonsense"), "nonsense");
+        assert_eq!(normalize_setting("random_page_cost", "1.10"), "1.1");
+        assert_eq!(normalize_setting("vacuum_cost_delay", "500us"), "0.5ms");
+        assert_eq!(normalize_setting("track_activity_query_size", "2kB"), "2kB");
+        // Postgres rounds to whole 8kB pages.
+        assert_eq!(normalize_setting("shared_buffers", "1001kB"), "1000kB");
+        assert_eq!(normalize_setting("search_path", " a, b "), "a, b");
     }
 
     #[test]
@@ -253,6 +177,9 @@ mod tests {
         assert!(check_setting_value("work_mem", "16XB")
             .unwrap_err()
             .contains("kB, MB"));
+        assert!(check_setting_value("work_mem", "4TB")
+            .unwrap_err()
+            .contains("between 64kB and 2TB - 1kB"));
         assert!(check_setting_value("max_connections", "many").is_err());
         assert!(check_setting_value("jit", "maybe").is_err());
         assert!(check_setting_value("statement_timeout", "5s").is_ok());

@@ -28,11 +28,22 @@ pub struct InstanceSpec {
     pub storage: String,
     #[serde(default)]
     pub extensions: Vec<Extension>,
-    /// postgresql.conf parameters, values as strings.
-    #[serde(default)]
+    /// postgresql.conf parameters, values as strings. A parameter given
+    /// twice is refused.
+    #[serde(default, deserialize_with = "config_without_duplicates")]
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub stopped: bool,
+    /// Whether the instance's `postgres` role is a superuser. Off by default:
+    /// the role owns the database but cannot run programs or read the
+    /// server's files. Even on, the server runs as an OS user of its own
+    /// that reaches nothing outside this instance.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub superuser_access: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +61,41 @@ pub struct Resources {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Extension {
     pub name: String,
+}
+
+/// Reads `config` refusing a key given twice (a plain map keeps the last
+/// one silently), naming the key.
+fn config_without_duplicates<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct ConfigVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for ConfigVisitor {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of parameter names to values")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut config = BTreeMap::new();
+            while let Some((name, value)) = map.next_entry::<String, String>()? {
+                if config.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "parameter {name:?} is set twice; set each parameter once"
+                    )));
+                }
+                config.insert(name, value);
+            }
+            Ok(config)
+        }
+    }
+
+    deserializer.deserialize_map(ConfigVisitor)
 }
 
 fn default_version() -> String {
@@ -87,6 +133,7 @@ impl Default for InstanceSpec {
             extensions: Vec::new(),
             config: BTreeMap::new(),
             stopped: false,
+            superuser_access: false,
         }
     }
 }
@@ -124,6 +171,10 @@ pub struct ObservedSpec {
     /// Parameters changed but waiting for a restart (`pg_settings.pending_restart`).
     #[serde(default)]
     pub pending_restart: Vec<String>,
+    /// Whether the client role is a superuser (`pg_roles.rolsuper`); absent
+    /// when the data plane does not observe it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superuser_access: Option<bool>,
 }
 
 /// Where to connect. The password never travels with this: it lives in the
@@ -153,6 +204,27 @@ mod tests {
     fn unknown_fields_are_rejected_by_name() {
         let err = serde_json::from_str::<InstanceSpec>(r#"{"replica": 2}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `replica`"), "{err}");
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused_by_name() {
+        let err = serde_json::from_str::<InstanceSpec>(
+            r#"{"config": {"work_mem": "1MB", "work_mem": "2MB"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("parameter \"work_mem\" is set twice; set each parameter once"),
+            "{err}"
+        );
+        let spec: InstanceSpec =
+            serde_json::from_str(r#"{"config": {"work_mem": "1MB", "WORK_MEM": "2MB"}}"#).unwrap();
+        assert_eq!(
+            spec.config.len(),
+            2,
+            "case-insensitive repeats are validate_spec's"
+        );
+        assert!(serde_json::from_str::<InstanceSpec>(r#"{"config": null}"#).is_err());
     }
 
     #[test]

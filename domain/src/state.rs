@@ -196,7 +196,6 @@ pub fn transition(state: State, event: Event, change: Change) -> Result<State, T
             reason,
         })
     };
-    let undefined = || Err(TransitionError::Undefined { state, event });
     let update_target = if change.restart_required {
         S::Restarting
     } else {
@@ -239,34 +238,77 @@ pub fn transition(state: State, event: Event, change: Change) -> Result<State, T
 
         (_, E::Delete) => Ok(S::Deleting),
 
-        // Reports. Repeated reports (at-least-once delivery) keep the state.
-        (S::Submitted | S::Up | S::Error, E::Created) => Ok(S::Up),
-        (S::Configuring | S::Restarting | S::Up | S::Error, E::Updated) => Ok(S::Up),
-        (S::Restarting | S::Configuring | S::Up | S::Error, E::Restarted) => Ok(S::Up),
-        (S::Stopping | S::Stopped | S::Error, E::Stopped) => Ok(S::Stopped),
-        (S::Starting | S::Up | S::Error, E::Started) => Ok(S::Up),
-        (S::Deleting, E::Deleted) => Ok(S::Deleted),
+        // Reports are facts: what the data plane did at the generation it
+        // reports is what is, whatever state the instance was in (the table
+        // is total for reports), so no sequence of failures, fixes,
+        // redeliveries and crashes can leave an instance transitional.
+        // Repeated reports (at-least-once delivery) keep the state.
+        (_, E::Created | E::Updated | E::Restarted | E::Started | E::Recovered) => Ok(S::Up),
+        (_, E::Stopped) => Ok(S::Stopped),
+        (_, E::Deleted) => Ok(S::Deleted),
         (_, E::Failed) => Ok(S::Error),
-        (S::Error, E::Recovered) => Ok(S::Up),
+    }
+}
 
-        (
-            S::Submitted
-            | S::Up
-            | S::Configuring
-            | S::Restarting
-            | S::Stopping
-            | S::Stopped
-            | S::Starting
-            | S::Deleting
-            | S::Error,
-            E::Created
-            | E::Updated
-            | E::Restarted
-            | E::Stopped
-            | E::Started
-            | E::Deleted
-            | E::Recovered,
-        ) => undefined(),
+/// What the control plane does with one data-plane report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportOutcome {
+    /// The state to move to; `None` keeps the state (a stale report, an
+    /// observation, or an instance already deleted).
+    pub next: Option<State>,
+    /// The instance's `observed_generation` afterwards.
+    pub observed_generation: i64,
+    /// Whether the report goes into the instance's history: it moved the
+    /// state, settled a newer generation, or carries news (an error or a
+    /// note). A redelivered report records nothing.
+    pub record: bool,
+}
+
+/// Where the instance stands, as the control plane stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub state: State,
+    pub generation: i64,
+    pub observed_generation: i64,
+}
+
+/// Settles one report against the instance's standing. A report for an
+/// older generation than the current one never completes the newer change
+/// (it only refreshes the observation); one for the current generation
+/// always settles it. Generation 0 marks a report about a message whose
+/// generation could not be read (a dead-lettered event): it is about the
+/// current generation. Pure.
+pub fn settle_report(
+    standing: Standing,
+    kind: crate::ReportKind,
+    report_generation: i64,
+    has_news: bool,
+) -> ReportOutcome {
+    let keep = ReportOutcome {
+        next: None,
+        observed_generation: standing.observed_generation,
+        record: false,
+    };
+    if standing.state == State::Deleted {
+        return keep;
+    }
+    let generation = if report_generation == 0 {
+        standing.generation
+    } else {
+        report_generation
+    };
+    let Some(event) = kind.event() else {
+        return keep;
+    };
+    if generation < standing.generation {
+        return keep;
+    }
+    let next = transition(standing.state, event, Change::default()).ok();
+    let newer = generation > standing.observed_generation;
+    ReportOutcome {
+        next,
+        observed_generation: generation.max(standing.observed_generation),
+        record: next.is_some_and(|to| to != standing.state || newer || has_news),
     }
 }
 

@@ -1,6 +1,12 @@
 //! Strict validation of an [`InstanceSpec`]: every problem is reported at
-//! once, each with the field path and what is allowed.
+//! once, each with the field path and what is allowed. Parameter values are
+//! checked as PostgreSQL 15 reads them ([`crate::settings::value`]), and
+//! [`config`] checks them together: combinations the server refuses to
+//! start with, and what the instance's resources cannot hold.
 
+mod config;
+
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -60,8 +66,39 @@ impl fmt::Display for ValidationErrors {
 
 impl std::error::Error for ValidationErrors {}
 
+/// What [`validate_spec_with`] needs besides the spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidateOptions {
+    /// Field paths (as errors name them: `spec.config.max_wal_senders`,
+    /// `spec.resources.memory`, `spec.config` for all of it) whose values
+    /// are not known yet, such as Terraform's unknown values at plan time.
+    /// Rules that relate fields skip those involving one; errors of the
+    /// fields themselves are reported and left for the caller to drop.
+    pub unknown: Vec<String>,
+}
+
+impl ValidateOptions {
+    pub(crate) fn is_unknown(&self, path: &str) -> bool {
+        self.unknown.iter().any(|u| {
+            path == u
+                || path
+                    .strip_prefix(u.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+    }
+}
+
 /// Validates a spec. `prefix` is the path of the spec itself, e.g. `spec`.
 pub fn validate_spec(spec: &InstanceSpec, prefix: &str) -> Result<(), ValidationErrors> {
+    validate_spec_with(spec, prefix, &ValidateOptions::default())
+}
+
+/// [`validate_spec`] for a spec some of whose values are not known yet.
+pub fn validate_spec_with(
+    spec: &InstanceSpec,
+    prefix: &str,
+    options: &ValidateOptions,
+) -> Result<(), ValidationErrors> {
     let mut errs = ValidationErrors::default();
     if !SUPPORTED_VERSIONS.contains(&spec.postgres_version.as_str()) {
         errs.push(
@@ -102,12 +139,19 @@ pub fn validate_spec(spec: &InstanceSpec, prefix: &str) -> Result<(), Validation
             );
         }
     }
+    let mut first_spelling: BTreeMap<String, &str> = BTreeMap::new();
     for (name, value) in &spec.config {
         let path = format!("{prefix}.config.{name}");
-        if let Err(message) = check_parameter(name, value) {
+        if let Some(other) = first_spelling.insert(name.to_ascii_lowercase(), name) {
+            errs.push(
+                path,
+                format!("{other:?} and {name:?} name the same parameter (names are case-insensitive): set it once"),
+            );
+        } else if let Err(message) = check_parameter(name, value) {
             errs.push(path, message);
         }
     }
+    config::check(spec, prefix, options, &mut errs);
     errs.into_result()
 }
 
@@ -132,12 +176,26 @@ fn check_parameter(name: &str, value: &str) -> Result<(), String> {
         Some(s) if s.context == Context::Internal => Err(format!(
             "parameter {name:?} is read-only (fixed when Postgres was built)"
         )),
+        Some(s) if !s.alter_system => Err(match settings::lookup(&format!("default_{}", s.name)) {
+            Some(d) => format!(
+                "parameter {name:?} applies to one transaction and cannot be configured; set {:?}",
+                d.name
+            ),
+            None => format!("parameter {name:?} cannot be configured"),
+        }),
+        Some(s) if s.name == "shared_preload_libraries" => config::check_preload_libraries(value),
         Some(_) => check_setting_value(name, value),
         // Extension parameters (pg_stat_statements.max) are namespaced.
         None if is_custom_parameter(name) => Ok(()),
-        None => Err(format!(
-            "unknown parameter {name:?} for PostgreSQL 15 (see pg_settings; extension parameters are written extension.name)"
-        )),
+        None => {
+            let mut message = format!(
+                "unknown parameter {name:?} for PostgreSQL 15 (see pg_settings; extension parameters are written extension.name)"
+            );
+            if let Some(s) = settings::suggest_name(name) {
+                message.push_str(&format!("; did you mean {s:?}?"));
+            }
+            Err(message)
+        }
     }
 }
 
@@ -212,5 +270,81 @@ mod tests {
         assert!(msg("spec.config.no_such_param").contains("unknown parameter"));
         assert!(msg("spec.config.server_version").contains("read-only"));
         assert!(msg("spec.postgresVersion").contains("supported: 15"));
+    }
+
+    #[test]
+    fn parameter_errors_say_what_is_allowed() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "shared_buffers",
+                "4",
+                "must be between 128kB and 8TB - 8kB (got \"4\" = 32kB)",
+            ),
+            (
+                "wal_level",
+                "archives",
+                "expected one of: minimal, replica, logical (got \"archives\")",
+            ),
+            (
+                "wal_level",
+                "replca",
+                "expected one of: minimal, replica, logical (got \"replca\"); did you mean \"replica\"?",
+            ),
+            (
+                "max_connections",
+                "0",
+                "must be between 1 and 262143 (got \"0\")",
+            ),
+            (
+                "work_mem",
+                "1GiB",
+                "\"1GiB\" has an invalid unit \"GiB\": use B, kB, MB, GB or TB (case-sensitive); did you mean \"1GB\"?",
+            ),
+            (
+                "transaction_isolation",
+                "serializable",
+                "parameter \"transaction_isolation\" applies to one transaction and cannot be configured; set \"default_transaction_isolation\"",
+            ),
+            (
+                "shared_buffer",
+                "1GB",
+                "unknown parameter \"shared_buffer\" for PostgreSQL 15 (see pg_settings; extension parameters are written extension.name); did you mean \"shared_buffers\"?",
+            ),
+            (
+                "shared_preload_libraries",
+                "does_not_exist",
+                "\"does_not_exist\" is not a library pgplane can preload; known: auth_delay, auto_explain, passwordcheck, pg_cron, pg_prewarm, pg_squeeze, pg_stat_statements, pgaudit, timescaledb",
+            ),
+            ("work_mem", "1MB\n", "value must be a single line"),
+        ];
+        for (name, value, want) in cases {
+            let spec = InstanceSpec {
+                config: [((*name).to_owned(), (*value).to_owned())].into(),
+                ..Default::default()
+            };
+            let path = format!("spec.config.{name}");
+            assert_eq!(
+                errors(&spec),
+                [(path, (*want).to_owned())],
+                "{name}={value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_parameter_is_set_once_whatever_its_case() {
+        let spec = InstanceSpec {
+            config: [("work_mem", "1MB"), ("WORK_MEM", "2MB")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            errors(&spec),
+            [(
+                "spec.config.work_mem".to_owned(),
+                "\"WORK_MEM\" and \"work_mem\" name the same parameter (names are case-insensitive): set it once".to_owned()
+            )]
+        );
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`source`]: read a revision from a git repository (git2, into a bare
 //!   cache) or a plain directory. Blocking: run it in `spawn_blocking`.
+//! - [`location`]: where a source URL points (local or which host) and
+//!   whether a [`SourcePolicy`] lets a control plane fetch from there.
 //! - [`manifest`]: parse and validate a revision whole into a
 //!   [`DesiredSet`], or report every error with file, line, column and
 //!   field path ([`ManifestErrors`]).
@@ -15,6 +17,7 @@
 
 pub mod cache;
 mod de;
+pub mod location;
 pub mod manifest;
 pub mod plan;
 pub mod render;
@@ -22,10 +25,12 @@ pub mod source;
 pub mod yaml;
 
 pub use cache::{Compiled, DesiredCache};
+pub use location::{parse_location, Location, LocationError, SourcePolicy};
 pub use manifest::{
     parse_manifests, DesiredInstance, DesiredSet, ManifestError, ManifestErrors, ParseOptions,
 };
 pub use plan::{plan, Action, Plan, PlanEntry, PlanError, PlanOptions, Summary};
 pub use source::{
-    read_dir, read_git, CommitInfo, GitCache, GitSource, Revision, SourceError, SourceFile,
+    create_private_dir, read_dir, read_git, CommitInfo, GitCache, GitSource, Revision, SourceError,
+    SourceFile,
 };

@@ -7,10 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
 use chrono::{DateTime, TimeZone, Utc};
 use git2::{
     AutotagOption, Cred, CredentialType, Direction, FetchOptions, ObjectType, Oid, RemoteCallbacks,
-    Repository, TreeWalkMode, TreeWalkResult,
+    RemoteRedirect, Repository, TreeWalkMode, TreeWalkResult,
 };
 use serde::Serialize;
 
@@ -89,24 +91,62 @@ pub enum SourceError {
 
 pub type Result<T, E = SourceError> = std::result::Result<T, E>;
 
+impl SourceError {
+    /// Whether the error is about the repository's contents (a branch or a
+    /// path it does not have) rather than about reaching the remote or the
+    /// local cache, whose messages carry network and file-system details.
+    pub fn is_about_contents(&self) -> bool {
+        match self {
+            SourceError::RefNotFound { .. } | SourceError::PathNotFound { .. } => true,
+            SourceError::Cache { .. }
+            | SourceError::RemoteUnreachable { .. }
+            | SourceError::Fetch { .. }
+            | SourceError::Read { .. }
+            | SourceError::Directory { .. } => false,
+        }
+    }
+}
+
 /// A bare repository that remote commits are fetched into; one per source.
+///
+/// The cache is private to its OS user: directories are created 0700 and
+/// the files git writes lose their group and other bits after each fetch.
+/// A remote that redirects to another host is not followed: the host a
+/// source names is the host it is fetched from.
 pub struct GitCache {
     repo: Repository,
+    dir: PathBuf,
 }
 
 impl GitCache {
-    /// Opens the bare cache at `dir`, creating it when missing.
+    /// Opens the bare cache at `dir`, creating it (and missing parents) when
+    /// missing.
     pub fn open(dir: &Path) -> Result<GitCache> {
         let cache_err = |e: &dyn std::fmt::Display| SourceError::Cache {
             path: dir.to_owned(),
             message: e.to_string(),
         };
-        std::fs::create_dir_all(dir).map_err(|e| cache_err(&e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| cache_err(&e))?;
         let repo = match Repository::open_bare(dir) {
             Ok(r) => r,
             Err(_) => Repository::init_bare(dir).map_err(|e| cache_err(&e))?,
         };
-        Ok(GitCache { repo })
+        let mut config = repo.config().map_err(|e| cache_err(&e))?;
+        let follows = config.get_string("http.followRedirects").ok();
+        if follows.as_deref() != Some("false") {
+            config
+                .set_str("http.followRedirects", "false")
+                .map_err(|e| cache_err(&e))?;
+        }
+        make_private(dir).map_err(|e| cache_err(&e))?;
+        Ok(GitCache {
+            repo,
+            dir: dir.to_owned(),
+        })
     }
 
     /// Asks the remote where `source.reference` points, fetches that commit
@@ -156,11 +196,16 @@ impl GitCache {
             let mut options = FetchOptions::new();
             options
                 .remote_callbacks(callbacks())
-                .download_tags(AutotagOption::None);
+                .download_tags(AutotagOption::None)
+                .follow_redirects(RemoteRedirect::None);
             let local = format!("refs/pgplane/{}", name.trim_start_matches("refs/"));
             remote
                 .fetch(&[format!("+{name}:{local}")], Some(&mut options), None)
                 .map_err(fetch_err)?;
+            make_private(&self.dir).map_err(|e| SourceError::Cache {
+                path: self.dir.clone(),
+                message: e.to_string(),
+            })?;
         }
         self.commit_info(oid)
     }
@@ -306,6 +351,38 @@ pub fn read_dir(dir: &Path) -> Result<Revision> {
         commit: None,
         files,
     })
+}
+
+/// Creates `dir` (and missing parents) readable by its owner only, and
+/// makes an existing one so.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Takes group and other permissions off `dir` and everything under it
+/// (symbolic links are left alone).
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    let mut pending = vec![dir.to_owned()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_err(what: &str, e: git2::Error) -> SourceError {

@@ -503,6 +503,7 @@ fn observed(pi: &PostgresInstance) -> ObservedSpec {
         config: domain::restart::effective_config(&spec),
         running: status.phase == Some(Phase::Running),
         pending_restart: Vec::new(),
+        superuser_access: None,
     }
 }
 

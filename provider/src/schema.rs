@@ -313,6 +313,12 @@ pub fn instance_resource() -> Block {
         attr("storage", Type::String, "Disk size, e.g. `10Gi`. Defaults to `10Gi`.")
             .optional()
             .computed(),
+        attr(
+            "superuser_access",
+            Type::Bool,
+            "Whether the instance's `postgres` role is a superuser. Defaults to `false`: the role owns the database (schemas, tables, functions, trusted extensions) but cannot run programs on the server or read its files. Even when `true`, the server runs as an OS user of its own that reaches nothing outside this instance.",
+        )
+        .optional(),
     ];
     attributes.extend(observed_attributes());
     Block {

@@ -60,15 +60,22 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateInstance) -> R
     if let Err(e) = validate_spec(&req.spec, "spec") {
         errs.0.extend(e.0);
     }
+    let owner = match creating_owner(caller, req.owner.as_deref()) {
+        Ok(owner) => owner,
+        Err(message) => {
+            errs.push("owner", message);
+            String::new()
+        }
+    };
     errs.into_result().map_err(ApiError::Invalid)?;
     let spec = req.spec.normalized();
     let data_plane = req
         .data_plane
         .unwrap_or_else(|| state.default_data_plane.clone());
     queue::data_plane_queue(&data_plane)?;
-    let owner = req.owner.unwrap_or_else(|| "api".to_owned());
 
     let mut tx = state.pool.begin().await?;
+    check_data_plane_known(&mut tx, &state.default_data_plane, &data_plane).await?;
     check_extensions_available(&mut tx, &data_plane, &spec).await?;
     let existing: Option<(String, String)> = sqlx::query_as(
         "select state, owner from instances where org = $1 and name = $2 and state <> 'Deleted'",
@@ -83,6 +90,7 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateInstance) -> R
             req.name
         )));
     }
+    check_quota(&mut tx, &caller.org, state.max_instances_per_org).await?;
     let row = store::insert_instance(
         &mut tx,
         NewInstance {
@@ -228,6 +236,26 @@ pub async fn execute(
     Ok(updated.into_api())
 }
 
+/// Who owns an instance `caller` creates: a GitOps source owns what it
+/// creates; a client may choose only [`api::CLIENT_OWNERS`] (`api` by
+/// default), never a source's `git:NAME`.
+fn creating_owner(caller: &Caller, requested: Option<&str>) -> std::result::Result<String, String> {
+    match (&caller.source, requested) {
+        (Some(source), None) => Ok(source.owner.clone()),
+        (Some(source), Some(o)) if o == source.owner => Ok(source.owner.clone()),
+        (Some(source), Some(o)) => Err(format!(
+            "a source creates instances as {}, not {o:?}",
+            source.owner
+        )),
+        (None, None) => Ok(api::CLIENT_OWNERS[0].to_owned()),
+        (None, Some(o)) if api::CLIENT_OWNERS.contains(&o) => Ok(o.to_owned()),
+        (None, Some(o)) => Err(format!(
+            "{o:?} is not an owner a client may set; one of {} (instances owned by a GitOps source, git:NAME, are created by that source)",
+            api::CLIENT_OWNERS.join(", ")
+        )),
+    }
+}
+
 /// One owner per instance: an instance a GitOps source manages changes only
 /// through that source (its spec and its existence; restart/stop/start are
 /// operations and stay open).
@@ -293,6 +321,59 @@ fn describe_change(old: &InstanceSpec, new: &InstanceSpec, reasons: &[String]) -
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
+/// Refuses a data plane that has no queue: one no conductor has registered,
+/// other than the default (whose queue the control plane creates itself).
+async fn check_data_plane_known(
+    conn: &mut PgConnection,
+    default_data_plane: &str,
+    data_plane: &str,
+) -> Result<()> {
+    if data_plane == default_data_plane {
+        return Ok(());
+    }
+    let mut known: Vec<String> = sqlx::query_scalar("select name from data_planes")
+        .fetch_all(&mut *conn)
+        .await?;
+    if known.iter().any(|k| k == data_plane) {
+        return Ok(());
+    }
+    known.push(default_data_plane.to_owned());
+    known.sort();
+    known.dedup();
+    Err(ApiError::invalid(
+        "dataPlane",
+        format!(
+            "unknown data plane {data_plane:?}; known: {}",
+            known.join(", ")
+        ),
+    ))
+}
+
+/// Refuses a new instance when the organisation already has `limit` live
+/// ones (0: no limit). The organisation's row is locked first, so creates
+/// racing in one organisation are counted one after the other.
+async fn check_quota(conn: &mut PgConnection, org: &str, limit: u32) -> Result<()> {
+    if limit == 0 {
+        return Ok(());
+    }
+    sqlx::query("select 1 from orgs where name = $1 for update")
+        .bind(org)
+        .execute(&mut *conn)
+        .await?;
+    let live: i64 =
+        sqlx::query_scalar("select count(*) from instances where org = $1 and state <> 'Deleted'")
+            .bind(org)
+            .fetch_one(&mut *conn)
+            .await?;
+    if live >= i64::from(limit) {
+        return Err(ApiError::QuotaExceeded {
+            org: org.to_owned(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Rejects extensions the data plane said it cannot run, listing what it can.
 async fn check_extensions_available(
     conn: &mut PgConnection,
@@ -313,6 +394,29 @@ async fn check_extensions_available(
                     available.join(", ")
                 ),
             );
+        }
+    }
+    // A preload library of an extension the data plane lacks has no file
+    // there either: the server would not start.
+    let preload = spec
+        .config
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("shared_preload_libraries"));
+    if let Some((key, value)) = preload {
+        for lib in value.split(',').map(|l| l.trim().trim_matches('"')) {
+            let extension = domain::restart::PRELOAD_EXTENSIONS
+                .iter()
+                .find(|(_, l)| *l == lib)
+                .map(|(e, _)| *e);
+            if let Some(ext) = extension.filter(|e| !available.iter().any(|a| a == e)) {
+                errs.push(
+                    format!("spec.config.{key}"),
+                    format!(
+                        "library {lib:?} comes with extension {ext:?}, which is not available on data plane {data_plane:?}; available: {}",
+                        available.join(", ")
+                    ),
+                );
+            }
         }
     }
     errs.into_result().map_err(ApiError::Invalid)

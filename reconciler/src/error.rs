@@ -12,8 +12,15 @@ pub enum ApiError {
     Invalid(ValidationErrors),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A webhook call not signed with its source's secret, or for a source
+    /// that does not exist: the two are indistinguishable on purpose.
+    #[error("missing or invalid X-Hub-Signature-256 webhook signature")]
+    WebhookSignature,
     #[error("this token may not {0}")]
     Forbidden(&'static str),
+    /// The organisation has as many live instances as it may have.
+    #[error("organisation {org:?} has {limit} instances, the most it may have; delete one first (the limit is the control plane's --max-instances-per-org)")]
+    QuotaExceeded { org: String, limit: u32 },
     #[error("instance {0:?} not found")]
     NotFound(String),
     #[error("{0} {1:?} not found")]
@@ -68,6 +75,15 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
                 ApiError::Conflict("an instance with this name already exists".to_owned())
             }
+            // Postgres text cannot hold NUL: `invalid byte sequence` for a
+            // text parameter (22021), `unsupported Unicode escape sequence`
+            // for `\u0000` in jsonb (22P05). Inputs are checked before they
+            // reach SQL; this catches any that is not.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("22021") | Some("22P05")) =>
+            {
+                ApiError::invalid("body", "text must not contain NUL characters (\\u0000)")
+            }
             _ => ApiError::Internal(Box::new(e)),
         }
     }
@@ -89,8 +105,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthorized | ApiError::WebhookSignature => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::QuotaExceeded { .. } => (StatusCode::FORBIDDEN, "quota_exceeded"),
             ApiError::NotFound(_) | ApiError::NotFoundWhat(..) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }

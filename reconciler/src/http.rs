@@ -48,13 +48,33 @@ pub fn router(state: AppState) -> Router {
             get(source_status).delete(delete_source),
         )
         .route("/api/v1/sources/{name}/sync", post(sync_source))
-        .route("/api/v1/sources/{name}/webhook", post(source_webhook))
+        .route(
+            "/api/v1/orgs/{org}/sources/{name}/webhook",
+            post(source_webhook),
+        )
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
+        .layer(axum::middleware::from_fn(nul_in_path_is_not_found))
         .with_state(state)
 }
+
+/// No name holds a NUL character (Postgres text cannot): a path with `%00`
+/// names nothing, whatever the route.
+async fn nul_in_path_is_not_found(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if req.uri().path().contains("%00") {
+        return ApiError::NotFoundWhat("path", req.uri().path().to_owned()).into_response();
+    }
+    next.run(req).await
+}
+
+/// The most characters a token's description may have.
+const MAX_TOKEN_DESCRIPTION: usize = 200;
 
 fn body<T>(json: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
     json.map(|Json(t)| t)
@@ -259,6 +279,14 @@ async fn create_token(
         return Err(ApiError::Forbidden("create tokens (admin only)"));
     }
     let req = body(json)?;
+    if let Some(d) = &req.description {
+        if d.chars().count() > MAX_TOKEN_DESCRIPTION || d.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "description",
+                format!("must be at most {MAX_TOKEN_DESCRIPTION} characters, without control characters (NUL, newlines, …)"),
+            ));
+        }
+    }
     let mut conn = state.pool.acquire().await?;
     let token =
         auth::create_token(&mut conn, &req.org, req.admin, req.description.as_deref()).await?;
@@ -323,7 +351,7 @@ async fn source_status(
     Path(name): Path<String>,
 ) -> Result<Json<SourceStatus>> {
     let source = crate::sources::find(&state, &caller.org, &name).await?;
-    let syncs = crate::sources::history(&state, &name, 50).await?;
+    let syncs = crate::sources::history(&state, &caller.org, &name, 50).await?;
     Ok(Json(SourceStatus {
         source: source.into_api(),
         syncs,
@@ -349,31 +377,30 @@ async fn sync_source(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<SyncRecord>> {
-    crate::sources::find(&state, &caller.org, &name).await?;
-    Ok(Json(crate::sources::sync(&state, &name).await?))
+    Ok(Json(
+        crate::sources::sync(&state, &caller.org, &name).await?,
+    ))
 }
 
 /// A push notification: it carries no trust (no token) and only makes the
-/// control plane fetch sooner. When the source has a secret, the body must be
-/// signed with it (`X-Hub-Signature-256: sha256=<hex HMAC-SHA256>`).
-#[utoipa::path(post, path = "/api/v1/sources/{name}/webhook", params(("name" = String, Path)),
-    responses((status = 202), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// control plane fetch sooner. The body must be signed with the source's
+/// webhook secret (`X-Hub-Signature-256: sha256=<hex HMAC-SHA256>`); an
+/// unknown source answers exactly as a bad signature does. At most one
+/// fetch per source every few seconds: calls in between are accepted and
+/// merged into the next fetch.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/sources/{name}/webhook",
+    params(("org" = String, Path), ("name" = String, Path)),
+    responses((status = 202, description = "a sync is requested"), (status = 401, body = ErrorBody)))]
 async fn source_webhook(
     AxumState(state): AxumState<AppState>,
-    Path(name): Path<String>,
+    Path((org, name)): Path<(String, String)>,
     headers: axum::http::HeaderMap,
     payload: axum::body::Bytes,
 ) -> Result<StatusCode> {
-    let source = crate::sources::find_any_org(&state, &name).await?;
-    if let Some(secret) = &source.webhook_secret {
-        let signature = headers
-            .get("x-hub-signature-256")
-            .and_then(|v| v.to_str().ok());
-        if !crate::sources::verify_signature(secret, &payload, signature) {
-            return Err(ApiError::Unauthorized);
-        }
-    }
-    state.gitops.request_sync(&name);
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    crate::sources::webhook::receive(&state, &org, &name, &payload, signature).await?;
     Ok(StatusCode::ACCEPTED)
 }
 

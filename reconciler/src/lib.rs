@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
+pub use gitops::SourcePolicy;
 pub use sqlx::PgPool;
 
 /// Shared by every handler and loop.
@@ -36,29 +37,47 @@ pub struct AppState {
     /// The data plane new instances go to unless they name one.
     pub default_data_plane: String,
     pub gitops: std::sync::Arc<sources::GitOps>,
+    /// How many live (not deleted) instances an organisation may have;
+    /// 0 for no limit.
+    pub max_instances_per_org: u32,
 }
 
+/// [`Settings::max_instances_per_org`] unless configured.
+pub const DEFAULT_MAX_INSTANCES_PER_ORG: u32 = 100;
+
 impl AppState {
-    /// State with git repositories cached under the system's temp directory.
+    /// State with git repositories cached under the system's temp directory
+    /// and the default [`SourcePolicy`] (no local paths, public hosts only).
     pub async fn new(pool: PgPool, default_data_plane: &str) -> AppState {
+        AppState::with_source_policy(pool, default_data_plane, SourcePolicy::default()).await
+    }
+
+    /// State with git repositories cached under the system's temp directory.
+    pub async fn with_source_policy(
+        pool: PgPool,
+        default_data_plane: &str,
+        policy: SourcePolicy,
+    ) -> AppState {
         let cache = std::env::temp_dir().join(format!(
             "pgplane-git-cache-{}-{}",
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
-        AppState::with_git_cache(pool, default_data_plane, cache).await
+        AppState::with_sources(pool, default_data_plane, cache, policy).await
     }
 
-    pub async fn with_git_cache(
+    pub async fn with_sources(
         pool: PgPool,
         default_data_plane: &str,
         git_cache_dir: std::path::PathBuf,
+        policy: SourcePolicy,
     ) -> AppState {
         AppState {
             queues: Queues::new(pool.clone()).await,
             pool,
             default_data_plane: default_data_plane.to_owned(),
-            gitops: std::sync::Arc::new(sources::GitOps::new(git_cache_dir)),
+            gitops: std::sync::Arc::new(sources::GitOps::new(git_cache_dir, policy)),
+            max_instances_per_org: DEFAULT_MAX_INSTANCES_PER_ORG,
         }
     }
 }
@@ -71,8 +90,16 @@ pub struct Settings {
     pub resend_every: Duration,
     /// How long a data plane may owe a report before the event is re-sent.
     pub resend_after: Duration,
-    /// Where GitOps sources' repositories are cached (bare clones).
+    /// Where GitOps sources' repositories are cached (bare clones, readable
+    /// by the control plane's OS user only).
     pub git_cache_dir: std::path::PathBuf,
+    /// What sources may point at: local paths and `file://`, hosts with
+    /// non-public addresses. Tenants are organisations; allow these only
+    /// where every token holder may read the machine's repositories and
+    /// reach its network.
+    pub source_policy: SourcePolicy,
+    /// How many live instances an organisation may have (0: no limit).
+    pub max_instances_per_org: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +110,12 @@ pub enum StartError {
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("installing PGMQ failed: {0}")]
     Queue(#[source] queue::Error),
+    #[error("cannot make the git cache directory {path} private: {source}")]
+    GitCache {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -143,12 +176,21 @@ pub async fn run(
     cancel: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), StartError> {
-    let state = AppState::with_git_cache(
-        pool,
-        &settings.default_data_plane,
-        settings.git_cache_dir.clone(),
-    )
-    .await;
+    // A cache directory left by an older version may be readable by others.
+    gitops::create_private_dir(&settings.git_cache_dir).map_err(|source| StartError::GitCache {
+        path: settings.git_cache_dir.clone(),
+        source,
+    })?;
+    let state = AppState {
+        max_instances_per_org: settings.max_instances_per_org,
+        ..AppState::with_sources(
+            pool,
+            &settings.default_data_plane,
+            settings.git_cache_dir.clone(),
+            settings.source_policy,
+        )
+        .await
+    };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {

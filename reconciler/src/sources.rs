@@ -1,21 +1,33 @@
 //! GitOps sources: registration, syncs (fetch → compile → plan → apply),
 //! the sync loop and drift healing.
 //!
-//! The rules (issue 4): a revision is validated whole before anything is
-//! applied and an invalid one applies nothing (the last good revision stays
-//! in force); a failed fetch or a vanished path changes nothing; a prune
-//! never deletes everything at once and is capped per sync; an instance has
-//! one owner; unchanged manifests enqueue nothing; compiled revisions are
-//! cached by commit and blob.
+//! The rules: a revision is validated whole before anything is applied and
+//! an invalid one applies nothing (the last good revision stays in force); a
+//! failed fetch or a vanished path changes nothing; a prune never deletes
+//! everything at once and is capped per sync; an instance has one owner;
+//! unchanged manifests enqueue nothing; compiled revisions are cached by
+//! commit and blob.
+//!
+//! Organisations are tenants: a source is named within its organisation
+//! (tables, caches, locks, owners and webhook URLs all carry the pair), its
+//! URL is checked against the operator's [`SourcePolicy`] when it is added
+//! and again before every fetch, and fetch failures reach the tenant as one
+//! generic message (the detail goes to the server's log).
 
-use std::collections::{HashMap, HashSet};
+mod registry;
+pub mod webhook;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use api::{CreateInstance, CreateSource, DriftMode, DriftStatus, Source, SyncRecord, SyncResult};
+use api::{CreateInstance, DriftMode, DriftStatus, SyncRecord, SyncResult};
 use chrono::{DateTime, Utc};
-use gitops::{Action, DesiredCache, GitCache, GitSource, ParseOptions, PlanOptions};
+use gitops::{
+    Action, DesiredCache, GitCache, GitSource, LocationError, ParseOptions, PlanOptions,
+    SourceError, SourcePolicy,
+};
 use sqlx::types::Json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -24,195 +36,123 @@ use crate::auth::{Caller, SourceActor};
 use crate::commands::{self, Command};
 use crate::error::{ApiError, Result};
 use crate::{store, AppState};
+use registry::log_refused;
+pub use registry::{create, delete, find, list, SourceRow};
 
-/// Per-process GitOps state: where repositories are cached, compiled
-/// revisions, one lock per source, and sync requests from webhooks.
+/// What a tenant reads when a fetch fails for a reason other than the
+/// repository's contents: whether the remote refused the connection, timed
+/// out or answered something else is for the server's log only.
+pub const FETCH_FAILED: &str = "could not fetch the repository";
+
+/// A source: its organisation and its name in it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey {
+    pub org: String,
+    pub name: String,
+}
+
+impl SourceKey {
+    pub fn new(org: &str, name: &str) -> SourceKey {
+        SourceKey {
+            org: org.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// Per-process GitOps state: where repositories are cached and what the
+/// operator allows sources to point at, compiled revisions, one lock per
+/// source, and sync requests (new sources, webhooks).
 pub struct GitOps {
     cache_dir: PathBuf,
-    compiled: std::sync::Mutex<HashMap<String, Arc<std::sync::Mutex<DesiredCache>>>>,
-    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    requested: std::sync::Mutex<HashSet<String>>,
+    policy: SourcePolicy,
+    compiled: std::sync::Mutex<HashMap<SourceKey, Arc<std::sync::Mutex<DesiredCache>>>>,
+    locks: std::sync::Mutex<HashMap<SourceKey, Arc<tokio::sync::Mutex<()>>>>,
+    requests: std::sync::Mutex<webhook::SyncRequests>,
     wake: tokio::sync::Notify,
 }
 
 impl GitOps {
-    pub fn new(cache_dir: PathBuf) -> GitOps {
+    pub fn new(cache_dir: PathBuf, policy: SourcePolicy) -> GitOps {
         GitOps {
             cache_dir,
+            policy,
             compiled: Default::default(),
             locks: Default::default(),
-            requested: Default::default(),
+            requests: Default::default(),
             wake: Default::default(),
         }
     }
 
-    /// Asks the sync loop to sync `source` now (the webhook).
-    pub fn request_sync(&self, source: &str) {
-        self.requested
+    pub fn policy(&self) -> SourcePolicy {
+        self.policy
+    }
+
+    /// The directory holding one source's caches (one per repository URL).
+    pub fn source_dir(&self, key: &SourceKey) -> PathBuf {
+        // Organisation and source names are DNS labels: safe path components.
+        self.cache_dir.join(&key.org).join(&key.name)
+    }
+
+    /// Asks the sync loop to sync `key` now (a new source).
+    fn request_sync(&self, key: &SourceKey) {
+        self.requests
             .lock()
             .expect("poisoned")
-            .insert(source.to_owned());
+            .request_now(key, Instant::now());
         self.wake.notify_one();
     }
 
-    fn lock(&self, source: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// A signed push webhook for `key`: asks for a sync, at most one per
+    /// [`webhook::PUSH_MIN_GAP`]; returns when it will run.
+    pub fn push(&self, key: &SourceKey, now: Instant) -> Instant {
+        let at = self.requests.lock().expect("poisoned").push(key, now);
+        self.wake.notify_one();
+        at
+    }
+
+    /// Sources whose requested sync is due at `now`.
+    pub fn take_due(&self, now: Instant) -> Vec<SourceKey> {
+        self.requests.lock().expect("poisoned").take_due(now)
+    }
+
+    fn lock(&self, key: &SourceKey) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
             .expect("poisoned")
-            .entry(source.to_owned())
+            .entry(key.clone())
             .or_default()
             .clone()
     }
 
-    fn cache(&self, source: &str, org: &str) -> Arc<std::sync::Mutex<DesiredCache>> {
+    fn cache(&self, key: &SourceKey) -> Arc<std::sync::Mutex<DesiredCache>> {
         self.compiled
             .lock()
             .expect("poisoned")
-            .entry(source.to_owned())
+            .entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(std::sync::Mutex::new(DesiredCache::new(ParseOptions {
-                    default_org: org.to_owned(),
+                    default_org: key.org.clone(),
                 })))
             })
             .clone()
     }
-}
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct SourceRow {
-    pub name: String,
-    pub org: String,
-    pub url: String,
-    pub branch: String,
-    pub path: String,
-    pub interval_seconds: i32,
-    pub prune: bool,
-    pub drift_mode: String,
-    pub adopt: bool,
-    pub webhook_secret: Option<String>,
-    pub last_good_commit: Option<String>,
-    pub last_seen_commit: Option<String>,
-    pub last_sync_at: Option<DateTime<Utc>>,
-}
-
-impl SourceRow {
-    pub fn owner(&self) -> String {
-        format!("git:{}", self.name)
-    }
-
-    fn drift(&self) -> DriftMode {
-        if self.drift_mode == "heal" {
-            DriftMode::Heal
-        } else {
-            DriftMode::Report
+    /// Drops what this process keeps about a deleted source. `held` is the
+    /// source's lock, held by the caller: it is dropped too unless someone
+    /// else is waiting for it.
+    fn forget(&self, key: &SourceKey, held: &Arc<tokio::sync::Mutex<()>>) {
+        self.compiled.lock().expect("poisoned").remove(key);
+        self.requests.lock().expect("poisoned").forget(key);
+        let mut locks = self.locks.lock().expect("poisoned");
+        // One reference in the map, one held by the caller.
+        if locks
+            .get(key)
+            .is_some_and(|l| Arc::ptr_eq(l, held) && Arc::strong_count(l) <= 2)
+        {
+            locks.remove(key);
         }
     }
-
-    pub fn into_api(self) -> Source {
-        Source {
-            drift: self.drift(),
-            webhook_secret_set: self.webhook_secret.is_some(),
-            name: self.name,
-            org: self.org,
-            url: self.url,
-            branch: self.branch,
-            path: self.path,
-            interval_seconds: self.interval_seconds,
-            prune: self.prune,
-            adopt: self.adopt,
-            last_good_commit: self.last_good_commit,
-            last_seen_commit: self.last_seen_commit,
-            last_sync_at: self.last_sync_at,
-        }
-    }
-}
-
-const SOURCE_COLUMNS: &str =
-    "name, org, url, branch, path, interval_seconds, prune, drift_mode, adopt, \
-     webhook_secret, last_good_commit, last_seen_commit, last_sync_at";
-
-pub async fn create(state: &AppState, caller: &Caller, req: CreateSource) -> Result<Source> {
-    let mut errs = domain::ValidationErrors::default();
-    if let Err(e) = domain::name::check_dns1123_label(&req.name) {
-        errs.push("name", e.to_string());
-    }
-    if req.url.trim().is_empty() {
-        errs.push("url", "a git URL or path is required");
-    }
-    if req.branch.trim().is_empty() {
-        errs.push("branch", "a branch is required");
-    }
-    if !(1..=86_400).contains(&req.interval_seconds) {
-        errs.push("intervalSeconds", "must be between 1 and 86400");
-    }
-    errs.into_result().map_err(ApiError::Invalid)?;
-    let drift = match req.drift {
-        DriftMode::Report => "report",
-        DriftMode::Heal => "heal",
-    };
-    let row = sqlx::query_as::<_, SourceRow>(&format!(
-        "insert into sources (name, org, url, branch, path, interval_seconds, prune, drift_mode, adopt, webhook_secret)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning {SOURCE_COLUMNS}"
-    ))
-    .bind(&req.name)
-    .bind(&caller.org)
-    .bind(&req.url)
-    .bind(&req.branch)
-    .bind(req.path.trim_matches('/'))
-    .bind(req.interval_seconds)
-    .bind(req.prune)
-    .bind(drift)
-    .bind(req.adopt)
-    .bind(&req.webhook_secret)
-    .fetch_one(&state.pool)
-    .await
-    .map_err(|e| match ApiError::from(e) {
-        ApiError::Conflict(_) => ApiError::Conflict(format!("a source named {:?} already exists", req.name)),
-        other => other,
-    })?;
-    state.gitops.request_sync(&row.name);
-    Ok(row.into_api())
-}
-
-pub async fn find(state: &AppState, org: &str, name: &str) -> Result<SourceRow> {
-    sqlx::query_as::<_, SourceRow>(&format!(
-        "select {SOURCE_COLUMNS} from sources where org = $1 and name = $2"
-    ))
-    .bind(org)
-    .bind(name)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(|| ApiError::NotFoundWhat("source", name.to_owned()))
-}
-
-/// For the webhook, which carries no token: by name only.
-pub async fn find_any_org(state: &AppState, name: &str) -> Result<SourceRow> {
-    sqlx::query_as::<_, SourceRow>(&format!(
-        "select {SOURCE_COLUMNS} from sources where name = $1"
-    ))
-    .bind(name)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(|| ApiError::NotFoundWhat("source", name.to_owned()))
-}
-
-pub async fn list(state: &AppState, org: &str) -> Result<Vec<Source>> {
-    let rows = sqlx::query_as::<_, SourceRow>(&format!(
-        "select {SOURCE_COLUMNS} from sources where org = $1 order by name"
-    ))
-    .bind(org)
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(rows.into_iter().map(SourceRow::into_api).collect())
-}
-
-pub async fn delete(state: &AppState, org: &str, name: &str) -> Result<Source> {
-    let row = find(state, org, name).await?;
-    sqlx::query("delete from sources where name = $1")
-        .bind(name)
-        .execute(&state.pool)
-        .await?;
-    Ok(row.into_api())
 }
 
 #[derive(sqlx::FromRow)]
@@ -227,11 +167,17 @@ struct SyncRow {
     at: DateTime<Utc>,
 }
 
-pub async fn history(state: &AppState, name: &str, limit: i64) -> Result<Vec<SyncRecord>> {
+pub async fn history(
+    state: &AppState,
+    org: &str,
+    name: &str,
+    limit: i64,
+) -> Result<Vec<SyncRecord>> {
     let rows = sqlx::query_as::<_, SyncRow>(
         "select commit_sha, author, message, commit_time, outcome, errors, results, at
-         from source_syncs where source = $1 order by id desc limit $2",
+         from source_syncs where org = $1 and source = $2 order by id desc limit $3",
     )
+    .bind(org)
     .bind(name)
     .bind(limit)
     .fetch_all(&state.pool)
@@ -252,22 +198,23 @@ pub async fn history(state: &AppState, name: &str, limit: i64) -> Result<Vec<Syn
 }
 
 /// Syncs one source now and records what happened.
-pub async fn sync(state: &AppState, name: &str) -> Result<SyncRecord> {
-    let lock = state.gitops.lock(name);
+pub async fn sync(state: &AppState, org: &str, name: &str) -> Result<SyncRecord> {
+    let lock = state.gitops.lock(&SourceKey::new(org, name));
     let _guard = lock.lock().await;
-    let src = find_any_org(state, name).await?;
+    let src = find(state, org, name).await?;
     let record = sync_locked(state, &src).await?;
     let changed_commit = record.commit.is_some() && record.commit != src.last_seen_commit;
     if record.outcome != "unchanged" || changed_commit || src.last_sync_at.is_none() {
-        save_record(state, &src.name, &record).await?;
+        save_record(state, &src, &record).await?;
     }
     let good = matches!(record.outcome.as_str(), "applied" | "unchanged");
     sqlx::query(
         "update sources set last_sync_at = now(),
-                last_seen_commit = coalesce($2, last_seen_commit),
-                last_good_commit = case when $3 then coalesce($2, last_good_commit) else last_good_commit end
-         where name = $1",
+                last_seen_commit = coalesce($3, last_seen_commit),
+                last_good_commit = case when $4 then coalesce($3, last_good_commit) else last_good_commit end
+         where org = $1 and name = $2",
     )
+    .bind(&src.org)
     .bind(&src.name)
     .bind(&record.commit)
     .bind(good)
@@ -276,12 +223,13 @@ pub async fn sync(state: &AppState, name: &str) -> Result<SyncRecord> {
     Ok(record)
 }
 
-async fn save_record(state: &AppState, source: &str, r: &SyncRecord) -> Result<()> {
+async fn save_record(state: &AppState, src: &SourceRow, r: &SyncRecord) -> Result<()> {
     sqlx::query(
-        "insert into source_syncs (source, commit_sha, author, message, commit_time, outcome, errors, results)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "insert into source_syncs (org, source, commit_sha, author, message, commit_time, outcome, errors, results)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(source)
+    .bind(&src.org)
+    .bind(&src.name)
     .bind(&r.commit)
     .bind(&r.author)
     .bind(&r.message)
@@ -312,6 +260,35 @@ fn record(
     }
 }
 
+/// Why a fetch produced no revision.
+enum FetchFailure {
+    /// The URL no longer passes the operator's policy.
+    Refused(LocationError),
+    Source(SourceError),
+    CacheRoot(std::io::Error),
+}
+
+impl FetchFailure {
+    /// What the tenant reads; everything else goes to the log.
+    fn tenant_message(&self, src: &SourceRow) -> String {
+        match self {
+            FetchFailure::Refused(e) => {
+                log_refused(&src.org, &src.name, e);
+                e.to_string()
+            }
+            FetchFailure::Source(e) if e.is_about_contents() => e.to_string(),
+            FetchFailure::Source(e) => {
+                tracing::warn!(org = %src.org, source = %src.name, error = %e, "fetch failed");
+                FETCH_FAILED.to_owned()
+            }
+            FetchFailure::CacheRoot(e) => {
+                tracing::error!(org = %src.org, source = %src.name, error = %e, "preparing the git cache directory failed");
+                FETCH_FAILED.to_owned()
+            }
+        }
+    }
+}
+
 async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
     // 1. Fetch and compile (blocking git2 work).
     let git_source = GitSource {
@@ -322,27 +299,35 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
     // One bare cache per source and repository: a source re-added with
     // another URL never mixes two repositories' refs.
     let url_hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(src.url.as_bytes())[..6]);
-    let dir = state
-        .gitops
-        .cache_dir
-        .join(format!("{}-{url_hash}", src.name));
-    let cache = state.gitops.cache(&src.name, &src.org);
+    let root = state.gitops.cache_dir.clone();
+    let dir = state.gitops.source_dir(&src.key()).join(url_hash);
+    let cache = state.gitops.cache(&src.key());
+    let policy = state.gitops.policy();
     let fetched = tokio::task::spawn_blocking(move || {
-        let git = GitCache::open(&dir)?;
-        let commit = git.fetch(&git_source)?;
-        let compiled =
-            cache
-                .lock()
-                .expect("poisoned")
-                .compile_commit(&git, &commit.sha, &git_source.path)?;
-        Ok::<_, gitops::SourceError>((commit, compiled))
+        gitops::create_private_dir(&root).map_err(FetchFailure::CacheRoot)?;
+        // Checked again right before connecting: the host's addresses may
+        // have changed since the source was added.
+        policy
+            .check(&git_source.url)
+            .map_err(FetchFailure::Refused)?;
+        let git = GitCache::open(&dir).map_err(FetchFailure::Source)?;
+        let commit = git.fetch(&git_source).map_err(FetchFailure::Source)?;
+        let compiled = cache
+            .lock()
+            .expect("poisoned")
+            .compile_commit(&git, &commit.sha, &git_source.path)
+            .map_err(FetchFailure::Source)?;
+        Ok::<_, FetchFailure>((commit, compiled))
     })
     .await
     .map_err(|e| ApiError::Internal(Box::new(e)))?;
     let (commit, compiled) = match fetched {
         Ok(ok) => ok,
         // A failed or empty read never means "nothing is desired".
-        Err(e) => return Ok(record("fetch-failed", None, vec![e.to_string()], vec![])),
+        Err(e) => {
+            let message = e.tenant_message(src);
+            return Ok(record("fetch-failed", None, vec![message], vec![]));
+        }
     };
 
     // 2. A revision is validated whole: any error applies nothing.
@@ -441,7 +426,8 @@ async fn apply_entry(
                 name: entry.name.clone(),
                 spec: spec.clone(),
                 data_plane: None,
-                owner: Some(owner.to_owned()),
+                // The owner comes from the caller: this source.
+                owner: None,
             };
             let outcome = commands::create(state, caller, req).await.map(|_| ());
             Some(result("create", None, false, outcome))
@@ -566,8 +552,8 @@ async fn heal(state: &AppState, caller: &Caller, owner: &str) -> Result<Vec<Sync
     Ok(out)
 }
 
-/// Syncs every source when its interval is due or a webhook asked, until
-/// `cancel`.
+/// Syncs every source when its interval is due or a sync was requested (a
+/// new source, a webhook), until `cancel`.
 pub async fn run(state: AppState, cancel: CancellationToken) {
     loop {
         tokio::select! {
@@ -575,15 +561,20 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
             _ = state.gitops.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        let requested: HashSet<String> =
-            std::mem::take(&mut *state.gitops.requested.lock().expect("poisoned"));
-        let due: Vec<String> = match sqlx::query_scalar(
-            "select name from sources
+        let (orgs, names): (Vec<String>, Vec<String>) = state
+            .gitops
+            .take_due(Instant::now())
+            .into_iter()
+            .map(|k| (k.org, k.name))
+            .unzip();
+        let due: Vec<(String, String)> = match sqlx::query_as(
+            "select org, name from sources
              where last_sync_at is null or last_sync_at + make_interval(secs => interval_seconds) <= now()
-                or name = any($1)
-             order by name",
+                or (org, name) in (select * from unnest($1::text[], $2::text[]))
+             order by org, name",
         )
-        .bind(requested.into_iter().collect::<Vec<_>>())
+        .bind(orgs)
+        .bind(names)
         .fetch_all(&state.pool)
         .await
         {
@@ -593,31 +584,14 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
                 continue;
             }
         };
-        for name in due {
-            match sync(&state, &name).await {
+        for (org, name) in due {
+            match sync(&state, &org, &name).await {
                 Ok(r) if r.outcome != "unchanged" => {
-                    tracing::info!(source = %name, outcome = %r.outcome, commit = ?r.commit, "source synced")
+                    tracing::info!(%org, source = %name, outcome = %r.outcome, commit = ?r.commit, "source synced")
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(source = %name, error = %e, "sync failed"),
+                Err(e) => tracing::warn!(%org, source = %name, error = %e, "sync failed"),
             }
         }
     }
-}
-
-/// Checks a push webhook's `X-Hub-Signature-256` (`sha256=<hex>`) against
-/// the source's secret.
-pub fn verify_signature(secret: &str, body: &[u8], header: Option<&str>) -> bool {
-    use hmac::{Hmac, Mac};
-    let Some(hex_sig) = header.and_then(|h| h.strip_prefix("sha256=")) else {
-        return false;
-    };
-    let Ok(sig) = hex::decode(hex_sig) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&sig).is_ok()
 }

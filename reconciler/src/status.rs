@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use domain::state::Change;
-use domain::{transition, ReportKind, State, StatusReport};
+use domain::{settle_report, Standing, State, StatusReport};
 use queue::{Message, STATUS_QUEUE};
 use sqlx::types::Json;
 use tokio_util::sync::CancellationToken;
@@ -135,35 +134,27 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     }
     let observed = report.observed.as_ref().map(Json);
     let connection = report.connection.as_ref().map(Json);
-    // Generation 0 marks a report about a message whose generation could not
-    // be read (a dead-lettered event): it applies to the current generation.
+    let standing = Standing {
+        state: current,
+        generation: row.generation,
+        observed_generation: row.observed_generation,
+    };
+    let has_news = report.note.is_some()
+        || (report.error.is_some() && report.error != row.error)
+        || report.prediction_note.is_some();
+    let settled = settle_report(standing, report.kind, report.generation, has_news);
     let generation = if report.generation == 0 {
         row.generation
     } else {
         report.generation
     };
-
     let event = report.kind.event();
-    let stale = generation < row.generation;
-    let next = match event {
-        Some(ev) if !stale => match transition(current, ev, Change::default()) {
-            Ok(next) => Some(next),
-            Err(e) => {
-                tracing::info!(error = %e, "report acknowledged without a state change");
-                None
-            }
-        },
-        _ => None,
-    };
-    let applied_generation = if stale || report.kind == ReportKind::Observed {
-        row.observed_generation
-    } else {
-        generation.max(row.observed_generation)
-    };
-    let error = match (next, report.kind) {
-        (Some(State::Error), _) => report.error.clone(),
-        (Some(_), _) => None,
-        (None, _) => row.error.clone(),
+    let next = settled.next;
+    let applied_generation = settled.observed_generation;
+    let error = match next {
+        Some(State::Error) => report.error.clone(),
+        Some(_) => None,
+        None => row.error.clone(),
     };
     // A deleted instance runs nothing and has nowhere to connect to.
     let gone = next == Some(State::Deleted);
@@ -172,6 +163,7 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
                 observed = case when $7 then null else coalesce($3, observed) end,
                 observed_at = case when $3 is null then observed_at else now() end,
                 observed_generation = $4,
+                resends = case when $4 > observed_generation then 0 else resends end,
                 connection = case when $7 then null else coalesce($5, connection) end,
                 error = $6, updated_at = now()
          where id = $1",
@@ -186,12 +178,12 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     .execute(&mut *tx)
     .await?;
 
-    if let (Some(ev), Some(to)) = (event, next) {
-        let detail = match (&report.error, &report.prediction_note) {
-            (Some(e), _) => Some(e.clone()),
-            (None, Some(n)) => Some(n.clone()),
-            (None, None) => None,
-        };
+    if let (Some(ev), Some(to), true) = (event, next, settled.record) {
+        let detail = [&report.error, &report.note, &report.prediction_note]
+            .into_iter()
+            .flatten()
+            .next()
+            .cloned();
         store::record_history(
             &mut tx,
             HistoryRecord {

@@ -169,7 +169,7 @@ pub async fn apply_command(
     Ok(sqlx::query_as::<_, InstanceRow>(&format!(
         "update instances set state = $2, spec = $3, generation = $4, restart_reasons = $5, last_event = $6,
                 error = case when $2 = 'Error' then error else null end,
-                last_event_at = now(), updated_at = now()
+                last_event_at = now(), updated_at = now(), resends = 0
          where id = $1 returning {COLUMNS}"
     ))
     .bind(id)

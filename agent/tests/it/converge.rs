@@ -95,13 +95,17 @@ async fn postmaster_parameters_restart_and_removed_parameters_reset() {
 #[tokio::test]
 async fn pending_restart_is_seen_even_when_set_out_of_band() {
     let t = TestInstance::created().await;
+    let mut superuser = spec(&[], &[]);
+    superuser.superuser_access = true;
+    t.agent.converge(&superuser, false).await.unwrap();
     let client = t.client().await;
     // Not even reloaded: pending_restart must not depend on signal timing.
     client
         .batch_execute("ALTER SYSTEM SET max_connections = 120")
         .await
         .unwrap();
-    let desired = spec(&[("max_connections", "120")], &[]);
+    let mut desired = spec(&[("max_connections", "120")], &[]);
+    desired.superuser_access = true;
     let observed = t.agent.observe(&desired).await.unwrap();
     assert_eq!(observed.pending_restart, ["max_connections"]);
     assert_eq!(observed.config["max_connections"], "100");
@@ -145,7 +149,8 @@ async fn stopped_spec_stops_and_unstopped_starts() {
 #[tokio::test]
 async fn observe_reports_out_of_band_changes() {
     let t = TestInstance::created().await;
-    let desired = spec(&[("work_mem", "16MB")], &[]);
+    let mut desired = spec(&[("work_mem", "16MB")], &[]);
+    desired.superuser_access = true;
     t.agent.converge(&desired, false).await.unwrap();
     assert_eq!(
         t.agent.observe(&desired).await.unwrap().config["work_mem"],
@@ -191,7 +196,10 @@ async fn invalid_parameters_are_refused() {
         .converge(&spec(&[("work_mem", "lots")], &[]), false)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ConfigRejected { .. }), "{err}");
+    let Error::ConfigRestored { cause } = &err else {
+        panic!("{err}");
+    };
+    assert!(matches!(**cause, Error::ConfigRejected { .. }), "{err}");
     // Quotes in values are escaped, not executed.
     let out = t
         .agent

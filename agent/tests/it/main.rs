@@ -1,5 +1,7 @@
 //! Integration tests of the agent against real Postgres servers.
 
+mod config_safety;
 mod converge;
 mod lifecycle;
+mod privileges;
 mod support;

@@ -65,6 +65,7 @@ pub struct NewSpec<'a> {
     pub storage: &'a str,
     pub extensions: &'a [String],
     pub config: &'a [(String, String)],
+    pub superuser_access: bool,
 }
 
 impl NewSpec<'_> {
@@ -78,6 +79,7 @@ impl NewSpec<'_> {
             storage: self.storage.to_owned(),
             extensions: self.extensions.iter().map(|e| extension(e)).collect(),
             config: config_map(self.config)?,
+            superuser_access: self.superuser_access,
             ..InstanceSpec::default()
         };
         Ok(spec.normalized())
@@ -94,6 +96,7 @@ pub struct SpecChange<'a> {
     pub cpu: Option<&'a str>,
     pub memory: Option<&'a str>,
     pub storage: Option<&'a str>,
+    pub superuser_access: Option<bool>,
 }
 
 impl SpecChange<'_> {
@@ -134,6 +137,9 @@ impl SpecChange<'_> {
         }
         if let Some(storage) = self.storage {
             spec.storage = storage.to_owned();
+        }
+        if let Some(superuser_access) = self.superuser_access {
+            spec.superuser_access = superuser_access;
         }
         Ok(spec.normalized())
     }
@@ -220,6 +226,7 @@ mod tests {
             storage: "20Gi",
             extensions: &exts,
             config: &config,
+            superuser_access: false,
         }
         .build()
         .unwrap();
@@ -247,6 +254,7 @@ mod tests {
             storage: "10Gi",
             extensions: &[],
             config: &config,
+            superuser_access: false,
         }
         .build()
         .unwrap_err();

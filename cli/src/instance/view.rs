@@ -269,6 +269,7 @@ pub(crate) mod tests {
             config: [("work_mem".to_owned(), "16384kB".to_owned())].into(),
             running: true,
             pending_restart: vec![],
+            superuser_access: Some(false),
         });
         inst.observed_at = Some(t0() + chrono::Duration::seconds(30));
         inst

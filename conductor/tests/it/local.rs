@@ -88,6 +88,8 @@ async fn lifecycle_of_a_real_instance() {
     spec.extensions.push(Extension {
         name: "pg_stat_statements".into(),
     });
+    // ALTER SYSTEM below needs a superuser.
+    spec.superuser_access = true;
     let restarted = rt
         .apply(&event(id, 3, EventKind::Update, spec.clone()))
         .await
@@ -162,18 +164,39 @@ async fn lifecycle_of_a_real_instance() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("i-"))
         .collect();
-    assert!(
-        left.is_empty(),
-        "data directory and state removed: {left:?}"
-    );
-    // Deleting again is a no-op.
-    assert_eq!(
-        rt.apply(&event(id, 6, EventKind::Delete, spec))
+    assert_eq!(left.len(), 1, "only the tombstone is left: {left:?}");
+    assert!(left[0].ends_with(".json"), "{left:?}");
+    let tombstone = std::fs::read_to_string(dir.path().join(&left[0])).unwrap();
+    assert!(!tombstone.contains(&password), "no password kept");
+    // Deleting again is a no-op; a late older event does not bring it back.
+    for (generation, kind) in [(6, EventKind::Delete), (2, EventKind::Update)] {
+        let late = rt
+            .apply(&event(id, generation, kind, spec.clone()))
             .await
-            .unwrap()
-            .report,
-        ReportKind::Deleted
-    );
+            .unwrap();
+        assert_eq!(late.report, ReportKind::Deleted);
+    }
+    assert!(!dir.path().join(left[0].trim_end_matches(".json")).exists());
+}
+
+#[tokio::test]
+async fn a_late_older_delete_does_not_delete_a_newer_generation() {
+    let dir = scratch_dir();
+    let rt = runtime(dir.path()).await;
+    let id = Uuid::new_v4();
+    let spec = InstanceSpec::default();
+    rt.apply(&event(id, 3, EventKind::Update, spec.clone()))
+        .await
+        .unwrap();
+    let stale = rt
+        .apply(&event(id, 2, EventKind::Delete, spec.clone()))
+        .await
+        .unwrap();
+    assert_eq!(stale.report, ReportKind::Created, "re-reported, not applied");
+    assert!(stale.observed.unwrap().running);
+    rt.apply(&event(id, 4, EventKind::Delete, spec))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -234,6 +257,7 @@ async fn a_create_interrupted_by_a_crash_resumes_with_the_same_port_and_director
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("i-") && !n.contains('.'))
         .count();
+    assert!((20000..=29999).contains(&first_port), "{first_port}");
     assert_eq!(data_dirs, 1, "no second data directory");
     rt.apply(&event(id, 2, EventKind::Delete, spec))
         .await

@@ -2,6 +2,7 @@
 //! the simulated runtime for the protocol and the local runtime for real
 //! instances.
 
+mod isolation;
 mod local;
 mod protocol;
 mod support;

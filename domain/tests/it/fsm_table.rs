@@ -24,16 +24,16 @@ const COLUMNS: [&str; 14] = [
 ];
 
 const TABLE: &str = "
-Submitted   | !  Submitted  !          !        !        Deleting | Up ?  ?  ?       ?  ?       Error ?
-Up          | !  C/R        Restarting Stopping !        Deleting | Up Up Up ?       Up ?       Error ?
-Configuring | !  C/R        Restarting Stopping !        Deleting | ?  Up Up ?       ?  ?       Error ?
-Restarting  | !  Restarting Restarting Stopping !        Deleting | ?  Up Up ?       ?  ?       Error ?
-Stopping    | !  Stopping   !          Stopping Starting Deleting | ?  ?  ?  Stopped ?  ?       Error ?
-Stopped     | !  Stopped    !          !        Starting Deleting | ?  ?  ?  Stopped ?  ?       Error ?
-Starting    | !  Starting   !          Stopping Starting Deleting | ?  ?  ?  ?       Up ?       Error ?
-Deleting    | !  !          !          !        !        Deleting | ?  ?  ?  ?       ?  Deleted Error ?
+Submitted   | !  Submitted  !          !        !        Deleting | Up Up Up Stopped Up Deleted Error Up
+Up          | !  C/R        Restarting Stopping !        Deleting | Up Up Up Stopped Up Deleted Error Up
+Configuring | !  C/R        Restarting Stopping !        Deleting | Up Up Up Stopped Up Deleted Error Up
+Restarting  | !  Restarting Restarting Stopping !        Deleting | Up Up Up Stopped Up Deleted Error Up
+Stopping    | !  Stopping   !          Stopping Starting Deleting | Up Up Up Stopped Up Deleted Error Up
+Stopped     | !  Stopped    !          !        Starting Deleting | Up Up Up Stopped Up Deleted Error Up
+Starting    | !  Starting   !          Stopping Starting Deleting | Up Up Up Stopped Up Deleted Error Up
+Deleting    | !  !          !          !        !        Deleting | Up Up Up Stopped Up Deleted Error Up
 Deleted     | !  !          !          !        !        !        | !  !  !  !       !  !       !     !
-Error       | !  C/R        Restarting Stopping Starting Deleting | Up Up Up Stopped Up ?       Error Up
+Error       | !  C/R        Restarting Stopping Starting Deleting | Up Up Up Stopped Up Deleted Error Up
 ";
 
 #[derive(Debug, PartialEq)]
@@ -97,8 +97,11 @@ fn errors_name_state_and_event() {
         err.to_string(),
         "cannot Update an instance that is Deleted: instance is deleted"
     );
-    let err = transition(State::Up, Event::Deleted, Change::default()).unwrap_err();
-    assert_eq!(err.to_string(), "event Deleted is not defined in state Up");
+    let err = transition(State::Deleted, Event::Created, Change::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot Created an instance that is Deleted: instance is deleted"
+    );
 }
 
 #[test]

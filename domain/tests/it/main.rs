@@ -3,3 +3,5 @@
 
 mod diagram;
 mod fsm_table;
+mod postgres;
+mod settle;

@@ -27,9 +27,11 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A manifest whose `postgres` role is a superuser: the test changes
+/// settings behind pgplane's back with `ALTER SYSTEM`.
 fn manifest(name: &str, work_mem: &str) -> String {
     format!(
-        "apiVersion: pgplane.io/v1\nkind: PostgresInstance\nmetadata:\n  name: {name}\nspec:\n  extensions:\n    - name: hstore\n  config:\n    work_mem: {work_mem}\n"
+        "apiVersion: pgplane.io/v1\nkind: PostgresInstance\nmetadata:\n  name: {name}\nspec:\n  superuserAccess: true\n  extensions:\n    - name: hstore\n  config:\n    work_mem: {work_mem}\n"
     )
 }
 
@@ -55,7 +57,8 @@ fn json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     serde_json::from_str(&ok(&all, env)).unwrap()
 }
 
-fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+/// POSTs `body` and returns the status and the response body.
+fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -69,7 +72,9 @@ fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u1
     s.write_all(req.as_bytes()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    resp.split_whitespace().nth(1).unwrap().parse().unwrap()
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    (status, body.unwrap_or_default())
 }
 
 fn hmac_sha256_hex(key: &str, body: &str) -> String {
@@ -136,6 +141,7 @@ fn git_push_drives_instances() {
         ],
         "add orders",
     );
+    // `pgplane up` is single-user: local repositories are allowed.
     let url = format!("file://{}", remote.display());
     let add = |extra: &[&str]| {
         let mut args = vec![
@@ -150,12 +156,31 @@ fn git_push_drives_instances() {
             "instances",
         ];
         args.extend_from_slice(extra);
-        if !extra.contains(&"--interval") {
-            args.extend(["--interval", "1s"]);
-        }
-        ok(&args, &env);
+        ok(&args, &env)
     };
-    add(&[]);
+    // A push is picked up within the interval; the tests sync at once.
+    let sync = || ok(&["source", "sync", "prod"], &env);
+
+    // Intervals under 10 s are refused, naming the field.
+    let o = run(
+        &["source", "add", "prod", "--git", &url, "--interval", "1s"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("intervalSeconds"), "{}", stderr(&o));
+
+    // Without --webhook-secret one is generated and shown once, with the URL.
+    let added = add(&[]);
+    let hook_path = "/api/v1/orgs/default/sources/prod/webhook";
+    assert!(
+        added.contains(&format!("http://{listen}{hook_path}")),
+        "{added}"
+    );
+    assert!(added.contains("Webhook secret:"), "{added}");
+    assert!(
+        !ok(&["source", "status", "prod"], &env).contains("Webhook secret:"),
+        "shown once"
+    );
 
     // push → Up, owned by the source.
     let inst = eventually("orders Up", WAIT, || {
@@ -175,6 +200,7 @@ fn git_push_drives_instances() {
         &[("instances/orders.yaml", Some(&manifest("orders", "32MB")))],
         "more work_mem",
     );
+    sync();
     eventually("work_mem 32MB", WAIT, || {
         (psql(&uri, "show work_mem") == "32MB").then_some(())
     });
@@ -214,6 +240,8 @@ fn git_push_drives_instances() {
         ],
         "broken",
     );
+    let o = run(&["source", "sync", "prod"], &env);
+    assert_eq!(o.status.code(), Some(1), "a rejected sync fails");
     let rejected = eventually("rejected sync", WAIT, || {
         let st = json(&["source", "status", "prod"], &env);
         st["syncs"]
@@ -247,6 +275,7 @@ fn git_push_drives_instances() {
         ],
         "replace orders by users",
     );
+    sync();
     let synced = eventually("orphan reported", WAIT, || {
         let st = json(&["source", "status", "prod"], &env);
         st["syncs"]
@@ -374,19 +403,22 @@ fn git_push_drives_instances() {
         "webhook please",
     );
     let body = "{\"ref\":\"refs/heads/main\"}";
-    assert_eq!(
-        http_post(&listen, "/api/v1/sources/prod/webhook", &[], body),
-        401,
-        "unsigned"
-    );
+    let unsigned = http_post(&listen, hook_path, &[], body);
+    assert_eq!(unsigned.0, 401, "unsigned");
+    // A source that does not exist answers exactly the same.
     let sig = format!("sha256={}", hmac_sha256_hex("s3cret", body));
+    for path in [
+        "/api/v1/orgs/default/sources/nope/webhook",
+        "/api/v1/orgs/other/sources/prod/webhook",
+    ] {
+        assert_eq!(
+            http_post(&listen, path, &[("X-Hub-Signature-256", &sig)], body),
+            unsigned,
+            "{path}"
+        );
+    }
     assert_eq!(
-        http_post(
-            &listen,
-            "/api/v1/sources/prod/webhook",
-            &[("X-Hub-Signature-256", &sig)],
-            body
-        ),
+        http_post(&listen, hook_path, &[("X-Hub-Signature-256", &sig)], body).0,
         202
     );
     eventually("webhook sync", Duration::from_secs(30), || {
@@ -401,4 +433,115 @@ fn git_push_drives_instances() {
     up.signal(nix::sys::signal::Signal::SIGINT);
     assert_eq!(up.wait_exit(Duration::from_secs(60)), Some(0));
     assert!(psql_fails(&users_uri));
+}
+
+/// A fresh database on the test cluster (`DATABASE_URL`), dropped at the end.
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create(suffix: &str) -> Database {
+        let admin_url = std::env::var("DATABASE_URL")
+            .expect("DATABASE_URL must be set (eval \"$(bash scripts/test-db.sh)\")");
+        let name = format!("e2e_{suffix}_{}", std::process::id());
+        psql_admin(
+            &admin_url,
+            &format!("drop database if exists {name} with (force)"),
+        );
+        assert!(psql_admin(&admin_url, &format!("create database {name}")));
+        let base = admin_url.rsplit_once('/').unwrap().0;
+        Database {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        psql_admin(
+            &self.admin_url,
+            &format!("drop database if exists {} with (force)", self.name),
+        );
+    }
+}
+
+fn psql_admin(url: &str, sql: &str) -> bool {
+    Command::new("psql")
+        .args([url, "-qAtc", sql])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// `pgplane server` serves organisations that do not trust each other: by
+/// default a source may not read the machine's repositories or reach its
+/// network; the operator may allow either.
+#[test]
+fn server_sources_are_public_remotes_unless_the_operator_allows_more() {
+    let db = Database::create("sources");
+    let scratch = scratch_dir();
+    let remote = scratch.path().join("remote.git");
+    std::fs::create_dir_all(&remote).unwrap();
+    git(&remote, &["init", "-q", "--bare", "-b", "main"]);
+    let file_url = format!("file://{}", remote.display());
+    let private_url = format!("https://127.0.0.1:{}/x.git", free_port());
+    let db_env = [("PGPLANE_DATABASE_URL", db.url.as_str())];
+    let token = ok(&["token", "create", "--org", "globex"], &db_env)
+        .trim()
+        .to_owned();
+
+    let serve = |flags: &[&str]| {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let cache = scratch.path().join("git-cache");
+        let mut args = vec![
+            "server",
+            "--listen",
+            &listen,
+            "--git-cache-dir",
+            cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(flags);
+        let proc = spawn(
+            "pgplane server",
+            &args,
+            &db_env,
+            &scratch.path().join("server.log"),
+        );
+        let endpoint = format!("http://{listen}");
+        eventually("server ready", WAIT, || {
+            std::net::TcpStream::connect(&listen).ok()
+        });
+        (proc, endpoint)
+    };
+    let add = |endpoint: &str, name: &str, url: &str| {
+        run(
+            &["source", "add", name, "--git", url],
+            &[("PGPLANE_ENDPOINT", endpoint), ("PGPLANE_TOKEN", &token)],
+        )
+    };
+
+    let (server, endpoint) = serve(&[]);
+    for (name, url) in [("local", &file_url), ("lan", &private_url)] {
+        let o = add(&endpoint, name, url);
+        assert_eq!(o.status.code(), Some(1), "{url}: {}", stdout(&o));
+        assert!(stderr(&o).contains("url: "), "{}", stderr(&o));
+    }
+    drop(server);
+
+    let (server, endpoint) = serve(&["--allow-local-sources"]);
+    let o = add(&endpoint, "local", &file_url);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = add(&endpoint, "lan", &private_url);
+    assert_eq!(o.status.code(), Some(1), "private hosts still refused");
+    drop(server);
+
+    let (_server, endpoint) = serve(&["--allow-private-source-urls"]);
+    let o = add(&endpoint, "lan", &private_url);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

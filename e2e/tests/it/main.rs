@@ -7,4 +7,5 @@ mod gitops;
 mod invariants;
 mod plan;
 mod support;
+mod tenant;
 mod walkthrough;

@@ -9,7 +9,7 @@ use crate::support::*;
 
 const UP: Duration = Duration::from_secs(60);
 
-fn up(data_dir: &std::path::Path, port: u16, log: &std::path::Path) -> Proc {
+pub(crate) fn up(data_dir: &std::path::Path, port: u16, log: &std::path::Path) -> Proc {
     let dir = data_dir.to_str().unwrap();
     let listen = format!("127.0.0.1:{port}");
     let mut p = spawn(
@@ -31,7 +31,8 @@ fn up(data_dir: &std::path::Path, port: u16, log: &std::path::Path) -> Proc {
         printed.contains(&format!("endpoint:  http://{listen}")),
         "{printed}"
     );
-    assert!(printed.contains("token:     pgp_"), "{printed}");
+    assert!(printed.contains("token:     in "), "{printed}");
+    assert!(!printed.contains("pgp_"), "the token is never printed: {printed}");
     p
 }
 
@@ -71,6 +72,8 @@ fn embedded_walkthrough() {
             "hstore",
             "--config",
             "work_mem=16MB",
+            // ALTER SYSTEM behind pgplane's back, below, needs a superuser.
+            "--superuser-access",
             "--wait",
         ],
         &env,

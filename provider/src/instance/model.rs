@@ -80,6 +80,11 @@ pub fn spec_from(v: &Value, base: Option<&InstanceSpec>) -> Option<InstanceSpec>
         extensions,
         config: v.get("config").string_map()?,
         stopped: base.stopped,
+        superuser_access: match v.get("superuser_access") {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            _ => return None,
+        },
     })
 }
 
@@ -118,6 +123,13 @@ pub fn refreshed(prior: &Value, inst: &Instance, credentials: Option<&Credential
     v.set("cpu", same("cpu", &spec.resources.cpu, &cpu_eq));
     v.set("memory", same("memory", &spec.resources.memory, &bytes_eq));
     v.set("storage", same("storage", &spec.storage, &bytes_eq));
+    v.set(
+        "superuser_access",
+        match (prior.get("superuser_access"), spec.superuser_access) {
+            (Value::Null, false) => Value::Null,
+            (_, b) => Value::Bool(b),
+        },
+    );
     v.set(
         "extensions",
         refreshed_extensions(prior.get("extensions"), spec),

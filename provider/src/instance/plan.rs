@@ -1,7 +1,7 @@
 //! Validation and planning for `pgplane_instance`.
 
 use domain::name::check_dns1123_label;
-use domain::{predict_restart, validate_spec};
+use domain::{predict_restart, validate_spec_with, ValidateOptions};
 
 use super::model::{spec_from, COMPUTED_ONLY, DEFAULTS};
 use crate::diag::{self, attr_path, Diagnostics, Step};
@@ -32,6 +32,7 @@ pub fn validate(config: &Value) -> Diagnostics {
         ("storage", "storage"),
         ("extensions", "extensions"),
         ("config", "config"),
+        ("superuser_access", "superuserAccess"),
     ] {
         if config.get(attr).is_unknown() {
             known.set(attr, Value::Null);
@@ -59,7 +60,10 @@ pub fn validate(config: &Value) -> Diagnostics {
         );
     }
     if let Some(spec) = spec_from(&known, None) {
-        if let Err(errs) = validate_spec(&spec, "spec") {
+        let options = ValidateOptions {
+            unknown: unknown_paths.clone(),
+        };
+        if let Err(errs) = validate_spec_with(&spec, "spec", &options) {
             for e in errs.0 {
                 if unknown_paths.iter().any(|p| e.path.starts_with(p.as_str())) {
                     continue;
@@ -132,6 +136,7 @@ pub fn plan(prior: &Value, proposed: Value) -> Plan {
         "cpu",
         "memory",
         "storage",
+        "superuser_access",
     ];
     let spec_changes = managed
         .iter()
@@ -206,6 +211,19 @@ mod tests {
             ("cpu", Value::Unknown),
         ]));
         assert!(diags.is_empty(), "{diags:?}");
+        // Nor is a rule relating a known value to an unknown one.
+        let big_buffers = |memory: Value| {
+            validate(&config(vec![
+                ("name", Value::string("a")),
+                ("memory", memory),
+                (
+                    "config",
+                    Value::Map([("shared_buffers".to_owned(), Value::string("2GB"))].into()),
+                ),
+            ]))
+        };
+        assert!(big_buffers(Value::Unknown).is_empty());
+        assert_eq!(big_buffers(Value::string("1Gi")).len(), 1);
     }
 
     #[test]

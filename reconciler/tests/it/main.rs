@@ -3,6 +3,9 @@
 //! `scripts/test-db.sh`).
 
 mod api;
+mod config_validation;
+mod hardening;
+mod isolation;
 mod reports;
 mod sources;
 mod support;

@@ -18,6 +18,7 @@ pub async fn report(t: &TestApp, id: &str, generation: i64, kind: &str) {
         error: (kind == ReportKind::Failed).then(|| "disk full".to_owned()),
         restarted: false,
         prediction_note: None,
+        note: None,
     };
     reconciler::status::apply_report(&t.state, &report)
         .await

@@ -5,12 +5,13 @@ use std::process::Command;
 
 use api::{CreateSource, DriftMode};
 use reconciler::auth::Caller;
+use reconciler::SourcePolicy;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::test_app;
+use crate::support::test_app_with;
 
-fn git(dir: &Path, args: &[&str]) {
+pub fn git(dir: &Path, args: &[&str]) {
     let o = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -27,11 +28,11 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
-fn manifest(name: &str, work_mem: &str) -> String {
+pub fn manifest(name: &str, work_mem: &str) -> String {
     format!("apiVersion: pgplane.io/v1\nkind: PostgresInstance\nmetadata:\n  name: {name}\nspec:\n  config:\n    work_mem: {work_mem}\n")
 }
 
-fn commit(repo: &Path, files: &[(&str, Option<String>)], message: &str) {
+pub fn commit(repo: &Path, files: &[(&str, Option<String>)], message: &str) {
     for (f, content) in files {
         match content {
             Some(c) => std::fs::write(repo.join(f), c).unwrap(),
@@ -42,7 +43,7 @@ fn commit(repo: &Path, files: &[(&str, Option<String>)], message: &str) {
     git(repo, &["commit", "-qm", message]);
 }
 
-async fn events(pool: &PgPool) -> i64 {
+pub async fn events(pool: &PgPool) -> i64 {
     sqlx::query_scalar("select count(*) from pgmq.q_dp_local")
         .fetch_one(pool)
         .await
@@ -51,7 +52,8 @@ async fn events(pool: &PgPool) -> i64 {
 
 #[sqlx::test(migrations = false)]
 async fn one_changed_manifest_enqueues_exactly_one_event(pool: PgPool) {
-    let t = test_app(pool.clone()).await;
+    // Local repositories (and a closed local port below): allowed explicitly.
+    let t = test_app_with(pool.clone(), SourcePolicy::allow_all()).await;
     let repo = tempfile::tempdir().unwrap();
     git(repo.path(), &["init", "-q", "-b", "main"]);
     let files: Vec<(String, Option<String>)> = (0..20)
@@ -81,13 +83,17 @@ async fn one_changed_manifest_enqueues_exactly_one_event(pool: PgPool) {
     reconciler::sources::create(&t.state, &caller, req)
         .await
         .unwrap();
-    let first = reconciler::sources::sync(&t.state, "prod").await.unwrap();
+    let first = reconciler::sources::sync(&t.state, "acme", "prod")
+        .await
+        .unwrap();
     assert_eq!(first.outcome, "applied");
     assert_eq!(first.results.len(), 20);
     assert_eq!(events(&pool).await, 20);
 
     // Same commit again: nothing.
-    let again = reconciler::sources::sync(&t.state, "prod").await.unwrap();
+    let again = reconciler::sources::sync(&t.state, "acme", "prod")
+        .await
+        .unwrap();
     assert_eq!(again.outcome, "unchanged");
     assert_eq!(
         events(&pool).await,
@@ -101,7 +107,9 @@ async fn one_changed_manifest_enqueues_exactly_one_event(pool: PgPool) {
         &[("db7.yaml", Some(manifest("db7", "8MB")))],
         "db7 more memory",
     );
-    let one = reconciler::sources::sync(&t.state, "prod").await.unwrap();
+    let one = reconciler::sources::sync(&t.state, "acme", "prod")
+        .await
+        .unwrap();
     assert_eq!(one.outcome, "applied");
     assert_eq!(one.results.len(), 1);
     assert_eq!(one.results[0].name, "db7");
@@ -111,7 +119,9 @@ async fn one_changed_manifest_enqueues_exactly_one_event(pool: PgPool) {
     let all: Vec<(&str, Option<String>)> = files.iter().map(|(f, _)| (f.as_str(), None)).collect();
     commit(repo.path(), &[("keep.txt", Some("x".into()))], "keep");
     commit(repo.path(), &all, "remove all");
-    let refused = reconciler::sources::sync(&t.state, "prod").await.unwrap();
+    let refused = reconciler::sources::sync(&t.state, "acme", "prod")
+        .await
+        .unwrap();
     assert_eq!(refused.outcome, "refused");
     assert!(
         refused.errors[0].contains("refusing to delete all 20"),
@@ -123,7 +133,8 @@ async fn one_changed_manifest_enqueues_exactly_one_event(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn an_unreachable_remote_or_vanished_path_changes_nothing(pool: PgPool) {
-    let t = test_app(pool.clone()).await;
+    // Local repositories (and a closed local port below): allowed explicitly.
+    let t = test_app_with(pool.clone(), SourcePolicy::allow_all()).await;
     let repo = tempfile::tempdir().unwrap();
     git(repo.path(), &["init", "-q", "-b", "main"]);
     std::fs::create_dir_all(repo.path().join("instances")).unwrap();
@@ -148,7 +159,7 @@ async fn an_unreachable_remote_or_vanished_path_changes_nothing(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(
-        reconciler::sources::sync(&t.state, "prod")
+        reconciler::sources::sync(&t.state, "acme", "prod")
             .await
             .unwrap()
             .outcome,
@@ -165,7 +176,9 @@ async fn an_unreachable_remote_or_vanished_path_changes_nothing(pool: PgPool) {
         &[("instances/a.yaml", None), ("other.txt", Some("x".into()))],
         "move away",
     );
-    let vanished = reconciler::sources::sync(&t.state, "prod").await.unwrap();
+    let vanished = reconciler::sources::sync(&t.state, "acme", "prod")
+        .await
+        .unwrap();
     assert_eq!(vanished.outcome, "fetch-failed");
     assert!(
         vanished.errors[0].contains("does not exist"),
@@ -187,8 +200,11 @@ async fn an_unreachable_remote_or_vanished_path_changes_nothing(pool: PgPool) {
     reconciler::sources::create(&t.state, &caller, req)
         .await
         .unwrap();
-    let unreachable = reconciler::sources::sync(&t.state, "gone").await.unwrap();
+    let unreachable = reconciler::sources::sync(&t.state, "acme", "gone")
+        .await
+        .unwrap();
     assert_eq!(unreachable.outcome, "fetch-failed");
+    assert_eq!(unreachable.errors, [reconciler::sources::FETCH_FAILED]);
     let (_, list) = t.call("GET", "/api/v1/instances", None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
