@@ -73,7 +73,8 @@ impl MemoryController {
         std::fs::create_dir_all(&self.root).map_err(Error::io("creating cgroup", &self.root))?;
         if self.version == Version::V2 {
             let control = self.root.join("cgroup.subtree_control");
-            std::fs::write(&control, "+memory").map_err(Error::io("enabling memory in", &control))?;
+            std::fs::write(&control, "+memory")
+                .map_err(Error::io("enabling memory in", &control))?;
         }
         Ok(())
     }
@@ -112,15 +113,28 @@ impl MemoryLimit {
         let dir = self.dir();
         std::fs::create_dir_all(&dir).map_err(Error::io("creating cgroup", &dir))?;
         let limit = self.limit_file();
-        std::fs::write(&limit, self.bytes.to_string())
-            .map_err(Error::io("setting the memory limit in", &limit))?;
-        if self.controller.version == Version::V1 {
-            // Without swap accounting the limit is on memory alone; with it,
-            // swap is included so the limit cannot be dodged by swapping.
-            let memsw = dir.join("memory.memsw.limit_in_bytes");
-            if memsw.is_file() {
-                let _ = std::fs::write(&memsw, self.bytes.to_string());
+        let write = |path: &Path| {
+            std::fs::write(path, self.bytes.to_string())
+                .map_err(Error::io("setting the memory limit in", path))
+        };
+        // cgroup v1 with swap accounting: memory+swap is the limit too (so it
+        // cannot be dodged by swapping), and must never be below the memory
+        // limit, so the order of the two writes depends on the direction.
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        if self.controller.version == Version::V1 && memsw.is_file() {
+            let current: u64 = std::fs::read_to_string(&limit)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(u64::MAX);
+            if self.bytes > current {
+                write(&memsw)?;
+                write(&limit)?;
+            } else {
+                write(&limit)?;
+                write(&memsw)?;
             }
+        } else {
+            write(&limit)?;
         }
         run_as.chown(&dir.join("cgroup.procs"))
     }

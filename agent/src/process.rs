@@ -2,10 +2,10 @@
 //! directly (no `pg_ctl`), detached in its own process group so it outlives
 //! pgplane; a later pgplane adopts it through `postmaster.pid`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -152,10 +152,24 @@ impl Agent {
     /// How the postmaster this process last spawned for this data directory
     /// ended, if it has (taken: a second call returns `None`).
     pub fn take_exit(&self) -> Option<ExitStatus> {
-        EXITS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.layout.data_dir)
+        // A postmaster this process spawned is reaped by its reaper thread
+        // a moment after it dies; wait for that moment (bounded).
+        let until = Instant::now() + Duration::from_secs(2);
+        loop {
+            let mut exits = EXITS.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(status) = exits.remove(&self.layout.data_dir) {
+                return Some(status);
+            }
+            drop(exits);
+            let spawned = SPAWNED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&self.layout.data_dir);
+            if !spawned || Instant::now() > until || self.running_pid().is_some() {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Postgres's own words for why it stopped or would not start: the last
@@ -232,6 +246,10 @@ impl Agent {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&data_dir);
+        SPAWNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(data_dir.clone());
         std::thread::Builder::new()
             .name(format!("reap-postmaster-{pid}"))
             .spawn(move || {
@@ -240,8 +258,12 @@ impl Agent {
                     EXITS
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(data_dir, status);
+                        .insert(data_dir.clone(), status);
                 }
+                SPAWNED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&data_dir);
             })
             .map_err(|e| Error::Task {
                 op: "spawning the postmaster reaper",
@@ -298,6 +320,9 @@ impl Agent {
 
 /// How postmasters this process spawned ended, by data directory.
 static EXITS: Mutex<BTreeMap<PathBuf, ExitStatus>> = Mutex::new(BTreeMap::new());
+/// Data directories whose postmaster this process spawned and has not
+/// reaped yet.
+static SPAWNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// `killed by signal 9 (SIGKILL)`, `exited with status 1`.
 pub fn describe_exit(status: ExitStatus) -> String {
@@ -315,10 +340,9 @@ pub fn describe_exit(status: ExitStatus) -> String {
 /// The last `FATAL:` or `PANIC:` message in `log`, without the line's prefix.
 fn last_fatal_line(log: &str) -> Option<String> {
     log.lines().rev().find_map(|line| {
-        ["PANIC:", "FATAL:"].iter().find_map(|tag| {
-            line.find(tag)
-                .map(|at| line[at..].trim().to_owned())
-        })
+        ["PANIC:", "FATAL:"]
+            .iter()
+            .find_map(|tag| line.find(tag).map(|at| line[at..].trim().to_owned()))
     })
 }
 
@@ -369,7 +393,13 @@ mod tests {
     #[test]
     fn exits_are_described_in_words() {
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "killed by signal 9 (SIGKILL)");
-        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exited with status 1");
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(9)),
+            "killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(1 << 8)),
+            "exited with status 1"
+        );
     }
 }

@@ -116,7 +116,10 @@ impl RunAs {
         if !exists {
             return Ok(());
         }
-        tracing::info!(user = name, "removing the system user of a deleted instance");
+        tracing::info!(
+            user = name,
+            "removing the system user of a deleted instance"
+        );
         let out = Command::new("userdel")
             .arg(name)
             .output()

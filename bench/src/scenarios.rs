@@ -278,7 +278,11 @@ pub async fn memory(instances: usize) -> anyhow::Result<()> {
         c.host,
         c.port
     );
-    let env = [("PGPLANE_DATABASE_URL", url.as_str())];
+    let keys = pgplane_output(&["secrets", "generate-key"], &[])?;
+    let env = [
+        ("PGPLANE_DATABASE_URL", url.as_str()),
+        ("PGPLANE_SECRET_KEYS", keys.as_str()),
+    ];
     let listen = format!("127.0.0.1:{}", free_port()?);
     let token = pgplane_output(&["token", "create", "--org", "bench"], &env)?;
     let server = Pgplane::spawn(

@@ -6,6 +6,7 @@ pub mod drift;
 pub mod instance;
 pub mod output;
 pub mod plan;
+pub mod secrets;
 pub mod server;
 pub mod source;
 pub mod up;
@@ -82,6 +83,11 @@ pub enum Command {
         #[command(subcommand)]
         command: server::TokenCommand,
     },
+    /// The keys that encrypt secrets at rest: generate one, rotate them.
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
+    },
     /// Print the control plane's OpenAPI document.
     Openapi,
 }
@@ -137,6 +143,10 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Token { command } => {
             init_logging("warn");
             report(server::run_token(command).await)
+        }
+        Command::Secrets { command } => {
+            init_logging("warn");
+            report(secrets::run(command).await)
         }
         Command::Openapi => {
             println!(

@@ -47,6 +47,8 @@ pub struct ServerArgs {
     /// creating one more is refused (403). 0 for no limit.
     #[arg(long, env = "PGPLANE_MAX_INSTANCES_PER_ORG", default_value_t = reconciler::DEFAULT_MAX_INSTANCES_PER_ORG)]
     pub max_instances_per_org: u32,
+    #[command(flatten)]
+    pub keys: crate::secrets::KeyArgs,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -129,6 +131,7 @@ pub enum TokenCommand {
 }
 
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let keyring = args.keys.keyring()?;
     let pool = reconciler::connect(&args.database_url).await?;
     reconciler::prepare_database(&pool, &args.default_data_plane).await?;
     let cancel = CancellationToken::new();
@@ -143,6 +146,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             allow_private: args.allow_private_source_urls,
         },
         max_instances_per_org: args.max_instances_per_org,
+        keyring,
     };
     let server = tokio::spawn(reconciler::run(pool, settings, cancel.clone(), None));
     tokio::select! {
@@ -177,7 +181,7 @@ pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
                     template: None,
                     create_pause: args.debug_create_pause,
                     restart_backoff: conductor::local::DEFAULT_RESTART_BACKOFF,
-            enforce_memory: args.enforce_memory,
+                    enforce_memory: args.enforce_memory,
                     ports: args.instance_ports,
                 })
                 .await?,

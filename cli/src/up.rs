@@ -95,7 +95,9 @@ pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String
             .parse::<u16>()
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| format!("invalid port range {s:?}: expected FIRST-LAST, e.g. 20000-29999"))
+            .ok_or_else(|| {
+                format!("invalid port range {s:?}: expected FIRST-LAST, e.g. 20000-29999")
+            })
     };
     let (first, last) = (port(a)?, port(b)?);
     if first > last {
@@ -127,6 +129,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (state_agent, database_url) = start_state_db(&data_dir, &bins, &run_as, &template).await?;
     let pool = reconciler::connect(&database_url).await?;
     reconciler::prepare_database(&pool, DATA_PLANE).await?;
+    // Secrets at rest are sealed with a key kept beside, not in, the state
+    // database; published before the conductor can store a password.
+    let keyring = queue::sealed::Keyring::load_or_create(&key_file(&data_dir))?;
+    keyring.publish(&pool).await?;
 
     let token = admin_token(&pool, &data_dir).await?;
     let endpoint = format!("http://{}", args.listen);
@@ -158,6 +164,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         git_cache_dir: data_dir.join("git-cache"),
         source_policy: reconciler::SourcePolicy::allow_all(),
         max_instances_per_org: args.max_instances_per_org,
+        keyring,
     };
     let control = tasks.spawn(reconciler::run(
         pool.clone(),
@@ -254,6 +261,34 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
+/// `pgplane up`'s sealing keys: `DATA_DIR/pgplane.key` (mode 0600).
+pub fn key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("pgplane.key")
+}
+
+/// The URL of the state database of `pgplane up`'s data directory.
+pub fn state_database_url(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("state.json");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {} (is this a pgplane up data directory?)",
+            path.display()
+        )
+    })?;
+    let meta: StateDb =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?;
+    Ok(meta.url())
+}
+
+impl StateDb {
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres",
+            self.password, self.port
+        )
+    }
+}
+
 async fn start_state_db(
     data_dir: &Path,
     bins: &PostgresBinaries,
@@ -285,11 +320,7 @@ async fn start_state_db(
     let password = Secret::new(meta.password.clone());
     agent.create(template, &password).await?;
     agent.start().await?;
-    let url = format!(
-        "postgres://postgres:{}@127.0.0.1:{}/postgres",
-        meta.password, meta.port
-    );
-    Ok((agent, url))
+    Ok((agent, meta.url()))
 }
 
 /// Re-uses the token in `pgplane.env` when it is still valid; otherwise
@@ -366,7 +397,9 @@ mod tests {
     fn port_ranges() {
         assert_eq!(parse_port_range("20000-29999"), Ok(20000..=29999));
         assert_eq!(parse_port_range("5432"), Ok(5432..=5432));
-        assert!(parse_port_range("30000-20000").unwrap_err().contains("after"));
+        assert!(parse_port_range("30000-20000")
+            .unwrap_err()
+            .contains("after"));
         assert!(parse_port_range("0-10").is_err());
         assert!(parse_port_range("a-b").is_err());
     }

@@ -11,11 +11,11 @@
 //!   with the same directory, port and password.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use agent::{Agent, InstanceConfig, MemoryController, PostgresBinaries, RunAs, Secret, Template};
 use async_trait::async_trait;
@@ -235,7 +235,10 @@ impl LocalRuntime {
         };
         let mut config = InstanceConfig::new(self.settings.root.join(Self::key(id)), state.port);
         config.listen_address = self.settings.listen_address.clone();
-        let limit = match (&self.memory, domain::quantity::parse_bytes(&spec.resources.memory)) {
+        let limit = match (
+            &self.memory,
+            domain::quantity::parse_bytes(&spec.resources.memory),
+        ) {
             (Some(m), Ok(bytes)) => Some(m.limit(&Self::key(id), bytes)),
             _ => None,
         };
@@ -371,7 +374,12 @@ impl LocalRuntime {
                 fatal.map(|f| format!("; {f}")).unwrap_or_default()
             );
             tracing::warn!(instance = %s.name, %reason, "giving up on a crashing server");
-            if let Some(c) = self.crashes.lock().expect("crash map poisoned").get_mut(&id) {
+            if let Some(c) = self
+                .crashes
+                .lock()
+                .expect("crash map poisoned")
+                .get_mut(&id)
+            {
                 c.gave_up = Some(s.applied_generation);
             }
             Supervision::GaveUp { reason }
@@ -478,6 +486,7 @@ impl LocalRuntime {
             return Ok(deleted);
         }
 
+        check_memory(&event.spec)?;
         if event.spec.superuser_access && !self.isolated {
             return Err(RuntimeError::Apply(format!(
                 "superuser access needs an OS user per instance, and this data plane runs every \
@@ -557,6 +566,30 @@ fn extension_dir(bins: &PostgresBinaries) -> Result<PathBuf, RuntimeError> {
         None => PathBuf::from(format!("/usr/share/postgresql/{}", bins.version()?)),
     };
     Ok(sharedir.join("extension"))
+}
+
+/// Refuses an instance that asks for more memory than this machine has:
+/// it could never get it, and a server sized for it would not start.
+fn check_memory(spec: &InstanceSpec) -> Result<(), RuntimeError> {
+    let Ok(wanted) = domain::quantity::parse_bytes(&spec.resources.memory) else {
+        return Ok(());
+    };
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024);
+    match total {
+        Some(total) if wanted > total => Err(RuntimeError::Apply(format!(
+            "resources.memory {} is more memory than this data plane has ({} MiB)",
+            spec.resources.memory,
+            total / (1024 * 1024)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A port in `range` that no instance of this runtime has and that nothing

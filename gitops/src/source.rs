@@ -411,7 +411,7 @@ fn walk(
 ) -> Result<(), git2::Error> {
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let is_file = entry.kind() == Some(ObjectType::Blob) && entry.filemode() != 0o120000;
-        if let (true, Some(name)) = (is_file, entry.name()) {
+        if let (true, Ok(name)) = (is_file, entry.name()) {
             if is_manifest_path(name) {
                 out.push((format!("{prefix}{dir}{name}"), entry.id()));
             }

@@ -163,20 +163,38 @@ enum Open {
     Mapping(Vec<(Node, Node)>, Option<Node>, Position, usize),
 }
 
+/// The most nodes the aliases of one file may copy. A file's own nodes are
+/// bounded by its size, but each alias copies its anchor's whole tree, and
+/// aliases of aliases multiply: a few hundred bytes could otherwise expand
+/// to billions of nodes and exhaust the control plane's memory.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
 #[derive(Default)]
 struct TreeBuilder {
     documents: Vec<Document>,
     document_pos: Option<Position>,
     stack: Vec<Open>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their sizes in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes copied by aliases so far.
+    alias_nodes: usize,
     error: Option<SyntaxError>,
+}
+
+fn size(node: &Node) -> usize {
+    1 + match &node.kind {
+        NodeKind::Scalar { .. } => 0,
+        NodeKind::Sequence(items) => items.iter().map(size).sum(),
+        NodeKind::Mapping(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
+    }
 }
 
 impl TreeBuilder {
     fn complete(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let nodes = size(&node);
+            self.anchors.insert(anchor, (node.clone(), nodes));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -219,7 +237,16 @@ impl MarkedEventReceiver for TreeBuilder {
                 );
             }
             Event::Alias(id) => match self.anchors.get(&id) {
-                Some(node) => {
+                Some((_, nodes)) if self.alias_nodes + nodes > MAX_ALIAS_NODES => {
+                    self.error.get_or_insert(SyntaxError {
+                        pos,
+                        message: format!(
+                            "aliases copy more than {MAX_ALIAS_NODES} nodes; write the values out or use fewer aliases"
+                        ),
+                    });
+                }
+                Some((node, nodes)) => {
+                    self.alias_nodes += nodes;
                     let node = Node {
                         pos,
                         ..node.clone()
@@ -307,6 +334,25 @@ mod tests {
             .unwrap()
             .iter()
             .all(|d| d.root.is_none()));
+    }
+
+    #[test]
+    fn aliases_cannot_multiply_a_small_file_into_a_huge_tree() {
+        let mut text = "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n".to_owned();
+        for i in 1..9 {
+            let p = i - 1;
+            text.push_str(&format!("l{i}: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]\n"));
+        }
+        let err = parse_documents(&text).unwrap_err();
+        assert!(err.message.contains("aliases copy more than"), "{err:?}");
+        assert_eq!(err.pos.line, 5, "the first alias past the limit");
+        let shared = parse_documents("a: &c {work_mem: 16MB}\nb: *c\n").unwrap();
+        let root = shared[0].root.as_ref().unwrap();
+        assert_eq!(
+            root.entry("a").unwrap().1.kind,
+            root.entry("b").unwrap().1.kind,
+            "an alias within the limit is its anchor's value"
+        );
     }
 
     #[test]

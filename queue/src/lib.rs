@@ -21,6 +21,8 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+pub mod sealed;
+
 pub use pgmq::Message;
 
 /// The queue data-plane reports travel on.
@@ -43,6 +45,8 @@ pub enum Error {
     },
     #[error("invalid data plane name {0:?}: use lower-case letters, digits and '_' (at most 40)")]
     InvalidDataPlane(String),
+    #[error("secret store: {0}")]
+    Sealing(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -279,8 +283,17 @@ impl Queues {
         Ok(Wakeup { listener })
     }
 
-    /// Stores an instance's password in the secret store (never on a queue).
+    /// Stores an instance's password in the secret store (never on a
+    /// queue), sealed to the control plane's published key.
     pub async fn put_secret(&self, instance_id: Uuid, password: &str) -> Result<()> {
+        let key = sealed::SealingKey::current(&self.pool)
+            .await?
+            .ok_or_else(|| {
+                Error::Sealing(
+                    "no sealing key is published yet (the control plane has not started)".into(),
+                )
+            })?;
+        let password = key.seal(password);
         sqlx::query(
             "insert into instance_secrets (instance_id, password) values ($1, $2)
              on conflict (instance_id) do update set password = excluded.password, updated_at = now()",
@@ -293,6 +306,8 @@ impl Queues {
         Ok(())
     }
 
+    /// An instance's password as stored: sealed (open it with the control
+    /// plane's [`sealed::Keyring`]).
     pub async fn get_secret(&self, instance_id: Uuid) -> Result<Option<String>> {
         sqlx::query_scalar("select password from instance_secrets where instance_id = $1")
             .bind(instance_id)

@@ -82,7 +82,9 @@ fn body<T>(json: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
 }
 
 #[utoipa::path(post, path = "/api/v1/instances", request_body = CreateInstance,
-    responses((status = 201, body = Instance), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 201, body = Instance),
+        (status = 403, description = "the organisation has as many instances as it may have (quota_exceeded)", body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_instance(
     AxumState(state): AxumState<AppState>,
@@ -231,7 +233,12 @@ async fn instance_credentials(
         return Err(ApiError::Deleted { name });
     }
     let conn_info = row.connection.as_ref().map(|c| c.0.clone());
-    let password = state.queues.get_secret(row.id).await?;
+    let password = state
+        .queues
+        .get_secret(row.id)
+        .await?
+        .map(|stored| state.keyring.open(&stored))
+        .transpose()?;
     let (Some(info), Some(password)) = (conn_info, password) else {
         return Err(ApiError::Conflict(format!(
             "instance {name:?} has no credentials yet (state {}); wait until it is Up",

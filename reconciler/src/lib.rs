@@ -40,6 +40,8 @@ pub struct AppState {
     /// How many live (not deleted) instances an organisation may have;
     /// 0 for no limit.
     pub max_instances_per_org: u32,
+    /// Opens the secrets stored sealed (instance passwords, webhook secrets).
+    pub keyring: std::sync::Arc<queue::sealed::Keyring>,
 }
 
 /// [`Settings::max_instances_per_org`] unless configured.
@@ -66,19 +68,48 @@ impl AppState {
         AppState::with_sources(pool, default_data_plane, cache, policy).await
     }
 
+    /// State with a new sealing key of its own (published, so data planes
+    /// seal to it), for tests and tools that own their database.
     pub async fn with_sources(
         pool: PgPool,
         default_data_plane: &str,
         git_cache_dir: std::path::PathBuf,
         policy: SourcePolicy,
     ) -> AppState {
-        AppState {
+        AppState::with_keyring(
+            pool,
+            default_data_plane,
+            git_cache_dir,
+            policy,
+            queue::sealed::Keyring::generate(),
+        )
+        .await
+        .expect("publishing the sealing key")
+    }
+
+    /// State whose secrets are sealed with `keyring`: publishes its current
+    /// key and seals values still stored in plain text.
+    pub async fn with_keyring(
+        pool: PgPool,
+        default_data_plane: &str,
+        git_cache_dir: std::path::PathBuf,
+        policy: SourcePolicy,
+        keyring: queue::sealed::Keyring,
+    ) -> Result<AppState, StartError> {
+        let sealed = queue::sealed::seal_plaintext(&pool, &keyring)
+            .await
+            .map_err(StartError::Queue)?;
+        if sealed > 0 {
+            tracing::info!(count = sealed, "sealed secrets stored in plain text");
+        }
+        Ok(AppState {
+            keyring: std::sync::Arc::new(keyring),
             queues: Queues::new(pool.clone()).await,
             pool,
             default_data_plane: default_data_plane.to_owned(),
             gitops: std::sync::Arc::new(sources::GitOps::new(git_cache_dir, policy)),
             max_instances_per_org: DEFAULT_MAX_INSTANCES_PER_ORG,
-        }
+        })
     }
 }
 
@@ -100,6 +131,8 @@ pub struct Settings {
     pub source_policy: SourcePolicy,
     /// How many live instances an organisation may have (0: no limit).
     pub max_instances_per_org: u32,
+    /// The private keys of secrets at rest, kept outside the database.
+    pub keyring: queue::sealed::Keyring,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,13 +216,14 @@ pub async fn run(
     })?;
     let state = AppState {
         max_instances_per_org: settings.max_instances_per_org,
-        ..AppState::with_sources(
+        ..AppState::with_keyring(
             pool,
             &settings.default_data_plane,
             settings.git_cache_dir.clone(),
             settings.source_policy,
+            settings.keyring.clone(),
         )
-        .await
+        .await?
     };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

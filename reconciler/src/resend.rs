@@ -65,10 +65,12 @@ pub async fn resend_overdue(state: &AppState, overdue: Duration) -> Result<usize
         };
         let restart = !row.restart_reasons.0.is_empty();
         enqueue(state, &mut tx, row, kind, restart).await?;
-        sqlx::query("update instances set last_event_at = now(), resends = resends + 1 where id = $1")
-            .bind(row.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "update instances set last_event_at = now(), resends = resends + 1 where id = $1",
+        )
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(rows.len())

@@ -26,6 +26,10 @@ fn key(id: Uuid) -> String {
 }
 
 async fn client(applied: &conductor::Applied) -> tokio_postgres::Client {
+    try_client(applied).await.expect("connect")
+}
+
+async fn try_client(applied: &conductor::Applied) -> Option<tokio_postgres::Client> {
     let c = applied.connection.as_ref().unwrap();
     let password = applied.password.as_ref().unwrap();
     let (client, conn) = tokio_postgres::connect(
@@ -36,9 +40,9 @@ async fn client(applied: &conductor::Applied) -> tokio_postgres::Client {
         NoTls,
     )
     .await
-    .unwrap();
+    .ok()?;
     tokio::spawn(conn);
-    client
+    Some(client)
 }
 
 /// Runs `script` through `COPY … FROM PROGRAM` (as the server's OS user)
@@ -85,8 +89,7 @@ async fn a_superuser_shell_reaches_nothing_outside_its_own_instance() {
         .apply(&event(a, 1, EventKind::Create, superuser))
         .await
         .unwrap();
-    rt
-        .apply(&event(b, 1, EventKind::Create, InstanceSpec::default()))
+    rt.apply(&event(b, 1, EventKind::Create, InstanceSpec::default()))
         .await
         .unwrap();
     let (ka, kb) = (key(a), key(b));
@@ -111,11 +114,20 @@ async fn a_superuser_shell_reaches_nothing_outside_its_own_instance() {
     let bin = agent::PostgresBinaries::discover().unwrap().bindir;
     let test_db = std::env::var("PGPLANE_TEST_PG_DIR").unwrap_or("/tmp/pgplane-test-pg".into());
     for (what, script) in [
-        ("B's data", format!("cat {}/{kb}/PG_VERSION", root.display())),
+        (
+            "B's data",
+            format!("cat {}/{kb}/PG_VERSION", root.display()),
+        ),
         ("B's socket", format!("ls {}/{kb}.sock", root.display())),
-        ("B's state file", format!("cat {}/{kb}.json", root.display())),
+        (
+            "B's state file",
+            format!("cat {}/{kb}.json", root.display()),
+        ),
         ("the runtime's root", format!("ls {}", root.display())),
-        ("the template", format!("ls {}/PG_VERSION", shared_template().display())),
+        (
+            "the template",
+            format!("ls {}/PG_VERSION", shared_template().display()),
+        ),
         ("the control plane's database", format!("ls {test_db}/data")),
     ] {
         let out = shell(&ca, &script).await;
@@ -182,7 +194,10 @@ async fn a_killed_server_is_restarted_and_one_that_keeps_dying_is_given_up_on() 
         )
         .unwrap()
     };
-    assert!(rt.supervise().await.is_empty(), "nothing to do while it runs");
+    assert!(
+        rt.supervise().await.is_empty(),
+        "nothing to do while it runs"
+    );
 
     let first = postmaster();
     kill9(first);
@@ -201,7 +216,11 @@ async fn a_killed_server_is_restarted_and_one_that_keeps_dying_is_given_up_on() 
     assert!(observed.running);
     assert_eq!(restarted.generation, 1);
     assert_ne!(postmaster(), first);
-    client(&created).await.simple_query("select 1").await.unwrap();
+    client(&created)
+        .await
+        .simple_query("select 1")
+        .await
+        .unwrap();
 
     // Now it cannot start any more: supervision retries with backoff, then
     // gives up with Postgres's own words and leaves it stopped.
@@ -222,8 +241,94 @@ async fn a_killed_server_is_restarted_and_one_that_keeps_dying_is_given_up_on() 
     assert!(reason.contains("FATAL:"), "{reason}");
     assert!(rt.supervise().await.is_empty(), "no more attempts");
     let observed = rt.observe_all().await;
-    assert!(!observed.iter().find(|o| o.instance_id == id).unwrap().observed.running);
+    assert!(
+        !observed
+            .iter()
+            .find(|o| o.instance_id == id)
+            .unwrap()
+            .observed
+            .running
+    );
     rt.apply(&event(id, 2, EventKind::Delete, InstanceSpec::default()))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_server_is_held_to_its_declared_memory() {
+    let dir = scratch_dir();
+    let rt = runtime(dir.path()).await;
+    let id = Uuid::new_v4();
+    let mut spec = InstanceSpec::default();
+    spec.resources.memory = "256Mi".into();
+    let Some(controller) = agent::MemoryController::detect() else {
+        // Without a usable memory controller the runtime says so at start
+        // and still creates instances.
+        rt.apply(&event(id, 1, EventKind::Create, spec.clone()))
+            .await
+            .unwrap();
+        rt.apply(&event(id, 2, EventKind::Delete, spec))
+            .await
+            .unwrap();
+        return;
+    };
+    let created = rt
+        .apply(&event(id, 1, EventKind::Create, spec.clone()))
+        .await
+        .unwrap();
+    let limit = controller.limit(&key(id), 256 << 20);
+    let limit_file = ["memory.limit_in_bytes", "memory.max"]
+        .into_iter()
+        .map(|f| limit.dir().join(f))
+        .find(|f| f.is_file())
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&limit_file).unwrap().trim(),
+        (256u64 << 20).to_string()
+    );
+    let postmaster: i32 = std::fs::read_to_string(dir.path().join(key(id)).join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pids = limit.pids();
+    assert!(pids.contains(&postmaster), "{postmaster} not in {pids:?}");
+    assert!(pids.len() > 1, "its children are inside too: {pids:?}");
+
+    // A query that needs more than the limit is killed inside the cgroup;
+    // the server survives it.
+    let c = client(&created).await;
+    let err = c
+        .simple_query("select length(repeat('x', 600 * 1024 * 1024))")
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_closed() || err.to_string().contains("out of memory") || err.as_db_error().is_some(),
+        "{err:?}"
+    );
+    eventually(
+        "the server accepts connections again",
+        Duration::from_secs(60),
+        || async {
+            let c = try_client(&created).await?;
+            c.simple_query("select 1").await.ok().map(|_| ())
+        },
+    )
+    .await;
+
+    // A new limit applies to the running server.
+    spec.resources.memory = "512Mi".into();
+    rt.apply(&event(id, 2, EventKind::Update, spec.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&limit_file).unwrap().trim(),
+        (512u64 << 20).to_string()
+    );
+    rt.apply(&event(id, 3, EventKind::Delete, spec))
+        .await
+        .unwrap();
+    assert!(!limit.dir().exists(), "the cgroup goes with the instance");
 }

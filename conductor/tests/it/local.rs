@@ -192,7 +192,11 @@ async fn a_late_older_delete_does_not_delete_a_newer_generation() {
         .apply(&event(id, 2, EventKind::Delete, spec.clone()))
         .await
         .unwrap();
-    assert_eq!(stale.report, ReportKind::Created, "re-reported, not applied");
+    assert_eq!(
+        stale.report,
+        ReportKind::Created,
+        "re-reported, not applied"
+    );
     assert!(stale.observed.unwrap().running);
     rt.apply(&event(id, 4, EventKind::Delete, spec))
         .await

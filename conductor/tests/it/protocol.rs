@@ -30,9 +30,14 @@ async fn create_update_delete_through_the_queues(pool: PgPool) {
     .await;
     assert_eq!(up.observed_generation, 1);
     assert!(up.connection.is_some());
+    let stored = state.queues.get_secret(up.id).await.unwrap().unwrap();
+    assert!(
+        queue::sealed::is_sealed(&stored) && !stored.contains("simulated"),
+        "sealed at rest: {stored}"
+    );
     assert_eq!(
-        state.queues.get_secret(up.id).await.unwrap().as_deref(),
-        Some("simulated"),
+        state.keyring.open(&stored).unwrap(),
+        "simulated",
         "the password went to the secret store"
     );
 

@@ -70,7 +70,11 @@ impl DataDir {
             .args(["-U", "postgres", "-A", "trust", "--no-sync"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     }
 
@@ -139,10 +143,46 @@ fn cases() -> Vec<(&'static str, &'static str)> {
         "log_min_duration_statement",
     ];
     let integer_values = [
-        "0", "1", "-1", "64", "010", "08", "0x1F", "0x", "1e3", "1.5", "2.5", "3.5", " 7", "7 ",
-        "1 kB", "1kB", "1KB", "1MB", "1.5MB", "1GB", "3TB", "1000B", "1s", "1.5s", "1500us",
-        "1min", "1h", "1d", "99999999999", "abc", "", "1 2", "+5", ".5", "1e", "inf", "nan",
-        "2147483647", "2147483648", "1 MB x",
+        "0",
+        "1",
+        "-1",
+        "64",
+        "010",
+        "08",
+        "0x1F",
+        "0x",
+        "1e3",
+        "1.5",
+        "2.5",
+        "3.5",
+        " 7",
+        "7 ",
+        "1 kB",
+        "1kB",
+        "1KB",
+        "1MB",
+        "1.5MB",
+        "1GB",
+        "3TB",
+        "1000B",
+        "1s",
+        "1.5s",
+        "1500us",
+        "1min",
+        "1h",
+        "1d",
+        "99999999999",
+        "abc",
+        "",
+        "1 2",
+        "+5",
+        ".5",
+        "1e",
+        "inf",
+        "nan",
+        "2147483647",
+        "2147483648",
+        "1 MB x",
     ];
     let reals = [
         "random_page_cost",
@@ -150,8 +190,8 @@ fn cases() -> Vec<(&'static str, &'static str)> {
         "checkpoint_completion_target",
     ];
     let real_values = [
-        "1.1", "1e1", "0x10", "inf", "-inf", "nan", "1e400", "1e-400", ".5", "5.", "-1", "0",
-        "1", "500us", "1ms", "2 ms", "1e-5", "1s",
+        "1.1", "1e1", "0x10", "inf", "-inf", "nan", "1e400", "1e-400", ".5", "5.", "-1", "0", "1",
+        "500us", "1ms", "2 ms", "1e-5", "1s",
     ];
     let words: &[(&str, &[&str])] = &[
         (
@@ -176,16 +216,39 @@ fn cases() -> Vec<(&'static str, &'static str)> {
         ),
         (
             "synchronous_commit",
-            &["on", "off", "true", "yes", "0", "local", "remote_apply", "maybe"],
+            &[
+                "on",
+                "off",
+                "true",
+                "yes",
+                "0",
+                "local",
+                "remote_apply",
+                "maybe",
+            ],
         ),
         ("huge_pages", &["on", "try", "off", "TRUE", "no", "t"]),
-        ("wal_compression", &["on", "pglz", "lz4", "zstd", "true", "off"]),
+        (
+            "wal_compression",
+            &["on", "pglz", "lz4", "zstd", "true", "off"],
+        ),
         (
             "default_transaction_isolation",
-            &["serializable", "Repeatable Read", "read committed", "snapshot"],
+            &[
+                "serializable",
+                "Repeatable Read",
+                "read committed",
+                "snapshot",
+            ],
         ),
-        ("client_min_messages", &["debug", "info", "DEBUG5", "log", "fatal"]),
-        ("ssl_min_protocol_version", &["TLSv1.2", "tlsv1.3", "TLSv1.4"]),
+        (
+            "client_min_messages",
+            &["debug", "info", "DEBUG5", "log", "fatal"],
+        ),
+        (
+            "ssl_min_protocol_version",
+            &["TLSv1.2", "tlsv1.3", "TLSv1.4"],
+        ),
         ("ssl_max_protocol_version", &["", "TLSv1.3"]),
     ];
     let mut cases = Vec::new();

@@ -61,7 +61,11 @@ fn conductor_killed_mid_create_converges_after_restart() {
     let instances = scratch.path().join("instances");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let db_env = [("PGPLANE_DATABASE_URL", db.url.as_str())];
+    let keys = ok(&["secrets", "generate-key"], &[]);
+    let db_env = [
+        ("PGPLANE_DATABASE_URL", db.url.as_str()),
+        ("PGPLANE_SECRET_KEYS", keys.as_str()),
+    ];
 
     let mut server = spawn(
         "pgplane server",

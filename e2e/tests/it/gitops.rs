@@ -491,7 +491,11 @@ fn server_sources_are_public_remotes_unless_the_operator_allows_more() {
     git(&remote, &["init", "-q", "--bare", "-b", "main"]);
     let file_url = format!("file://{}", remote.display());
     let private_url = format!("https://127.0.0.1:{}/x.git", free_port());
-    let db_env = [("PGPLANE_DATABASE_URL", db.url.as_str())];
+    let keys = ok(&["secrets", "generate-key"], &[]);
+    let db_env = [
+        ("PGPLANE_DATABASE_URL", db.url.as_str()),
+        ("PGPLANE_SECRET_KEYS", keys.as_str()),
+    ];
     let token = ok(&["token", "create", "--org", "globex"], &db_env)
         .trim()
         .to_owned();

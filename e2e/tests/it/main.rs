@@ -4,8 +4,10 @@
 mod agent;
 mod crash;
 mod gitops;
+mod healing;
 mod invariants;
 mod plan;
+mod secrets;
 mod support;
 mod tenant;
 mod walkthrough;

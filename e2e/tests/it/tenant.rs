@@ -94,15 +94,20 @@ fn a_tenant_reaches_nothing_of_the_control_plane_or_other_instances() {
         let uri = format!("postgres://{user}:{password}@127.0.0.1:{state_port}/postgres");
         let err = refused(&uri, "select 1").expect("the state Postgres must refuse");
         assert!(
-            err.contains("password authentication failed")
-                || err.contains("rejects connection"),
+            err.contains("password authentication failed") || err.contains("rejects connection"),
             "{user}: {err}"
         );
     }
 
     // Superuser opted in: the shell runs, as the instance's own OS user.
     ok(
-        &["instance", "create", "attacker", "--superuser-access", "--wait"],
+        &[
+            "instance",
+            "create",
+            "attacker",
+            "--superuser-access",
+            "--wait",
+        ],
         &env,
     );
     let attacker = ok(&["instance", "credentials", "attacker"], &env)
@@ -124,7 +129,10 @@ fn a_tenant_reaches_nothing_of_the_control_plane_or_other_instances() {
     for (what, script) in [
         ("the state database's files", format!("ls {d}/state")),
         ("the state database's socket", format!("ls {d}/state.sock")),
-        ("the state database's password", format!("cat {d}/state.json")),
+        (
+            "the state database's password",
+            format!("cat {d}/state.json"),
+        ),
         ("the admin token", format!("cat {d}/pgplane.env")),
         ("the instances directory", format!("ls {d}/instances")),
         (

@@ -32,7 +32,10 @@ pub(crate) fn up(data_dir: &std::path::Path, port: u16, log: &std::path::Path) -
         "{printed}"
     );
     assert!(printed.contains("token:     in "), "{printed}");
-    assert!(!printed.contains("pgp_"), "the token is never printed: {printed}");
+    assert!(
+        !printed.contains("pgp_"),
+        "the token is never printed: {printed}"
+    );
     p
 }
 

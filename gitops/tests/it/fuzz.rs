@@ -128,7 +128,11 @@ impl Gen {
                 .map(|_| char::from_u32(self.rng.gen_range(0..0x11000)).unwrap_or('?'))
                 .collect(),
             1 => "x".repeat(self.rng.gen_range(60..5000)),
-            2 => format!("{}{}", self.rng.gen_range(-5i64..100_000), self.pick(&["", "kB", "MB", "GB", "TB", "ms", "s", "min", "h", "d", "Mi", "XB"])),
+            2 => format!(
+                "{}{}",
+                self.rng.gen_range(-5i64..100_000),
+                self.pick(&["", "kB", "MB", "GB", "TB", "ms", "s", "min", "h", "d", "Mi", "XB"])
+            ),
             _ => self.pick(WORDS).to_owned(),
         }
     }
@@ -136,8 +140,7 @@ impl Gen {
     /// A YAML scalar for `s`: plain when it can be, otherwise quoted.
     fn scalar(&mut self, s: &str) -> String {
         let plain_ok = !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_alphanumeric() || "-_./".contains(c))
+            && s.chars().all(|c| c.is_alphanumeric() || "-_./".contains(c))
             && !s.starts_with(['-', '.']);
         match self.rng.gen_range(0..6) {
             0 | 1 if plain_ok => s.to_owned(),
@@ -167,7 +170,21 @@ impl Gen {
                     .collect();
                 format!("{{{}}}", items.join(", "))
             }
-            2 => self.pick(&["~", "null", "true", "false", "1", "-1", "1.5", "1e400", ".nan", "0x1F", "99999999999999999999"]).to_owned(),
+            2 => self
+                .pick(&[
+                    "~",
+                    "null",
+                    "true",
+                    "false",
+                    "1",
+                    "-1",
+                    "1.5",
+                    "1e400",
+                    ".nan",
+                    "0x1F",
+                    "99999999999999999999",
+                ])
+                .to_owned(),
             3 => "*nowhere".to_owned(),
             _ => {
                 let t = self.text();
@@ -249,7 +266,14 @@ impl Gen {
                 "extensions" if self.chance(0.8) => {
                     out.push_str("  extensions:\n");
                     for _ in 0..self.rng.gen_range(0..4) {
-                        let e = self.pick(&["hstore", "pg_stat_statements", "Bad Ext", "", "citext", "pg_cron"]);
+                        let e = self.pick(&[
+                            "hstore",
+                            "pg_stat_statements",
+                            "Bad Ext",
+                            "",
+                            "citext",
+                            "pg_cron",
+                        ]);
                         if self.chance(0.9) {
                             out.push_str(&format!("    - name: {}\n", self.scalar(e)));
                         } else {
@@ -297,10 +321,15 @@ impl Gen {
             6 => "? [complex, key]\n: value\n".to_owned(),
             7 => "apiVersion: pgplane.io/v1\nkind: PostgresInstance\nmetadata: &m\n  name: a\nspec:\n  <<: *m\n".to_owned(),
             8 => {
-                // Anchors repeated a few levels deep: small enough to expand.
-                let mut s = "l0: &l0 [x, x, x, x]\n".to_owned();
-                for i in 1..5 {
-                    s.push_str(&format!("l{i}: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}]\n", p = i - 1));
+                // Aliases of aliases: each level copies the one before ten
+                // times (nine levels would be a billion nodes).
+                let mut s = "spec:\n  config:\n    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n".to_owned();
+                let levels = if self.chance(0.1) { 10 } else { 4 };
+                for i in 1..self.rng.gen_range(2..levels) {
+                    let p = i - 1;
+                    s.push_str(&format!(
+                        "    l{i}: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]\n"
+                    ));
                 }
                 s
             }
@@ -373,16 +402,18 @@ fn generated_manifests_never_panic_and_errors_say_where() {
                 invalid += 1;
                 errors += e.0.len();
                 if e.0.is_empty() {
-                    problems.push(format!("revision {revision}: an error without errors:\n{}", show()));
+                    problems.push(format!(
+                        "revision {revision}: an error without errors:\n{}",
+                        show()
+                    ));
                 }
                 for err in &e.0 {
                     let known_file = files.iter().any(|(p, _)| *p == err.file);
                     let located = known_file && err.line >= 1;
                     // A key that is the empty string has the empty path.
-                    let empty_key = err.message.contains("field \"\"")
-                        || err.message.contains("key \"\"");
-                    let has_path =
-                        !err.path.is_empty() || is_file_level(&err.message) || empty_key;
+                    let empty_key =
+                        err.message.contains("field \"\"") || err.message.contains("key \"\"");
+                    let has_path = !err.path.is_empty() || is_file_level(&err.message) || empty_key;
                     if !located || !has_path {
                         problems.push(format!("revision {revision}: {err}\n{}", show()));
                     }
@@ -398,7 +429,12 @@ fn generated_manifests_never_panic_and_errors_say_where() {
         problems.is_empty(),
         "{} problems, the first ones:\n{}",
         problems.len(),
-        problems.iter().take(5).cloned().collect::<Vec<_>>().join("\n\n")
+        problems
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n\n")
     );
     assert!(valid > 100 && invalid > 1000, "the generator covers both");
 }

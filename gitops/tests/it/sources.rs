@@ -93,6 +93,17 @@ fn a_missing_branch_names_the_ones_that_exist() {
 }
 
 #[test]
+fn an_empty_repository_is_a_missing_branch_not_a_crash() {
+    let root = tempfile::tempdir().unwrap();
+    let remote = Remote::new(root.path());
+    let err = read_git(&source(remote.url(), "main", ""), &root.path().join("c")).unwrap_err();
+    match &err {
+        SourceError::RefNotFound { available, .. } => assert!(available.is_empty(), "{err}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn a_vanished_path_is_an_error_not_an_empty_revision() {
     let root = tempfile::tempdir().unwrap();
     let remote = Remote::new(root.path());

@@ -132,9 +132,11 @@ async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(
         .await
         .unwrap();
     let password = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
+    let stored = state.queues.get_secret(up.id).await.unwrap().unwrap();
+    assert!(queue::sealed::is_sealed(&stored), "sealed at rest");
     assert_eq!(
-        state.queues.get_secret(up.id).await.unwrap(),
-        Some(password),
+        state.keyring.open(&stored).unwrap(),
+        password,
         "the operator's password went to the secret store"
     );
 

@@ -202,30 +202,37 @@ fn lifecycle(tf: Tf) {
     ws.ok(APPLY);
     ws.expect(0, PLAN);
 
-    // An instance that fails: the apply fails with the control plane's
-    // reason, and the id is in the state (nothing orphaned). Fixing the
-    // configuration replaces the failed instance.
-    let failing = |shared_buffers: &str| {
+    // An instance that fails on the data plane (more memory than any
+    // machine has, refused whatever the kernel's overcommit setting): the
+    // apply fails with the data plane's reason, and the id is in the state
+    // (nothing orphaned). Fixing it replaces the failed instance.
+    let failing = |memory: &str| {
         format!(
             "{}{IMPORTED}\nresource \"pgplane_instance\" \"bad\" {{\n  name   = \"bad\"\n  \
-             config = {{ shared_buffers = \"{shared_buffers}\" }}\n}}\n",
+             memory = \"{memory}\"\n}}\n",
             orders("32MB", "160")
         )
     };
-    ws.write(&failing("100GB"));
+    ws.write(&failing("64Ti"));
     let failed = ws.expect(1, APPLY);
     assert!(
         failed.all().contains(r#"Instance "bad" failed to create"#),
         "{}",
         failed.all()
     );
-    assert!(failed.all().contains("shared memory"), "{}", failed.all());
+    assert!(
+        failed
+            .all()
+            .contains("more memory than this data plane has"),
+        "{}",
+        failed.all()
+    );
     let shown = ws
         .ok(&["state", "show", "-no-color", "pgplane_instance.bad"])
         .stdout;
     assert!(shown.contains(r#"state            = "Error""#), "{shown}");
     assert!(shown.contains("id "), "{shown}");
-    ws.write(&failing("64MB"));
+    ws.write(&failing("512Mi"));
     let fixed = ws.ok(APPLY);
     assert!(
         fixed.stdout.contains("1 added, 0 changed, 1 destroyed"),

@@ -96,7 +96,7 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateSource) -> Res
     .bind(req.prune)
     .bind(drift)
     .bind(req.adopt)
-    .bind(&secret.0)
+    .bind(state.keyring.seal(&secret.0))
     .fetch_one(&state.pool)
     .await
     .map_err(|e| match ApiError::from(e) {

@@ -52,6 +52,9 @@ pub async fn receive(
             .bind(name)
             .fetch_optional(&state.pool)
             .await?;
+    let secret = secret
+        .map(|stored| state.keyring.open(&stored))
+        .transpose()?;
     let known = secret.is_some();
     let key = secret.unwrap_or_else(generate_secret);
     if !verify_signature(&key, body, signature) || !known {

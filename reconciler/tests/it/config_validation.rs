@@ -14,7 +14,14 @@ use crate::support::{test_app, TestApp};
 /// Sends `body` as it is written (a `serde_json::Value` cannot hold a key
 /// twice).
 pub async fn call_raw(t: &TestApp, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
-    send(t.app.clone(), &t.token, method, uri, body.as_bytes().to_vec()).await
+    send(
+        t.app.clone(),
+        &t.token,
+        method,
+        uri,
+        body.as_bytes().to_vec(),
+    )
+    .await
 }
 
 /// One request to `app` with `token` and a raw body (JSON content type).
@@ -140,7 +147,12 @@ async fn updates_are_checked_like_creates(pool: PgPool) {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(fields(&body)[0].0, "spec.config.shared_buffers");
-    assert!(fields(&body)[0].1.contains("resources.memory 512Mi (409MB)"), "{body}");
+    assert!(
+        fields(&body)[0]
+            .1
+            .contains("resources.memory 512Mi (409MB)"),
+        "{body}"
+    );
     assert_eq!(t.queued_events().await.len(), 1, "only the create");
 }
 

@@ -147,7 +147,10 @@ async fn preload_libraries_of_missing_extensions_are_refused(pool: PgPool) {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(body["fields"][0]["path"], "spec.config.shared_preload_libraries");
+    assert_eq!(
+        body["fields"][0]["path"],
+        "spec.config.shared_preload_libraries"
+    );
     assert_eq!(
         body["fields"][0]["message"],
         "library \"pg_cron\" comes with extension \"pg_cron\", which is not available on data plane \"local\"; available: hstore, pg_stat_statements"
@@ -230,4 +233,25 @@ async fn concurrent_creates_do_not_exceed_the_quota(pool: PgPool) {
         created += usize::from(status == StatusCode::CREATED);
     }
     assert_eq!(created, 5);
+}
+
+#[sqlx::test(migrations = false)]
+async fn nul_reaching_sql_anyway_is_a_client_error(pool: PgPool) {
+    for (sql, value) in [
+        ("select $1::text", "a\u{0}b"),
+        ("select $1::jsonb", "{\"a\": \"\\u0000\"}"),
+    ] {
+        let err = sqlx::query(sql)
+            .bind(value)
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        match reconciler::ApiError::from(err) {
+            reconciler::ApiError::Invalid(errs) => {
+                assert_eq!(errs.0[0].path, "body");
+                assert!(errs.0[0].message.contains("NUL"), "{errs}");
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
 }

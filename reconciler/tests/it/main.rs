@@ -4,6 +4,7 @@
 
 mod api;
 mod config_validation;
+mod fuzz;
 mod hardening;
 mod isolation;
 mod reports;

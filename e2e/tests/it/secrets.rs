@@ -1,0 +1,125 @@
+//! Secrets at rest: the state database holds instance passwords and webhook
+//! secrets only sealed, with a key kept beside it (`pgplane.key`, 0600);
+//! `pgplane secrets rotate` re-seals everything while `pgplane up` runs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::support::*;
+use crate::walkthrough::up;
+
+fn stored(state_url: &str, sql: &str) -> String {
+    psql(state_url, sql)
+}
+
+#[test]
+fn secrets_are_sealed_at_rest_and_rotate_while_running() {
+    let scratch = scratch_dir();
+    let data_dir = scratch.path().join("demo");
+    let log = scratch.path().join("up.log");
+    let _server = up(&data_dir, free_port(), &log);
+    let env_vars = read_env_file(&data_dir.join("pgplane.env"));
+    let env: Vec<(&str, &str)> = env_vars
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let key_file = data_dir.join("pgplane.key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    ok(&["instance", "create", "orders", "--wait"], &env);
+    let uri = ok(&["instance", "credentials", "orders"], &env)
+        .trim()
+        .to_owned();
+    let password = uri
+        .strip_prefix("postgres://postgres:")
+        .and_then(|r| r.split_once('@'))
+        .unwrap()
+        .0
+        .to_owned();
+    let repo = scratch.path().join("repo.git");
+    assert!(Command::new("git")
+        .args(["init", "-q", "--bare", repo.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+    let added = ok(
+        &[
+            "source",
+            "add",
+            "prod",
+            "--git",
+            &format!("file://{}", repo.display()),
+            "--branch",
+            "main",
+        ],
+        &env,
+    );
+
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("state.json")).unwrap()).unwrap();
+    let state_url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/postgres",
+        state["password"].as_str().unwrap(),
+        state["port"]
+    );
+    let at_rest = stored(&state_url, "select password from instance_secrets");
+    assert!(at_rest.starts_with("sealed:v1:"), "{at_rest}");
+    assert!(!at_rest.contains(&password));
+    let webhook = stored(&state_url, "select webhook_secret from sources");
+    assert!(webhook.starts_with("sealed:v1:"), "{webhook}");
+    assert!(
+        !added.contains(&webhook) && !std::fs::read_to_string(&log).unwrap().contains(&password),
+        "neither the log nor the output holds a secret as stored or in clear"
+    );
+    let key_id = |v: &str| v.split(':').nth(2).unwrap().to_owned();
+    let old = key_id(&at_rest);
+    assert_eq!(key_id(&webhook), old);
+
+    let out = run(
+        &[
+            "secrets",
+            "rotate",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("re-sealed 2 secret(s)"),
+        "{}",
+        stderr(&out)
+    );
+    let at_rest = stored(&state_url, "select password from instance_secrets");
+    let webhook = stored(&state_url, "select webhook_secret from sources");
+    let new = key_id(&at_rest);
+    assert_ne!(new, old);
+    assert_eq!(key_id(&webhook), new);
+    assert_eq!(
+        stored(&state_url, "select string_agg(id, ',') from sealing_keys"),
+        new,
+        "only the new key is published"
+    );
+    let keys = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(
+        keys.lines().filter(|l| !l.starts_with('#')).count(),
+        1,
+        "the old key is gone from the file"
+    );
+
+    // The running control plane follows the key file.
+    assert_eq!(
+        ok(&["instance", "credentials", "orders"], &env).trim(),
+        uri,
+        "the same credentials after the rotation"
+    );
+    assert_eq!(psql(&uri, "select 1"), "1");
+    ok(&["instance", "create", "second", "--wait"], &env);
+    let second = stored(
+        &state_url,
+        "select s.password from instance_secrets s join instances i on i.id = s.instance_id \
+         where i.name = 'second'",
+    );
+    assert_eq!(key_id(&second), new, "new secrets use the new key");
+}
