@@ -136,6 +136,27 @@ fn lifecycle(tf: Tf) {
     assert_eq!(psql(&uri, "show work_mem"), "32MB");
     ws.expect(0, PLAN);
 
+    // Superuser access is an explicit opt-in, and can be taken back.
+    let rolsuper = "select rolsuper from pg_roles where rolname = current_user";
+    assert_eq!(psql(&uri, rolsuper), "f");
+    ws.write(&orders("32MB", "160").replace(
+        "  timeouts {",
+        "  superuser_access = true\n  timeouts {",
+    ));
+    let plan = ws.expect(2, PLAN);
+    assert!(
+        plan.stdout.contains("+ superuser_access = true"),
+        "{}",
+        plan.all()
+    );
+    ws.ok(APPLY);
+    assert_eq!(psql(&uri, rolsuper), "t");
+    ws.expect(0, PLAN);
+    ws.write(&orders("32MB", "160"));
+    ws.ok(APPLY);
+    assert_eq!(psql(&uri, rolsuper), "f");
+    ws.expect(0, PLAN);
+
     // Import instances created with the CLI: by ORG/NAME and by id.
     pgplane.cli(&[
         "instance",
