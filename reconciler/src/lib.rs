@@ -68,8 +68,9 @@ impl AppState {
         AppState::with_sources(pool, default_data_plane, cache, policy).await
     }
 
-    /// State with a new sealing key of its own (published, so data planes
-    /// seal to it), for tests and tools that own their database.
+    /// State with a new sealing key of its own (tests and tools that own
+    /// their database: [`AppState::publish_keys`] before data planes store
+    /// secrets).
     pub async fn with_sources(
         pool: PgPool,
         default_data_plane: &str,
@@ -84,32 +85,37 @@ impl AppState {
             queue::sealed::Keyring::generate(),
         )
         .await
-        .expect("publishing the sealing key")
     }
 
-    /// State whose secrets are sealed with `keyring`: publishes its current
-    /// key and seals values still stored in plain text.
+    /// State whose secrets are sealed with `keyring`. Touches no database.
     pub async fn with_keyring(
         pool: PgPool,
         default_data_plane: &str,
         git_cache_dir: std::path::PathBuf,
         policy: SourcePolicy,
         keyring: queue::sealed::Keyring,
-    ) -> Result<AppState, StartError> {
-        let sealed = queue::sealed::seal_plaintext(&pool, &keyring)
-            .await
-            .map_err(StartError::Queue)?;
-        if sealed > 0 {
-            tracing::info!(count = sealed, "sealed secrets stored in plain text");
-        }
-        Ok(AppState {
+    ) -> AppState {
+        AppState {
             keyring: std::sync::Arc::new(keyring),
             queues: Queues::new(pool.clone()).await,
             pool,
             default_data_plane: default_data_plane.to_owned(),
             gitops: std::sync::Arc::new(sources::GitOps::new(git_cache_dir, policy)),
             max_instances_per_org: DEFAULT_MAX_INSTANCES_PER_ORG,
-        })
+        }
+    }
+
+    /// Publishes the keyring's current key, so data planes seal to it, and
+    /// seals the values still stored in plain text. The database must be
+    /// prepared ([`prepare_database`]).
+    pub async fn publish_keys(&self) -> Result<(), StartError> {
+        let sealed = queue::sealed::seal_plaintext(&self.pool, &self.keyring)
+            .await
+            .map_err(StartError::Queue)?;
+        if sealed > 0 {
+            tracing::info!(count = sealed, "sealed secrets stored in plain text");
+        }
+        Ok(())
     }
 }
 
@@ -223,8 +229,9 @@ pub async fn run(
             settings.source_policy,
             settings.keyring.clone(),
         )
-        .await?
+        .await
     };
+    state.publish_keys().await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -14,6 +14,7 @@ use uuid::Uuid;
 pub async fn control_plane(pool: PgPool) -> (AppState, Caller) {
     reconciler::prepare_database(&pool, "local").await.unwrap();
     let state = AppState::new(pool, "local").await;
+    state.publish_keys().await.unwrap();
     let caller = Caller::token("acme", Uuid::nil(), true);
     sqlx::query("insert into orgs (name) values ('acme')")
         .execute(&state.pool)

@@ -24,6 +24,7 @@ const NS: &str = "shop";
 async fn control_plane(pool: PgPool) -> (AppState, Caller) {
     reconciler::prepare_database(&pool, "local").await.unwrap();
     let state = AppState::new(pool, "local").await;
+    state.publish_keys().await.unwrap();
     sqlx::query("insert into orgs (name) values ('acme')")
         .execute(&state.pool)
         .await

@@ -139,10 +139,9 @@ fn lifecycle(tf: Tf) {
     // Superuser access is an explicit opt-in, and can be taken back.
     let rolsuper = "select rolsuper from pg_roles where rolname = current_user";
     assert_eq!(psql(&uri, rolsuper), "f");
-    ws.write(&orders("32MB", "160").replace(
-        "  timeouts {",
-        "  superuser_access = true\n  timeouts {",
-    ));
+    ws.write(
+        &orders("32MB", "160").replace("  timeouts {", "  superuser_access = true\n  timeouts {"),
+    );
     let plan = ws.expect(2, PLAN);
     assert!(
         plan.stdout.contains("+ superuser_access = true"),

@@ -125,6 +125,88 @@ async fn overdue_instances_get_their_event_again(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = false)]
+async fn a_silent_data_plane_fails_the_instance_after_bounded_resends_and_a_late_report_settles_it(
+    pool: PgPool,
+) {
+    let t = test_app(pool).await;
+    let id = create(&t).await;
+    let resend = || reconciler::resend::resend_overdue(&t.state, std::time::Duration::ZERO);
+    for _ in 0..reconciler::resend::MAX_RESENDS {
+        assert_eq!(resend().await.unwrap(), 1);
+    }
+    let (_, inst) = t.call("GET", "/api/v1/instances/orders", None).await;
+    assert_eq!(
+        inst["state"], "Submitted",
+        "still waiting after the re-sends"
+    );
+    resend().await.unwrap();
+    let (_, inst) = t.call("GET", "/api/v1/instances/orders", None).await;
+    assert_eq!(inst["state"], "Error", "{inst}");
+    let error = inst["error"].as_str().unwrap();
+    assert!(
+        error.contains("has not reported on Create (generation 1) after 3 re-sends"),
+        "{error}"
+    );
+    assert_eq!(
+        t.queued_events().await.len(),
+        1 + reconciler::resend::MAX_RESENDS as usize,
+        "no more re-sends once failed"
+    );
+    assert_eq!(resend().await.unwrap(), 0);
+    let (_, history) = t
+        .call("GET", "/api/v1/instances/orders/history", None)
+        .await;
+    let last = history["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], "control-plane");
+    assert_eq!(last["event"], "Failed");
+
+    // The data plane comes back and reports: the instance settles.
+    report(&t, &id, 1, "Created").await;
+    let (_, inst) = t.call("GET", "/api/v1/instances/orders", None).await;
+    assert_eq!(inst["state"], "Up");
+    assert!(inst["error"].is_null(), "{inst}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_redelivered_report_records_nothing_and_a_note_is_recorded(pool: PgPool) {
+    let t = test_app(pool).await;
+    let id = create(&t).await;
+    report(&t, &id, 1, "Created").await;
+    report(&t, &id, 1, "Created").await;
+    let recovered = StatusReport {
+        instance_id: Uuid::parse_str(&id).unwrap(),
+        generation: 1,
+        kind: ReportKind::Recovered,
+        observed: None,
+        connection: None,
+        error: None,
+        restarted: false,
+        prediction_note: None,
+        note: Some("crashed: killed by signal 9 (SIGKILL); restarted in 0.2 s".into()),
+    };
+    reconciler::status::apply_report(&t.state, &recovered)
+        .await
+        .unwrap();
+    let (_, history) = t
+        .call("GET", "/api/v1/instances/orders/history", None)
+        .await;
+    let steps: Vec<String> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{} {}", h["event"].as_str().unwrap(), h["detail"]))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "Create null",
+            "Created null",
+            "Recovered \"crashed: killed by signal 9 (SIGKILL); restarted in 0.2 s\""
+        ]
+    );
+}
+
+#[sqlx::test(migrations = false)]
 async fn unparseable_status_messages_are_dead_lettered(pool: PgPool) {
     let t = test_app(pool).await;
     let mut conn = t.state.pool.acquire().await.unwrap();

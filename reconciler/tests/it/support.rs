@@ -31,6 +31,7 @@ pub async fn test_app_on(state: AppState) -> TestApp {
     reconciler::prepare_database(&state.pool, "local")
         .await
         .unwrap();
+    state.publish_keys().await.unwrap();
     let pool = state.pool.clone();
     let mut conn = pool.acquire().await.unwrap();
     let token = reconciler::auth::create_token(&mut conn, "acme", true, None)
