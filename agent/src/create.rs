@@ -112,7 +112,7 @@ impl Agent {
     }
 
     /// Listening beyond loopback: clients from anywhere, still with SCRAM.
-    fn allow_remote_clients(&self, dir: &Path) -> Result<()> {
+    pub(crate) fn allow_remote_clients(&self, dir: &Path) -> Result<()> {
         use std::io::Write;
         let hba = dir.join("pg_hba.conf");
         let mut f = std::fs::OpenOptions::new()
@@ -127,7 +127,7 @@ impl Agent {
     }
 }
 
-fn is_loopback(address: &str) -> bool {
+pub(crate) fn is_loopback(address: &str) -> bool {
     address
         .split(',')
         .map(str::trim)

@@ -21,6 +21,7 @@ mod run_as;
 mod secret;
 mod sql;
 mod template;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 

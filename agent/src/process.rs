@@ -97,6 +97,7 @@ impl Agent {
     pub(crate) async fn start_connected(&self) -> Result<Client> {
         let started = Instant::now();
         let mut spawned: Option<(i32, Arc<Mutex<Option<ExitStatus>>>)> = None;
+        let mut legacy = self.is_legacy();
         loop {
             if spawned.is_none() {
                 match self.running_pid() {
@@ -104,7 +105,15 @@ impl Agent {
                     None => spawned = Some(self.spawn_postmaster()?),
                 }
             }
-            match self.try_connect().await {
+            let connected = match legacy {
+                true => self.try_connect_as(crate::upgrade::LEGACY_ADMIN_ROLE).await,
+                false => self.try_connect().await,
+            };
+            match connected {
+                Ok(client) if legacy => {
+                    self.upgrade_legacy(&client).await?;
+                    legacy = false;
+                }
                 Ok(client) => {
                     tracing::debug!(elapsed = ?started.elapsed(), "server ready");
                     return Ok(client);

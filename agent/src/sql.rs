@@ -15,10 +15,15 @@ impl Agent {
     /// parameters (not even `application_name`), so `current_setting` in it
     /// shows the server's values.
     pub(crate) async fn try_connect(&self) -> Result<Client, tokio_postgres::Error> {
+        self.try_connect_as(crate::template::ADMIN_ROLE).await
+    }
+
+    /// [`Agent::try_connect`] as `user`.
+    pub(crate) async fn try_connect_as(&self, user: &str) -> Result<Client, tokio_postgres::Error> {
         let (client, connection) = tokio_postgres::Config::new()
             .host_path(&self.layout.socket_dir)
             .port(self.config.port)
-            .user(crate::template::ADMIN_ROLE)
+            .user(user)
             .dbname("postgres")
             .connect_timeout(CONNECT_TIMEOUT)
             .connect(NoTls)

@@ -207,3 +207,85 @@ async fn the_server_outlives_the_process_that_started_it() {
     t.agent.stop().await.unwrap();
     assert!(!t.agent.is_running().await.unwrap());
 }
+
+/// A data directory as older versions made it: `postgres` the bootstrap
+/// superuser, trusted on the unix socket.
+fn legacy_data_dir(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let user = run_as();
+    std::os::unix::fs::chown(dir, Some(user.uid()), Some(user.gid())).unwrap();
+    let initdb = bins().initdb();
+    let mut cmd = if nix::unistd::getuid().is_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", user.name(), "--"]).arg(&initdb);
+        c
+    } else {
+        std::process::Command::new(&initdb)
+    };
+    let out = cmd
+        .arg("-D")
+        .arg(dir)
+        .args([
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+        ])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        dir.join("pg_hba.conf"),
+        "# Managed by pgplane.\n\
+         local   all   postgres                  trust\n\
+         host    all   all       127.0.0.1/32    scram-sha-256\n",
+    )
+    .unwrap();
+    let conf = dir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\ninclude_if_exists = 'pgplane.conf'\n");
+    std::fs::write(&conf, text).unwrap();
+    std::fs::write(
+        dir.join(".pgplane-instance-complete"),
+        "created by pgplane\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_data_directory_made_by_an_older_pgplane_is_upgraded_on_start() {
+    let t = TestInstance::new();
+    legacy_data_dir(&t.data_dir());
+    t.agent.start().await.expect("upgraded and started");
+    let hba = std::fs::read_to_string(t.data_dir().join("pg_hba.conf")).unwrap();
+    assert!(!hba.contains("trust"), "{hba}");
+    t.agent.set_password(&t.password).await.unwrap();
+    let out = t
+        .agent
+        .converge(&crate::support::spec(&[], &[]), false)
+        .await
+        .unwrap();
+    assert_eq!(out.observed.superuser_access, Some(false));
+    let c = t.client().await;
+    let superuser: bool = c
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!superuser);
+    // Idempotent: the next agent finds the current layout.
+    let again = Agent::new(bins(), run_as(), t.agent.config().clone());
+    again.stop().await.unwrap();
+    again.start().await.unwrap();
+}
