@@ -51,12 +51,6 @@ fn push(work: &Path, files: &[(&str, Option<&str>)], message: &str) {
     git(work, &["push", "-q", "origin", "main"]);
 }
 
-fn json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&ok(&all, env)).unwrap()
-}
-
 /// POSTs `body` and returns the status and the response body.
 fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();

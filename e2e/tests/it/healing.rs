@@ -5,15 +5,8 @@
 use std::time::Duration;
 
 use crate::support::*;
-use crate::walkthrough::up;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&ok(&all, env)).unwrap()
-}
 
 fn postmaster_of(instances: &std::path::Path, port: u64) -> i32 {
     std::fs::read_dir(instances)
@@ -27,15 +20,9 @@ fn postmaster_of(instances: &std::path::Path, port: u64) -> i32 {
 
 #[test]
 fn a_killed_server_comes_back_and_no_sequence_leaves_an_instance_stuck() {
-    let scratch = scratch_dir();
-    let data_dir = scratch.path().join("demo");
-    let log = scratch.path().join("up.log");
-    let _server = up(&data_dir, free_port(), &log);
-    let env_vars = read_env_file(&data_dir.join("pgplane.env"));
-    let env: Vec<(&str, &str)> = env_vars
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let up = Embedded::start();
+    let env = up.env();
+    let data_dir = &up.data_dir;
 
     // kill -9 of the postmaster: restarted, still Up, the history says so.
     ok(&["instance", "create", "orders", "--wait"], &env);

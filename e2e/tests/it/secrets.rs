@@ -6,23 +6,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::support::*;
-use crate::walkthrough::up;
-
-fn stored(state_url: &str, sql: &str) -> String {
-    psql(state_url, sql)
-}
 
 #[test]
 fn secrets_are_sealed_at_rest_and_rotate_while_running() {
-    let scratch = scratch_dir();
-    let data_dir = scratch.path().join("demo");
-    let log = scratch.path().join("up.log");
-    let _server = up(&data_dir, free_port(), &log);
-    let env_vars = read_env_file(&data_dir.join("pgplane.env"));
-    let env: Vec<(&str, &str)> = env_vars
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let up = Embedded::start();
+    let env = up.env();
+    let data_dir = &up.data_dir;
+    let log = &up.log;
     let key_file = data_dir.join("pgplane.key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -31,13 +21,8 @@ fn secrets_are_sealed_at_rest_and_rotate_while_running() {
     let uri = ok(&["instance", "credentials", "orders"], &env)
         .trim()
         .to_owned();
-    let password = uri
-        .strip_prefix("postgres://postgres:")
-        .and_then(|r| r.split_once('@'))
-        .unwrap()
-        .0
-        .to_owned();
-    let repo = scratch.path().join("repo.git");
+    let password = password_of(&uri);
+    let repo = up.path("repo.git");
     assert!(Command::new("git")
         .args(["init", "-q", "--bare", repo.to_str().unwrap()])
         .status()
@@ -56,20 +41,14 @@ fn secrets_are_sealed_at_rest_and_rotate_while_running() {
         &env,
     );
 
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data_dir.join("state.json")).unwrap()).unwrap();
-    let state_url = format!(
-        "postgres://postgres:{}@127.0.0.1:{}/postgres",
-        state["password"].as_str().unwrap(),
-        state["port"]
-    );
-    let at_rest = stored(&state_url, "select password from instance_secrets");
+    let state_url = up.state_url();
+    let at_rest = psql(&state_url, "select password from instance_secrets");
     assert!(at_rest.starts_with("sealed:v1:"), "{at_rest}");
     assert!(!at_rest.contains(&password));
-    let webhook = stored(&state_url, "select webhook_secret from sources");
+    let webhook = psql(&state_url, "select webhook_secret from sources");
     assert!(webhook.starts_with("sealed:v1:"), "{webhook}");
     assert!(
-        !added.contains(&webhook) && !std::fs::read_to_string(&log).unwrap().contains(&password),
+        !added.contains(&webhook) && !std::fs::read_to_string(log).unwrap().contains(&password),
         "neither the log nor the output holds a secret as stored or in clear"
     );
     let key_id = |v: &str| v.split(':').nth(2).unwrap().to_owned();
@@ -91,13 +70,13 @@ fn secrets_are_sealed_at_rest_and_rotate_while_running() {
         "{}",
         stderr(&out)
     );
-    let at_rest = stored(&state_url, "select password from instance_secrets");
-    let webhook = stored(&state_url, "select webhook_secret from sources");
+    let at_rest = psql(&state_url, "select password from instance_secrets");
+    let webhook = psql(&state_url, "select webhook_secret from sources");
     let new = key_id(&at_rest);
     assert_ne!(new, old);
     assert_eq!(key_id(&webhook), new);
     assert_eq!(
-        stored(&state_url, "select string_agg(id, ',') from sealing_keys"),
+        psql(&state_url, "select string_agg(id, ',') from sealing_keys"),
         new,
         "only the new key is published"
     );
@@ -116,7 +95,7 @@ fn secrets_are_sealed_at_rest_and_rotate_while_running() {
     );
     assert_eq!(psql(&uri, "select 1"), "1");
     ok(&["instance", "create", "second", "--wait"], &env);
-    let second = stored(
+    let second = psql(
         &state_url,
         "select s.password from instance_secrets s join instances i on i.id = s.instance_id \
          where i.name = 'second'",

@@ -210,3 +210,74 @@ pub fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `pgplane ARGS -o json`, parsed.
+#[track_caller]
+pub fn json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&ok(&all, env)).unwrap()
+}
+
+/// `pgplane up` on a scratch directory, and the environment its
+/// `pgplane.env` gives the CLI.
+pub struct Embedded {
+    /// Killed when dropped.
+    _server: Proc,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    vars: Vec<(String, String)>,
+    _scratch: tempfile::TempDir,
+}
+
+impl Embedded {
+    pub fn start() -> Embedded {
+        let scratch = scratch_dir();
+        let data_dir = scratch.path().join("demo");
+        let log = scratch.path().join("up.log");
+        let server = crate::walkthrough::up(&data_dir, free_port(), &log);
+        let vars = read_env_file(&data_dir.join("pgplane.env"));
+        Embedded {
+            _server: server,
+            data_dir,
+            log,
+            vars,
+            _scratch: scratch,
+        }
+    }
+
+    /// `PGPLANE_ENDPOINT` and `PGPLANE_TOKEN`.
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// A scratch path beside the data directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self._scratch.path().join(name)
+    }
+
+    /// The state Postgres's URL, from `state.json` (root reads it).
+    pub fn state_url(&self) -> String {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.data_dir.join("state.json")).unwrap())
+                .unwrap();
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres",
+            state["password"].as_str().unwrap(),
+            state["port"]
+        )
+    }
+}
+
+/// The password in a `postgres://user:password@…` URI.
+pub fn password_of(uri: &str) -> String {
+    uri.split_once("://")
+        .and_then(|(_, r)| r.split_once('@'))
+        .and_then(|(cred, _)| cred.split_once(':'))
+        .unwrap()
+        .1
+        .to_owned()
+}

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use crate::support::*;
-use crate::walkthrough::up;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -39,16 +38,9 @@ fn shell(uri: &str, script: &str) -> String {
 
 #[test]
 fn a_tenant_reaches_nothing_of_the_control_plane_or_other_instances() {
-    let scratch = scratch_dir();
-    let data_dir = scratch.path().join("demo");
-    let log = scratch.path().join("up.log");
-    let port = free_port();
-    let _server = up(&data_dir, port, &log);
-    let env_vars = read_env_file(&data_dir.join("pgplane.env"));
-    let env: Vec<(&str, &str)> = env_vars
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let up = Embedded::start();
+    let env = up.env();
+    let data_dir = &up.data_dir;
     ok(&["instance", "create", "victim", "--wait"], &env);
     let victim = ok(&["instance", "credentials", "victim"], &env)
         .trim()
@@ -56,12 +48,7 @@ fn a_tenant_reaches_nothing_of_the_control_plane_or_other_instances() {
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data_dir.join("state.json")).unwrap()).unwrap();
     let state_port = state["port"].as_u64().unwrap();
-    let victim_password = victim
-        .strip_prefix("postgres://postgres:")
-        .and_then(|r| r.split_once('@'))
-        .unwrap()
-        .0
-        .to_owned();
+    let victim_password = password_of(&victim);
 
     // The default role: an owner of its database, nothing more.
     psql(&victim, "create table t (line text)");
@@ -175,10 +162,4 @@ fn a_tenant_reaches_nothing_of_the_control_plane_or_other_instances() {
         let got = json(&["instance", "get", "attacker"], &env);
         (got["observed"]["superuserAccess"] == true).then_some(())
     });
-}
-
-fn json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&ok(&all, env)).unwrap()
 }
