@@ -43,6 +43,11 @@ pub struct ServerArgs {
     /// network.
     #[arg(long, env = "PGPLANE_ALLOW_PRIVATE_SOURCE_URLS")]
     pub allow_private_source_urls: bool,
+    /// Let source fetches authenticate with this process's own git
+    /// credentials (its ssh agent, its Kerberos/NTLM identity). Every
+    /// organisation's token could then read any repository those reach.
+    #[arg(long, env = "PGPLANE_ALLOW_SERVER_GIT_CREDENTIALS")]
+    pub allow_server_git_credentials: bool,
     /// How many live (not deleted) instances one organisation may have;
     /// creating one more is refused (403). 0 for no limit.
     #[arg(long, env = "PGPLANE_MAX_INSTANCES_PER_ORG", default_value_t = reconciler::DEFAULT_MAX_INSTANCES_PER_ORG)]
@@ -144,6 +149,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         source_policy: reconciler::SourcePolicy {
             allow_local: args.allow_local_sources,
             allow_private: args.allow_private_source_urls,
+            allow_server_credentials: args.allow_server_git_credentials,
         },
         max_instances_per_org: args.max_instances_per_org,
         keyring,

@@ -22,6 +22,10 @@ pub struct SourcePolicy {
     /// Hosts resolving to loopback, private, link-local, shared (CGNAT),
     /// multicast or otherwise non-public addresses.
     pub allow_private: bool,
+    /// Whether fetches may authenticate with the control plane's own
+    /// credentials (its ssh agent, its Kerberos/NTLM identity): whoever adds
+    /// a source could then read every repository those reach.
+    pub allow_server_credentials: bool,
 }
 
 /// Where a URL points.
@@ -60,6 +64,7 @@ impl SourcePolicy {
         SourcePolicy {
             allow_local: true,
             allow_private: true,
+            allow_server_credentials: true,
         }
     }
 

@@ -116,6 +116,9 @@ impl SourceError {
 pub struct GitCache {
     repo: Repository,
     dir: PathBuf,
+    /// Whether fetches may authenticate with this process's own
+    /// credentials (ssh agent, default NTLM/Negotiate identity).
+    lend_credentials: bool,
 }
 
 impl GitCache {
@@ -146,7 +149,17 @@ impl GitCache {
         Ok(GitCache {
             repo,
             dir: dir.to_owned(),
+            lend_credentials: true,
         })
+    }
+
+    /// Whether fetches may use this process's own credentials (its ssh
+    /// agent, its default NTLM/Negotiate identity). On by default, for
+    /// tools acting as their user (`pgplane plan --git`); a control plane
+    /// serving several organisations turns it off unless allowed.
+    pub fn lending_credentials(mut self, lend: bool) -> GitCache {
+        self.lend_credentials = lend;
+        self
     }
 
     /// Asks the remote where `source.reference` points, fetches that commit
@@ -162,7 +175,11 @@ impl GitCache {
             .map_err(unreachable)?;
         let (name, oid) = {
             let connection = remote
-                .connect_auth(Direction::Fetch, Some(callbacks()), None)
+                .connect_auth(
+                    Direction::Fetch,
+                    Some(callbacks(self.lend_credentials)),
+                    None,
+                )
                 .map_err(unreachable)?;
             let heads = connection.list().map_err(unreachable)?;
             let found = ref_candidates(&source.reference).into_iter().find_map(|c| {
@@ -195,7 +212,7 @@ impl GitCache {
             };
             let mut options = FetchOptions::new();
             options
-                .remote_callbacks(callbacks())
+                .remote_callbacks(callbacks(self.lend_credentials))
                 .download_tags(AutotagOption::None)
                 .follow_redirects(RemoteRedirect::None);
             let local = format!("refs/pgplane/{}", name.trim_start_matches("refs/"));
@@ -423,13 +440,18 @@ fn walk(
 /// Credentials for ssh (the ssh agent) and http (git's credential helpers
 /// are not consulted: public remotes, or a URL with a token in it). Gives up
 /// after a few attempts instead of looping on a rejected key.
-fn callbacks() -> RemoteCallbacks<'static> {
+fn callbacks(lend_credentials: bool) -> RemoteCallbacks<'static> {
     let mut callbacks = RemoteCallbacks::new();
     let mut attempts = 0;
     callbacks.credentials(move |_url, username, allowed| {
         attempts += 1;
         if attempts > 3 {
             return Err(git2::Error::from_str("authentication failed"));
+        }
+        if !lend_credentials {
+            return Err(git2::Error::from_str(
+                "the remote asks for credentials, and this control plane lends none of its own",
+            ));
         }
         if allowed.contains(CredentialType::USERNAME) {
             return Cred::username(username.unwrap_or("git"));

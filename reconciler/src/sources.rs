@@ -310,7 +310,9 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
         policy
             .check(&git_source.url)
             .map_err(FetchFailure::Refused)?;
-        let git = GitCache::open(&dir).map_err(FetchFailure::Source)?;
+        let git = GitCache::open(&dir)
+            .map_err(FetchFailure::Source)?
+            .lending_credentials(policy.allow_server_credentials);
         let commit = git.fetch(&git_source).map_err(FetchFailure::Source)?;
         let compiled = cache
             .lock()

@@ -244,6 +244,57 @@ fn a_redirect_to_another_host_is_not_followed() {
     );
 }
 
+/// An HTTP server on 127.0.0.1 that asks every request for credentials.
+fn server_asking_for_credentials() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+                  Content-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn a_control_plane_lends_its_own_credentials_only_when_allowed() {
+    let port = server_asking_for_credentials();
+    let source = GitSource {
+        url: format!("http://127.0.0.1:{port}/private.git"),
+        reference: "main".into(),
+        path: String::new(),
+    };
+    let root = tempfile::tempdir().unwrap();
+    let refused = gitops::GitCache::open(&root.path().join("a"))
+        .unwrap()
+        .lending_credentials(false)
+        .fetch(&source)
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("lends none of its own"),
+        "{refused}"
+    );
+    let lent = gitops::GitCache::open(&root.path().join("b"))
+        .unwrap()
+        .fetch(&source)
+        .unwrap_err();
+    assert!(!lent.to_string().contains("lends none"), "{lent}");
+    assert!(!SourcePolicy::default().allow_server_credentials);
+    assert!(SourcePolicy::allow_all().allow_server_credentials);
+}
+
 #[test]
 fn the_cache_is_readable_by_its_owner_only() {
     let root = tempfile::tempdir().unwrap();

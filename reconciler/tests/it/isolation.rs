@@ -110,7 +110,7 @@ async fn another_organisations_repository_on_the_machine_cannot_be_added(pool: P
     // Where the operator allows local sources, the same request is accepted.
     let local = SourcePolicy {
         allow_local: true,
-        allow_private: false,
+        ..SourcePolicy::default()
     };
     let open = test_app_on(AppState::with_source_policy(pool, "local", local).await).await;
     let (status, body) = add(&open, &globex, "steal", &url_of(victim.path())).await;
