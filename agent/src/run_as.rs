@@ -11,6 +11,44 @@ use nix::unistd::{getgid, getuid, User};
 
 use crate::error::{Error, Result};
 
+/// SIGKILLs every process whose real uid is `uid`, and waits (bounded)
+/// until none is left.
+fn kill_processes_of(uid: u32) {
+    use nix::sys::signal::{kill, Signal};
+    let owned = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+                        == Some(uid)
+                })
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let pids = owned();
+        if pids.is_empty() || std::time::Instant::now() > deadline {
+            return;
+        }
+        tracing::warn!(
+            uid,
+            ?pids,
+            "killing processes left by a deleted instance's user"
+        );
+        for pid in pids {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Serialises useradd/userdel in this process (they lock /etc/passwd).
 static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -120,6 +158,11 @@ impl RunAs {
             user = name,
             "removing the system user of a deleted instance"
         );
+        // What a superuser of the instance may have left running as it
+        // (userdel refuses a user with processes, and they must not outlive it).
+        if let Some(uid) = User::from_name(name).ok().flatten().map(|u| u.uid.as_raw()) {
+            kill_processes_of(uid);
+        }
         let out = Command::new("userdel")
             .arg(name)
             .output()

@@ -152,7 +152,20 @@ async fn a_superuser_shell_reaches_nothing_outside_its_own_instance() {
         "pgplane's role over the socket: {out:?}"
     );
 
-    // Deleting an instance removes its OS user.
+    // A program left running by the superuser does not outlive its instance.
+    shell(&ca, "setsid sleep 600 </dev/null >/dev/null 2>&1 &").await;
+    let uid_a = ma.uid();
+    let running_as_a = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.uid() == uid_a))
+            .count()
+    };
+    assert!(running_as_a() > 0);
+
+    // Deleting an instance removes its OS user, and everything it ran.
     drop(ca);
     for id in [a, b] {
         let done = rt
@@ -166,6 +179,11 @@ async fn a_superuser_shell_reaches_nothing_outside_its_own_instance() {
             "{user} removed"
         );
     }
+    assert_eq!(
+        running_as_a(),
+        0,
+        "nothing runs as the deleted instance's user"
+    );
 }
 
 #[tokio::test]
