@@ -136,14 +136,36 @@ pub enum Error {
 
     /// The change was not applied; the server runs with the configuration
     /// it had before.
-    #[error("{cause}; the configuration was not changed (the previous one is back in force)")]
+    #[error(
+        "{}; the configuration was not changed (the previous one is back in force)",
+        chain(cause)
+    )]
     ConfigRestored { cause: Box<Error> },
 
-    #[error("{cause}; putting the previous configuration back failed too: {rollback}")]
+    #[error(
+        "{}; putting the previous configuration back failed too: {}",
+        chain(cause),
+        chain(rollback)
+    )]
     ConfigRollback {
         cause: Box<Error>,
         rollback: Box<Error>,
     },
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(e: &Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 impl Error {
