@@ -39,8 +39,9 @@ impl KeyArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum SecretsCommand {
     /// Print a new sealing key, for --secret-key-file or PGPLANE_SECRET_KEYS.
-    ///
-    ///   pgplane secrets generate-key > /etc/pgplane/keys && chmod 600 /etc/pgplane/keys
+    #[command(after_help = "Example:\n  \
+        umask 077; pgplane secrets generate-key > /etc/pgplane/keys\n  \
+        pgplane server --secret-key-file /etc/pgplane/keys")]
     GenerateKey,
     /// Seal every stored secret with a new key and retire the old ones.
     ///
@@ -48,9 +49,10 @@ pub enum SecretsCommand {
     /// plane that reads the same file picks the new key up by itself. With
     /// keys in PGPLANE_SECRET_KEYS, rotate with a key file and put its new
     /// content in the environment.
-    ///
-    ///   pgplane secrets rotate --data-dir ./demo            # pgplane up's
-    ///   pgplane secrets rotate --secret-key-file /etc/pgplane/keys  # with PGPLANE_DATABASE_URL
+    #[command(after_help = "Examples:\n  \
+        pgplane secrets rotate --data-dir ./demo                      # pgplane up's\n  \
+        PGPLANE_DATABASE_URL=postgres://… \\\n    \
+        pgplane secrets rotate --secret-key-file /etc/pgplane/keys    # pgplane server's")]
     Rotate {
         /// The data directory of `pgplane up` (its state database and key file).
         #[arg(long, conflicts_with_all = ["database_url", "secret_key_file"])]

@@ -184,8 +184,20 @@ impl Keyring {
         out
     }
 
-    /// Reads a key file.
+    /// Reads a key file; refuses one that others than its owner may read.
     pub fn load(path: &Path) -> Result<Keyring> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| invalid(format!("reading {}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(invalid(format!(
+                "{} may be read by others (mode {:o}): `chmod 600` it",
+                path.display(),
+                mode & 0o777
+            )));
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
         let ring =
@@ -381,6 +393,10 @@ mod tests {
         assert_eq!(mode, 0o600);
         let loaded = Keyring::load_or_create(&path).unwrap();
         assert_eq!(loaded.current().id(), created.current().id());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Keyring::load(&path).unwrap_err().to_string();
+        assert!(err.contains("may be read by others (mode 644)"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
 
         // Another process rotates the file: values sealed with the new key
         // still open here.
