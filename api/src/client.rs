@@ -25,6 +25,19 @@ pub enum ClientError {
     },
     #[error("unexpected response from {endpoint}: {detail}")]
     Protocol { endpoint: String, detail: String },
+    /// The endpoint is not a URL the client can send to.
+    #[error("invalid endpoint {endpoint:?}: {detail}")]
+    InvalidEndpoint { endpoint: String, detail: String },
+    /// Something answered that is not the control plane: its body is not
+    /// pgplane's JSON.
+    #[error("the server at {endpoint} answered HTTP {status} with {content_type}{}: is this a pgplane control plane?", first_line.as_ref().map(|l| format!(" ({l:?})")).unwrap_or_default())]
+    NotPgplane {
+        endpoint: String,
+        status: u16,
+        content_type: String,
+        /// The body's first line, shortened, unless it is markup.
+        first_line: Option<String>,
+    },
 }
 
 impl ClientError {
@@ -38,6 +51,15 @@ impl ClientError {
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
+}
+
+/// The innermost error's text, e.g. "relative URL without a base".
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 /// A client bound to one endpoint and one bearer token (one organisation).
@@ -58,13 +80,20 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
+    /// `endpoint` is a URL; `host:port` alone means `http://host:port`.
     pub fn new(endpoint: &str, token: &str) -> Client {
+        let endpoint = endpoint.trim().trim_end_matches('/');
+        let endpoint = if endpoint.contains("://") {
+            endpoint.to_owned()
+        } else {
+            format!("http://{endpoint}")
+        };
         Client {
             http: reqwest::Client::builder()
                 .user_agent(concat!("pgplane-client/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .expect("reqwest client builds with static settings"),
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            endpoint,
             token: token.to_owned(),
         }
     }
@@ -84,14 +113,25 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                source,
-            })?;
+        let resp = req.send().await.map_err(|source| {
+            if source.is_builder() {
+                ClientError::InvalidEndpoint {
+                    endpoint: self.endpoint.clone(),
+                    detail: root_cause(&source),
+                }
+            } else {
+                ClientError::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    source,
+                }
+            }
+        })?;
         let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
         let bytes = resp
             .bytes()
             .await
@@ -105,9 +145,15 @@ impl Client {
             } else {
                 &bytes
             };
-            return serde_json::from_slice(body).map_err(|e| ClientError::Protocol {
-                endpoint: self.endpoint.clone(),
-                detail: format!("{e} in response to {path}"),
+            return serde_json::from_slice(body).map_err(|e| {
+                if content_type.as_deref() == Some("application/json") {
+                    ClientError::Protocol {
+                        endpoint: self.endpoint.clone(),
+                        detail: format!("{e} in response to {path}"),
+                    }
+                } else {
+                    self.not_pgplane(status, content_type, &bytes)
+                }
             });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
@@ -117,12 +163,33 @@ impl Client {
                 message: err.message,
                 fields: err.fields,
             }),
-            Err(_) => Err(ClientError::Api {
-                status: status.as_u16(),
-                code: "http".to_owned(),
-                message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
-                fields: Vec::new(),
-            }),
+            Err(_) => Err(self.not_pgplane(status, content_type, &bytes)),
+        }
+    }
+
+    fn not_pgplane(
+        &self,
+        status: StatusCode,
+        content_type: Option<String>,
+        body: &[u8],
+    ) -> ClientError {
+        const SHORT: usize = 80;
+        let content_type = content_type.unwrap_or_else(|| "no content type".to_owned());
+        let markup = content_type.contains("html") || content_type.contains("xml");
+        let first_line = String::from_utf8_lossy(body)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .filter(|_| !markup)
+            .map(|l| match l.char_indices().nth(SHORT) {
+                Some((end, _)) => format!("{}…", &l[..end]),
+                None => l.to_owned(),
+            });
+        ClientError::NotPgplane {
+            endpoint: self.endpoint.clone(),
+            status: status.as_u16(),
+            content_type,
+            first_line,
         }
     }
 
@@ -208,5 +275,50 @@ impl Client {
     pub async fn delete_source(&self, name: &str) -> Result<Source, ClientError> {
         self.call::<(), _>(Method::DELETE, &format!("/sources/{name}"), None)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_mean_http() {
+        assert_eq!(
+            Client::new("127.0.0.1:8080/", "t").endpoint(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            Client::new("https://cp.example", "t").endpoint(),
+            "https://cp.example"
+        );
+    }
+
+    #[test]
+    fn another_server_is_named_with_at_most_a_short_first_line() {
+        let client = Client::new("http://127.0.0.1:9", "t");
+        let plain = client.not_pgplane(
+            StatusCode::NOT_FOUND,
+            Some("text/plain".to_owned()),
+            b"\n404 page not found\nsecond line",
+        );
+        assert_eq!(
+            plain.to_string(),
+            "the server at http://127.0.0.1:9 answered HTTP 404 with text/plain \
+             (\"404 page not found\"): is this a pgplane control plane?"
+        );
+        let long = "x".repeat(200);
+        let ClientError::NotPgplane { first_line, .. } =
+            client.not_pgplane(StatusCode::OK, None, long.as_bytes())
+        else {
+            panic!("not NotPgplane");
+        };
+        assert_eq!(first_line.unwrap().chars().count(), 81);
+        let html = client.not_pgplane(
+            StatusCode::NOT_FOUND,
+            Some("text/html".to_owned()),
+            b"<!DOCTYPE html><html></html>",
+        );
+        assert!(!html.to_string().contains('<'), "{html}");
     }
 }

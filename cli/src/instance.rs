@@ -4,7 +4,7 @@
 //! Results go to stdout (a table, or JSON with `-o json`); progress, notes
 //! and errors go to stderr, so stdout stays parseable.
 
-mod failure;
+pub(crate) mod failure;
 mod spec;
 mod view;
 mod wait;

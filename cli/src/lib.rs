@@ -207,11 +207,15 @@ fn report(result: anyhow::Result<()>) -> u8 {
 }
 
 /// Logs go to stderr (stdout is for results); `RUST_LOG` overrides the level.
+/// Colours only on a terminal, and never with `NO_COLOR` set (no-color.org).
 pub fn init_logging(default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .try_init();
 }

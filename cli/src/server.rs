@@ -136,12 +136,12 @@ pub enum TokenCommand {
 }
 
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let listener = crate::up::bind_listen(args.listen)?;
     let keyring = args.keys.keyring()?;
     let pool = reconciler::connect(&args.database_url).await?;
     reconciler::prepare_database(&pool, &args.default_data_plane).await?;
     let cancel = CancellationToken::new();
     let settings = reconciler::Settings {
-        listen: args.listen,
         default_data_plane: args.default_data_plane,
         resend_every: Duration::from_secs(5),
         resend_after: args.resend_after,
@@ -154,7 +154,13 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         max_instances_per_org: args.max_instances_per_org,
         keyring,
     };
-    let server = tokio::spawn(reconciler::run(pool, settings, cancel.clone(), None));
+    let server = tokio::spawn(reconciler::run(
+        pool,
+        listener,
+        settings,
+        cancel.clone(),
+        None,
+    ));
     tokio::select! {
         _ = shutdown_signal() => cancel.cancel(),
         _ = cancel.cancelled() => {}

@@ -127,12 +127,7 @@ pub async fn run(cmd: SourceCommand, client: &api::Client, out: OutputFormat) ->
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            if let api::ClientError::Api { fields, .. } = &e {
-                for f in fields {
-                    eprintln!("  {}: {}", f.path, f.message);
-                }
-            }
+            eprint!("{}", crate::instance::failure::client_error(&e));
             1
         }
     }

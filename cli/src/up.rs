@@ -115,6 +115,9 @@ struct StateDb {
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = prepare_data_dir(&args.data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
+    // Bound before anything starts: a busy address fails here, with
+    // nothing to stop, and no other program can take it meanwhile.
+    let listener = bind_listen(args.listen)?;
     let bins = PostgresBinaries::discover()?;
     let run_as = RunAs::for_this_process(&args.postgres_user)?;
     let instances_root = data_dir.join("instances");
@@ -127,20 +130,57 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir.join("state").display()
     );
     let (state_agent, database_url) = start_state_db(&data_dir, &bins, &run_as, &template).await?;
-    let pool = reconciler::connect(&database_url).await?;
+    // Whatever happens from here on, the state Postgres is stopped before returning.
+    let served = serve(&args, &data_dir, listener, &database_url).await;
+    let stopped = state_agent
+        .stop()
+        .await
+        .context("stopping the state Postgres");
+    served?;
+    stopped?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// Binds `--listen`; a busy address is refused with a hint of another one.
+pub fn bind_listen(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    match reconciler::bind(addr) {
+        Ok(listener) => Ok(listener),
+        Err(reconciler::StartError::Bind { source, .. })
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            let other = SocketAddr::new(addr.ip(), addr.port().checked_add(1).unwrap_or(8081));
+            bail!(
+                "cannot listen on {addr}: the address is already in use (by another program, \
+                 or another pgplane); choose another one, e.g. --listen {other}"
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs the control plane and the conductor on the started state Postgres
+/// until Ctrl-C, then stops every instance.
+async fn serve(
+    args: &UpArgs,
+    data_dir: &Path,
+    listener: std::net::TcpListener,
+    database_url: &str,
+) -> anyhow::Result<()> {
+    let pool = reconciler::connect(database_url).await?;
     reconciler::prepare_database(&pool, DATA_PLANE).await?;
     // Secrets at rest are sealed with a key kept beside, not in, the state
     // database; published before the conductor can store a password.
-    let keyring = queue::sealed::Keyring::load_or_create(&key_file(&data_dir))?;
+    let keyring = queue::sealed::Keyring::load_or_create(&key_file(data_dir))?;
     keyring.publish(&pool).await?;
 
-    let token = admin_token(&pool, &data_dir).await?;
-    let endpoint = format!("http://{}", args.listen);
-    write_env_file(&data_dir, &endpoint, &token)?;
+    let token = admin_token(&pool, data_dir).await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    write_env_file(data_dir, &endpoint, &token)?;
 
     let runtime = Arc::new(
         conductor::LocalRuntime::open(conductor::LocalSettings {
-            root: instances_root,
+            root: data_dir.join("instances"),
             postgres_user: args.postgres_user.clone(),
             listen_address: args.instance_listen_address.clone(),
             template: None,
@@ -157,7 +197,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let settings = reconciler::Settings {
-        listen: args.listen,
         default_data_plane: DATA_PLANE.to_owned(),
         resend_every: Duration::from_secs(5),
         resend_after: args.resend_after,
@@ -168,6 +207,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let control = tasks.spawn(reconciler::run(
         pool.clone(),
+        listener,
         settings,
         cancel.clone(),
         Some(ready_tx),
@@ -184,16 +224,33 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ));
     tasks.close();
 
-    let addr = match ready_rx.await {
-        Ok(addr) => addr,
-        Err(_) => {
-            cancel.cancel();
-            let result = control.await.context("control plane task")?;
-            result?;
-            bail!("the control plane stopped before it was ready");
+    let ready = ready_rx.await;
+    if let Ok(addr) = ready {
+        print_banner(addr, &data_dir.join("pgplane.env"), adopted);
+        tokio::select! {
+            _ = shutdown_signal() => eprintln!("shutting down"),
+            _ = cancel.cancelled() => eprintln!("a component stopped; shutting down"),
         }
-    };
-    let env_file = data_dir.join("pgplane.env");
+    }
+    cancel.cancel();
+    tasks.wait().await;
+    let control = control.await;
+    if let Ok(Err(e)) = conductor_task.await {
+        eprintln!("conductor: {e}");
+    }
+    eprintln!("stopping instances");
+    runtime.stop_all().await;
+    pool.close().await;
+    match ready {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            control.context("control plane task")??;
+            bail!("the control plane stopped before it was ready")
+        }
+    }
+}
+
+fn print_banner(addr: SocketAddr, env_file: &Path, adopted: usize) {
     println!("pgplane is up");
     println!("  endpoint:  http://{addr}");
     // The token itself is never printed: stdout often ends up in logs.
@@ -211,22 +268,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!(
         "Press Ctrl-C to stop (instances are stopped and come back on the next `pgplane up`)."
     );
-
-    tokio::select! {
-        _ = shutdown_signal() => eprintln!("shutting down"),
-        _ = cancel.cancelled() => eprintln!("a component stopped; shutting down"),
-    }
-    cancel.cancel();
-    tasks.wait().await;
-    if let Ok(Err(e)) = conductor_task.await {
-        eprintln!("conductor: {e}");
-    }
-    eprintln!("stopping instances");
-    runtime.stop_all().await;
-    pool.close().await;
-    state_agent.stop().await?;
-    eprintln!("stopped");
-    Ok(())
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {

@@ -386,10 +386,14 @@ async fn check_extensions_available(
     let mut errs = ValidationErrors::default();
     for (i, ext) in spec.extensions.iter().enumerate() {
         if !available.iter().any(|a| a == &ext.name) {
+            let suggestion =
+                domain::settings::closest(&ext.name, available.iter().map(String::as_str))
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
             errs.push(
                 format!("spec.extensions[{i}].name"),
                 format!(
-                    "extension {:?} is not available on data plane {data_plane:?}; available: {}",
+                    "extension {:?} is not available on data plane {data_plane:?}{suggestion}; available: {}",
                     ext.name,
                     available.join(", ")
                 ),

@@ -121,7 +121,6 @@ impl AppState {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub listen: SocketAddr,
     pub default_data_plane: String,
     /// How often the desired≠actual loop looks for overdue instances.
     pub resend_every: Duration,
@@ -143,24 +142,26 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot connect to the control-plane database: {0}")]
+    #[error("cannot connect to the control-plane database")]
     Connect(#[source] sqlx::Error),
-    #[error("migrating the control-plane database failed: {0}")]
+    #[error("migrating the control-plane database failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
-    #[error("installing PGMQ failed: {0}")]
+    #[error("installing PGMQ failed")]
     Queue(#[source] queue::Error),
-    #[error("cannot make the git cache directory {path} private: {source}")]
+    #[error("cannot make the git cache directory {path} private")]
     GitCache {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve on the bound listener")]
+    Listener(#[source] std::io::Error),
 }
 
 /// A pool that fails fast when the database is gone, so requests answer 503
@@ -206,11 +207,23 @@ async fn log_request(
     resp
 }
 
-/// Runs the control plane until `cancel`: the HTTP API, the status consumer,
-/// the GitOps sync loop and the desired≠actual loop, all tracked and awaited
-/// on shutdown. The database must have been prepared ([`prepare_database`]).
+/// Binds the HTTP API's address, before anything else starts, so a busy
+/// address fails at once; [`run`] serves on the listener.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let bind_error = |source| StartError::Bind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    // Tokio's listener needs a non-blocking socket.
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    Ok(listener)
+}
+
+/// Runs the control plane until `cancel`: the HTTP API (on `listener`, from
+/// [`bind`]), the status consumer, the GitOps sync loop and the
+/// desired≠actual loop, all tracked and awaited on shutdown. The database
+/// must have been prepared ([`prepare_database`]).
 pub async fn run(
     pool: PgPool,
+    listener: std::net::TcpListener,
     settings: Settings,
     cancel: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
@@ -232,16 +245,8 @@ pub async fn run(
         .await
     };
     state.publish_keys().await?;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: settings.listen,
-        source,
-    })?;
+    let addr = listener.local_addr().map_err(StartError::Listener)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(StartError::Listener)?;
     let tasks = TaskTracker::new();
     tasks.spawn(status::run(state.clone(), cancel.clone()));
     tasks.spawn(sources::run(state.clone(), cancel.clone()));

@@ -53,6 +53,12 @@ impl Failure {
                         .to_owned(),
                 ),
             },
+            ClientError::NotPgplane { .. } | ClientError::InvalidEndpoint { .. } => {
+                Failure::Client {
+                    error,
+                    hint: Some(ENDPOINT_HINT.to_owned()),
+                }
+            }
             ClientError::Api { .. } | ClientError::Protocol { .. } => {
                 Failure::Client { error, hint: None }
             }
@@ -65,12 +71,7 @@ impl Failure {
         match self {
             Failure::Flags(e) => line(&mut out, format_args!("error: {e}")),
             Failure::Client { error, hint } => {
-                line(&mut out, format_args!("error: {error}"));
-                if let ClientError::Api { fields, .. } = error {
-                    for f in fields {
-                        line(&mut out, format_args!("  {}: {}", f.path, f.message));
-                    }
-                }
+                out.push_str(&client_error(error));
                 if let Some(cause) = root_cause(error) {
                     line(&mut out, format_args!("  caused by: {cause}"));
                 }
@@ -130,6 +131,44 @@ impl From<io::Error> for Failure {
     }
 }
 
+/// Where the endpoint comes from and what it looks like.
+const ENDPOINT_HINT: &str = "PGPLANE_ENDPOINT (or --endpoint) should be the endpoint `pgplane up` \
+     printed, e.g. http://127.0.0.1:8080";
+
+/// `error: …` and, for a refused request, one line per field. The
+/// control plane's message already lists the fields (`invalid request: PATH:
+/// MESSAGE; …`); then it is shortened to its headline, so each field reads once.
+pub(crate) fn client_error(error: &ClientError) -> String {
+    let mut out = String::new();
+    match error {
+        ClientError::Api {
+            message, fields, ..
+        } if !fields.is_empty() => {
+            let listed = fields
+                .iter()
+                .map(|f| format!("{}: {}", f.path, f.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let headline = message
+                .strip_suffix(&listed)
+                .map(|h| h.trim_end_matches([':', ' ']))
+                .filter(|h| !h.is_empty());
+            line(
+                &mut out,
+                format_args!("error: {}", headline.unwrap_or(message)),
+            );
+            for f in fields {
+                let text = format!("{}: {}", f.path, f.message);
+                if headline.is_some() || !message.contains(&text) {
+                    line(&mut out, format_args!("  {text}"));
+                }
+            }
+        }
+        _ => line(&mut out, format_args!("error: {error}")),
+    }
+    out
+}
+
 fn line(out: &mut String, args: std::fmt::Arguments<'_>) {
     let _ = out.write_fmt(args);
     out.push('\n');
@@ -166,7 +205,7 @@ mod tests {
         let err = api(
             422,
             "invalid",
-            "invalid request: spec.config.port: managed by pgplane",
+            "invalid request: spec.config.port: managed by pgplane; spec.storage: expected a byte quantity",
             vec![
                 FieldError {
                     path: "spec.config.port".into(),
@@ -180,9 +219,26 @@ mod tests {
         );
         assert_eq!(
             Failure::client("orders", err).render(),
-            "error: invalid request: spec.config.port: managed by pgplane\n\
+            "error: invalid request\n\
              \x20 spec.config.port: managed by pgplane\n\
              \x20 spec.storage: expected a byte quantity\n"
+        );
+    }
+
+    #[test]
+    fn a_message_that_is_not_the_field_list_is_kept() {
+        let err = api(
+            422,
+            "invalid",
+            "spec.storage: expected a byte quantity",
+            vec![FieldError {
+                path: "spec.storage".into(),
+                message: "expected a byte quantity".into(),
+            }],
+        );
+        assert_eq!(
+            Failure::client("orders", err).render(),
+            "error: spec.storage: expected a byte quantity\n"
         );
     }
 

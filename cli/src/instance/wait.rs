@@ -180,7 +180,9 @@ fn is_transient(e: &ClientError) -> bool {
     match e {
         ClientError::Unreachable { .. } => true,
         ClientError::Api { status, .. } => *status == 503,
-        ClientError::Protocol { .. } => false,
+        // A proxy in front of a control plane that is restarting.
+        ClientError::NotPgplane { status, .. } => matches!(status, 502..=504),
+        ClientError::Protocol { .. } | ClientError::InvalidEndpoint { .. } => false,
     }
 }
 

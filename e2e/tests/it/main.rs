@@ -3,6 +3,7 @@
 
 mod agent;
 mod crash;
+mod first_hour;
 mod gitops;
 mod healing;
 mod invariants;
