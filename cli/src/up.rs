@@ -216,6 +216,13 @@ async fn serve(
     conductor_settings.visibility_timeout = args.visibility_timeout;
     conductor_settings.resync_every = args.resync_interval;
     let queues = queue::Queues::new(pool.clone()).await;
+    // Registered before the banner, so the first create is checked against
+    // what the data plane offers (the conductor registers again as it starts).
+    {
+        use conductor::Runtime;
+        let extensions = runtime.available_extensions().await?;
+        queues.register_data_plane(DATA_PLANE, &extensions).await?;
+    }
     let conductor_task = tasks.spawn(conductor::run(
         queues,
         runtime.clone(),
