@@ -38,23 +38,35 @@ fn binary() -> PathBuf {
 }
 
 impl ApiServer {
+    /// Starts on free ports. A port picked free can be taken by another
+    /// process before the API server or its etcd binds it; that start is
+    /// retried on new ports (every other failure is one).
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = spawn(&dir, port);
-        let client = wait_ready(&dir, &mut Some(child)).await;
-        let mut server = Self {
-            dir,
-            port,
-            child: None,
-            client: client.0,
-        };
-        server.child = client.1;
-        server
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let dir = tempfile::tempdir().unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = spawn(&dir, port);
+            match try_wait_ready(&dir, &mut Some(child)).await {
+                Ok((client, child)) => {
+                    return Self {
+                        dir,
+                        port,
+                        child,
+                        client,
+                    }
+                }
+                Err(log) if attempts < 3 && log.contains("address already in use") => {
+                    eprintln!("kube-apiserver lost a port race; starting again on new ports");
+                }
+                Err(log) => panic!("kube-apiserver exited:\n{log}"),
+            }
+        }
     }
 
     /// The admin kubeconfig the API server wrote (for operator processes).
@@ -145,12 +157,24 @@ fn spawn(dir: &tempfile::TempDir, port: u16) -> Child {
 }
 
 async fn wait_ready(dir: &tempfile::TempDir, child: &mut Option<Child>) -> (Client, Option<Child>) {
+    match try_wait_ready(dir, child).await {
+        Ok(ready) => ready,
+        Err(log) => panic!("kube-apiserver exited:\n{log}"),
+    }
+}
+
+/// The client once the API server wrote its kubeconfig, or the tail of its
+/// log when it exited first.
+async fn try_wait_ready(
+    dir: &tempfile::TempDir,
+    child: &mut Option<Child>,
+) -> Result<(Client, Option<Child>), String> {
     let path = dir.path().join("kubeconfig");
     let deadline = Instant::now() + Duration::from_secs(90);
     while !path.exists() {
         if let Some(status) = child.as_mut().unwrap().try_wait().unwrap() {
             let log = std::fs::read_to_string(dir.path().join("apiserver.log")).unwrap_or_default();
-            panic!("kube-apiserver exited ({status}):\n{}", tail(&log));
+            return Err(format!("({status})\n{}", tail(&log)));
         }
         assert!(
             Instant::now() < deadline,
@@ -162,7 +186,7 @@ async fn wait_ready(dir: &tempfile::TempDir, child: &mut Option<Child>) -> (Clie
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .unwrap();
-    (Client::try_from(config).unwrap(), child.take())
+    Ok((Client::try_from(config).unwrap(), child.take()))
 }
 
 fn tail(log: &str) -> String {
