@@ -28,9 +28,12 @@ pub const DATA_PLANE: &str = "local";
 pub struct UpArgs {
     /// Where everything is kept: the state Postgres, the instances'
     /// data directories, pgplane.env. Created if missing; a second `up` on
-    /// the same directory adopts what the first one left.
-    #[arg(long, env = "PGPLANE_DATA_DIR", default_value = "./pgplane-data")]
-    pub data_dir: PathBuf,
+    /// the same directory adopts what the first one left. Default:
+    /// /var/lib/pgplane when run as root (the unprivileged OS users Postgres
+    /// runs as can reach it wherever the checkout is), ./pgplane-data
+    /// otherwise.
+    #[arg(long, env = "PGPLANE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Address of the control plane's HTTP API.
     #[arg(long, env = "PGPLANE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -113,7 +116,7 @@ struct StateDb {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let data_dir = prepare_data_dir(&args.data_dir)?;
+    let data_dir = prepare_data_dir(&args.data_dir.clone().unwrap_or_else(default_data_dir))?;
     let _lock = lock_data_dir(&data_dir)?;
     // Bound before anything starts: a busy address fails here, with
     // nothing to stop, and no other program can take it meanwhile.
@@ -309,6 +312,17 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
+/// Where `pgplane up` keeps everything unless told: a system location as
+/// root, where Postgres's unprivileged OS users can reach it (a checkout
+/// under `/root` is not reachable by them), the working directory otherwise.
+pub fn default_data_dir() -> PathBuf {
+    if RunAs::can_isolate() {
+        PathBuf::from("/var/lib/pgplane")
+    } else {
+        PathBuf::from("./pgplane-data")
+    }
+}
+
 /// `pgplane up`'s sealing keys: `DATA_DIR/pgplane.key` (mode 0600).
 pub fn key_file(data_dir: &Path) -> PathBuf {
     data_dir.join("pgplane.key")
@@ -439,6 +453,16 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn the_default_data_directory_is_reachable_by_postgres_users_as_root() {
+        let d = default_data_dir();
+        if RunAs::can_isolate() {
+            assert_eq!(d, PathBuf::from("/var/lib/pgplane"));
+        } else {
+            assert_eq!(d, PathBuf::from("./pgplane-data"));
+        }
     }
 
     #[test]
