@@ -138,14 +138,14 @@ pub enum Error {
     /// it had before.
     #[error(
         "{}; the configuration was not changed (the previous one is back in force)",
-        chain(cause)
+        error_chain(cause.as_ref())
     )]
     ConfigRestored { cause: Box<Error> },
 
     #[error(
         "{}; putting the previous configuration back failed too: {}",
-        chain(cause),
-        chain(rollback)
+        error_chain(cause.as_ref()),
+        error_chain(rollback.as_ref())
     )]
     ConfigRollback {
         cause: Box<Error>,
@@ -153,10 +153,11 @@ pub enum Error {
     },
 }
 
-/// An error and its causes, `: `-separated.
-fn chain(e: &Error) -> String {
+/// An error and its causes, `: `-separated (a cause already in the text is
+/// not repeated), for users to read.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         let text = s.to_string();
         if !out.contains(&text) {

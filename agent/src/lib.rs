@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 pub use binaries::PostgresBinaries;
 pub use cgroup::{MemoryController, MemoryLimit};
 pub use converge::ConvergeOutcome;
-pub use error::{Error, Result};
+pub use error::{error_chain, Error, Result};
 pub use process::describe_exit;
 pub use run_as::RunAs;
 pub use secret::Secret;

@@ -262,7 +262,7 @@ pub async fn handle<R: Runtime + ?Sized>(
             return Outcome::Retry;
         }
         Err(e) => {
-            let error = runtime::error_chain(&e);
+            let error = agent::error_chain(&e);
             tracing::warn!(instance_id = %event.instance_id, %error, "event failed");
             StatusReport {
                 instance_id: event.instance_id,

@@ -111,6 +111,10 @@ pub struct LocalRuntime {
     /// Recent crashes per instance, for supervision's backoff.
     crashes: std::sync::Mutex<HashMap<Uuid, Crashes>>,
     memory: Option<MemoryController>,
+    /// This machine's memory (`MemTotal`), when known.
+    machine_memory: Option<u64>,
+    /// The instances' OS users, looked up once each.
+    users: std::sync::Mutex<HashMap<String, RunAs>>,
 }
 
 /// Supervision gives up on a server that crashed this often within
@@ -209,6 +213,8 @@ impl LocalRuntime {
             allocating: Mutex::new(()),
             crashes: Default::default(),
             memory,
+            machine_memory: machine_memory(),
+            users: Default::default(),
         })
     }
 
@@ -226,11 +232,24 @@ impl LocalRuntime {
         self.agent_for(state, &state.spec)
     }
 
+    /// The OS user `name` (created when missing), looked up once.
+    fn os_user(&self, name: &str) -> Result<RunAs, RuntimeError> {
+        if let Some(user) = self.users.lock().expect("user map poisoned").get(name) {
+            return Ok(user.clone());
+        }
+        let user = RunAs::user(name)?;
+        self.users
+            .lock()
+            .expect("user map poisoned")
+            .insert(name.to_owned(), user.clone());
+        Ok(user)
+    }
+
     /// The agent of one instance, its memory limited as `spec` says.
     fn agent_for(&self, state: &InstanceState, spec: &InstanceSpec) -> Result<Agent, RuntimeError> {
         let id = state.instance_id;
         let run_as = match &state.os_user {
-            Some(user) if self.isolated => RunAs::user(user)?,
+            Some(user) if self.isolated => self.os_user(user)?,
             _ => self.run_as.clone(),
         };
         let mut config = InstanceConfig::new(self.settings.root.join(Self::key(id)), state.port);
@@ -311,6 +330,7 @@ impl LocalRuntime {
             Some(s) => {
                 self.agent(&s)?.delete().await?;
                 if let (Some(user), true) = (&s.os_user, self.isolated) {
+                    self.users.lock().expect("user map poisoned").remove(user);
                     let user = user.clone();
                     tokio::task::spawn_blocking(move || RunAs::remove_user(&user))
                         .await
@@ -486,7 +506,7 @@ impl LocalRuntime {
             return Ok(deleted);
         }
 
-        check_memory(&event.spec)?;
+        check_memory(&event.spec, self.machine_memory)?;
         if event.spec.superuser_access && !self.isolated {
             return Err(RuntimeError::Apply(format!(
                 "superuser access needs an OS user per instance, and this data plane runs every \
@@ -568,21 +588,23 @@ fn extension_dir(bins: &PostgresBinaries) -> Result<PathBuf, RuntimeError> {
     Ok(sharedir.join("extension"))
 }
 
+/// `MemTotal` from /proc/meminfo, in bytes.
+fn machine_memory() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
 /// Refuses an instance that asks for more memory than this machine has:
 /// it could never get it, and a server sized for it would not start.
-fn check_memory(spec: &InstanceSpec) -> Result<(), RuntimeError> {
+fn check_memory(spec: &InstanceSpec, machine: Option<u64>) -> Result<(), RuntimeError> {
     let Ok(wanted) = domain::quantity::parse_bytes(&spec.resources.memory) else {
         return Ok(());
     };
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kib| kib * 1024);
-    match total {
+    match machine {
         Some(total) if wanted > total => Err(RuntimeError::Apply(format!(
             "resources.memory {} is more memory than this data plane has ({} MiB)",
             spec.resources.memory,

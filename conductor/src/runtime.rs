@@ -69,21 +69,6 @@ pub enum Supervision {
     GaveUp { reason: String },
 }
 
-/// An error and its causes, `: `-separated, for users to read.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 /// Turns events into running instances. Implementations are idempotent:
 /// applying a generation they already applied only re-reports it.
 #[async_trait]

@@ -256,6 +256,9 @@ pub struct ReportOutcome {
     /// The state to move to; `None` keeps the state (a stale report, an
     /// observation, or an instance already deleted).
     pub next: Option<State>,
+    /// The generation the report is about (generation 0 read as the
+    /// current one).
+    pub generation: i64,
     /// The instance's `observed_generation` afterwards.
     pub observed_generation: i64,
     /// Whether the report goes into the instance's history: it moved the
@@ -284,19 +287,20 @@ pub fn settle_report(
     report_generation: i64,
     has_news: bool,
 ) -> ReportOutcome {
+    let generation = if report_generation == 0 {
+        standing.generation
+    } else {
+        report_generation
+    };
     let keep = ReportOutcome {
         next: None,
+        generation,
         observed_generation: standing.observed_generation,
         record: false,
     };
     if standing.state == State::Deleted {
         return keep;
     }
-    let generation = if report_generation == 0 {
-        standing.generation
-    } else {
-        report_generation
-    };
     let Some(event) = kind.event() else {
         return keep;
     };
@@ -307,6 +311,7 @@ pub fn settle_report(
     let newer = generation > standing.observed_generation;
     ReportOutcome {
         next,
+        generation,
         observed_generation: generation.max(standing.observed_generation),
         record: next.is_some_and(|to| to != standing.state || newer || has_news),
     }

@@ -143,11 +143,7 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
         || (report.error.is_some() && report.error != row.error)
         || report.prediction_note.is_some();
     let settled = settle_report(standing, report.kind, report.generation, has_news);
-    let generation = if report.generation == 0 {
-        row.generation
-    } else {
-        report.generation
-    };
+    let generation = settled.generation;
     let event = report.kind.event();
     let next = settled.next;
     let applied_generation = settled.observed_generation;

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use conductor::{LocalRuntime, LocalSettings, Runtime};
 use domain::{EventKind, InstanceSpec, ReportKind};
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use crate::support::*;
@@ -30,19 +29,7 @@ async fn client(applied: &conductor::Applied) -> tokio_postgres::Client {
 }
 
 async fn try_client(applied: &conductor::Applied) -> Option<tokio_postgres::Client> {
-    let c = applied.connection.as_ref().unwrap();
-    let password = applied.password.as_ref().unwrap();
-    let (client, conn) = tokio_postgres::connect(
-        &format!(
-            "host={} port={} user={} password={password} dbname={}",
-            c.host, c.port, c.user, c.database
-        ),
-        NoTls,
-    )
-    .await
-    .ok()?;
-    tokio::spawn(conn);
-    Some(client)
+    try_connect(applied, applied.password.as_ref()?).await
 }
 
 /// Runs `script` through `COPY … FROM PROGRAM` (as the server's OS user)

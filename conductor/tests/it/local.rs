@@ -14,17 +14,7 @@ async fn runtime(root: &std::path::Path) -> LocalRuntime {
 }
 
 async fn query_one(applied: &conductor::Applied, password: &str, sql: &str) -> String {
-    let c = applied.connection.as_ref().unwrap();
-    let (client, conn) = tokio_postgres::connect(
-        &format!(
-            "host={} port={} user={} password={password} dbname={}",
-            c.host, c.port, c.user, c.database
-        ),
-        NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let client = try_connect(applied, password).await.expect("connect");
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 

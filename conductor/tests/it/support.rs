@@ -89,3 +89,22 @@ pub fn scratch_dir() -> tempfile::TempDir {
 pub fn shared_template() -> std::path::PathBuf {
     std::env::temp_dir().join("pgplane-conductor-it-template")
 }
+
+/// A client of an applied instance over TCP with `password`, as users connect.
+pub async fn try_connect(
+    applied: &conductor::Applied,
+    password: &str,
+) -> Option<tokio_postgres::Client> {
+    let c = applied.connection.as_ref()?;
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host={} port={} user={} password={password} dbname={}",
+            c.host, c.port, c.user, c.database
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .ok()?;
+    tokio::spawn(conn);
+    Some(client)
+}

@@ -178,9 +178,9 @@ fn a_strict_policy_refuses_local_paths_and_private_hosts() {
     assert!(open.check("https://127.0.0.1:1/x.git").is_ok());
 }
 
-/// An HTTP server on 127.0.0.1 that answers every request with a redirect
-/// to `location`.
-fn redirecting_server(location: String) -> u16 {
+/// An HTTP server on 127.0.0.1 that reads each request's headers and
+/// answers every one with `response`.
+fn http_server(response: String) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -194,13 +194,17 @@ fn redirecting_server(location: String) -> u16 {
                     Ok(n) => seen.extend_from_slice(&buf[..n]),
                 }
             }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
+            let _ = stream.write_all(response.as_bytes());
         }
     });
     port
+}
+
+/// Answers every request with a redirect to `location`.
+fn redirecting_server(location: String) -> u16 {
+    http_server(format!(
+        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ))
 }
 
 #[test]
@@ -244,28 +248,13 @@ fn a_redirect_to_another_host_is_not_followed() {
     );
 }
 
-/// An HTTP server on 127.0.0.1 that asks every request for credentials.
+/// Asks every request for credentials.
 fn server_asking_for_credentials() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut buf = [0u8; 4096];
-            let mut seen = Vec::new();
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = stream.write_all(
-                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
-                  Content-Length: 0\r\nConnection: close\r\n\r\n",
-            );
-        }
-    });
-    port
+    http_server(
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+    )
 }
 
 #[test]
