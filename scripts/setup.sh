@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what pgplane and its tests need, idempotently:
-#   - PostgreSQL 15 server binaries and contrib, git, and the OpenSSL headers
+#   - PostgreSQL 15 server binaries and contrib, pgBackRest, git, and the OpenSSL headers
 #     git2 builds against (Debian packages) when missing;
 #   - the unprivileged OS user Postgres runs as when pgplane runs as root;
 #   - rustfmt and clippy.
@@ -13,8 +13,10 @@ bindir=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 [ -f /usr/share/postgresql/15/extension/hstore.control ] || need_apt+=(postgresql-contrib)
 command -v psql >/dev/null || need_apt+=(postgresql-client-15)
 command -v git >/dev/null || need_apt+=(git)
+command -v pgbackrest >/dev/null || need_apt+=(pgbackrest)   # WAL archiving, backups, restores
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)   # git2's https transport
+command -v chromedriver >/dev/null || need_apt+=(chromium chromium-driver)   # the console's browser tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: missing ${need_apt[*]}; run as root or install them" >&2

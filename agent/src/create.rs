@@ -76,7 +76,12 @@ impl Agent {
         }
         let layout = self.layout.clone();
         blocking("deleting the instance", move || {
-            for dir in [&layout.data_dir, &layout.tmp_dir, &layout.socket_dir] {
+            for dir in [
+                &layout.data_dir,
+                &layout.tmp_dir,
+                &layout.socket_dir,
+                &layout.backup_dir,
+            ] {
                 remove_dir_if_exists(dir)?;
             }
             Ok(())

@@ -7,6 +7,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// pgBackRest refused or failed; `message` is its own error line.
+    #[error("{op}: {message}")]
+    Backup { op: &'static str, message: String },
+
     #[error(
         "PostgreSQL binaries not found (tried `pg_config --bindir` and {tried:?}); \
          install PostgreSQL or put its pg_config on PATH"
@@ -202,6 +206,7 @@ impl Error {
             Error::Extension { .. } => "extension",
             Error::Timeout { .. } => "timeout",
             Error::Task { .. } => "task",
+            Error::Backup { .. } => "backup",
         }
     }
 }

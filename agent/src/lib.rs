@@ -10,6 +10,7 @@
 //! socket in `/x/name.sock/` (mode 0700, owned by the Postgres user), the
 //! server log in `/x/name/log/postgres.log`, and `/x/name.tmp` while creating.
 
+mod backup;
 mod binaries;
 mod cgroup;
 mod converge;
@@ -25,6 +26,7 @@ mod upgrade;
 
 use std::path::{Path, PathBuf};
 
+pub use backup::{catalog_of, prepare_repository, remove_stanza, seal_stanza, Archiving};
 pub use binaries::PostgresBinaries;
 pub use cgroup::{MemoryController, MemoryLimit};
 pub use converge::ConvergeOutcome;
@@ -68,6 +70,8 @@ pub struct Agent {
     admin_os_user: String,
     /// The server's cgroup, when memory is enforced.
     memory_limit: Option<MemoryLimit>,
+    /// Where WAL and backups go; `None`: the instance does not archive.
+    archiving: Option<backup::Archiving>,
 }
 
 /// The paths derived from the data directory.
@@ -78,13 +82,15 @@ struct Layout {
     socket_dir: PathBuf,
     socket_path: PathBuf,
     log_file: PathBuf,
+    /// pgBackRest's configuration and locks for this instance (0700).
+    backup_dir: PathBuf,
     /// Written last by [`Agent::create`].
     marker: PathBuf,
 }
 
 /// Postgres' limit is `sizeof(sun_path)` (108); keep a margin.
 const MAX_SOCKET_PATH: usize = 100;
-const INSTANCE_MARKER: &str = ".pgplane-instance-complete";
+pub(crate) const INSTANCE_MARKER: &str = ".pgplane-instance-complete";
 
 impl Layout {
     fn new(data_dir: &Path, port: u16) -> Layout {
@@ -93,6 +99,7 @@ impl Layout {
         Layout {
             tmp_dir: template::sibling(&data_dir, "tmp"),
             socket_path: socket_dir.join(format!(".s.PGSQL.{port}")),
+            backup_dir: template::sibling(&data_dir, "pgbackrest"),
             socket_dir,
             log_file: data_dir.join("log").join("postgres.log"),
             marker: data_dir.join(INSTANCE_MARKER),
@@ -123,6 +130,7 @@ impl Agent {
             layout,
             admin_os_user: RunAs::current().name().to_owned(),
             memory_limit: None,
+            archiving: None,
         }
     }
 

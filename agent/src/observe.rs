@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, TimeZone, Utc};
 use domain::quantity::normalize_setting;
 use domain::restart::effective_config;
-use domain::{InstanceSpec, ObservedSpec};
+use domain::{ArchiveStatus, InstanceSpec, ObservedSpec};
 use tokio_postgres::Client;
 
 use crate::converge::pending_restart;
@@ -80,8 +81,60 @@ impl Agent {
             running: true,
             pending_restart: pending_restart(client).await.map_err(err)?,
             superuser_access: Some(client_role_is_superuser(client).await.map_err(err)?),
+            archive: match self.archiving() {
+                Some(_) => Some(archive_status(client).await.map_err(err)?),
+                None => None,
+            },
         })
     }
+}
+
+/// `pg_stat_archiver`, the running `archive_mode`, and archiving settings
+/// written into the configuration files (which the postmaster's own
+/// options override).
+async fn archive_status(client: &Client) -> Result<ArchiveStatus, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('archive_mode'), archived_count, failed_count,
+                    last_archived_wal, extract(epoch FROM last_archived_time)::float8,
+                    last_failed_wal, extract(epoch FROM last_failed_time)::float8
+             FROM pg_stat_archiver",
+            &[],
+        )
+        .await?;
+    let time = |i: usize| -> Option<DateTime<Utc>> {
+        let secs: Option<f64> = row.get(i);
+        Utc.timestamp_millis_opt((secs? * 1000.0) as i64).single()
+    };
+    let overridden = client
+        .query(
+            "SELECT name, setting, regexp_replace(sourcefile, '.*/', '') FROM pg_file_settings
+             WHERE name IN ('archive_mode', 'archive_command', 'archive_library')
+             ORDER BY seqno",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let (name, setting, file): (String, Option<String>, Option<String>) =
+                (r.get(0), r.get(1), r.get(2));
+            format!(
+                "{name} = {} in {}",
+                setting.unwrap_or_default(),
+                file.unwrap_or_default()
+            )
+        })
+        .collect();
+    Ok(ArchiveStatus {
+        mode: row.get(0),
+        overridden,
+        archived_count: row.get(1),
+        failed_count: row.get(2),
+        last_archived_wal: row.get(3),
+        last_archived_at: time(4),
+        last_failed_wal: row.get(5),
+        last_failed_at: time(6),
+    })
 }
 
 /// `pg_roles.rolsuper` of the client role.

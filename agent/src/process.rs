@@ -213,6 +213,7 @@ impl Agent {
         }
         self.run_as.chown(&layout.socket_dir)?;
         self.write_pgplane_conf(&layout.data_dir)?;
+        self.prepare_archiving()?;
         let log_dir = layout.log_file.parent().unwrap_or(Path::new("/"));
         if !log_dir.is_dir() {
             std::fs::DirBuilder::new()
@@ -238,6 +239,7 @@ impl Agent {
         let mut child = command
             .arg("-D")
             .arg(&layout.data_dir)
+            .args(self.archive_options())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
@@ -281,7 +283,7 @@ impl Agent {
         Ok((pid, exited))
     }
 
-    fn start_error(&self, message: String) -> Error {
+    pub(crate) fn start_error(&self, message: String) -> Error {
         let log_tail = log_tail(&self.layout.log_file, 20);
         tracing::warn!(data_dir = %self.layout.data_dir.display(), %message, %log_tail, "Postgres did not start");
         Error::Start {
@@ -314,13 +316,20 @@ impl Agent {
         std::fs::write(&path, text).map_err(Error::io("writing", &path))?;
         self.run_as.chown(&path)?;
         // Who may log in as pgplane's role over the socket: this process's
-        // OS user, nobody else (not even the server's own OS user).
-        let ident = format!(
+        // OS user and, when the instance archives, pgBackRest running as the
+        // server's own OS user (whose backups it takes); nobody else.
+        let mut ident = format!(
             "# Managed by pgplane; rewritten before every start. Do not edit.\n\
              # MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n\
              pgplane    \"{}\"  {ADMIN_ROLE}\n",
             self.admin_os_user.replace('"', "")
         );
+        if self.archiving.is_some() && self.run_as.name() != self.admin_os_user {
+            ident.push_str(&format!(
+                "pgplane    \"{}\"  {ADMIN_ROLE}\n",
+                self.run_as.name().replace('"', "")
+            ));
+        }
         let path = data_dir.join("pg_ident.conf");
         std::fs::write(&path, ident).map_err(Error::io("writing", &path))?;
         self.run_as.chown(&path)

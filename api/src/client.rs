@@ -236,6 +236,17 @@ impl Client {
             .await
     }
 
+    /// Asks for a full backup now (202; the history shows its outcome).
+    pub async fn request_backup(&self, name: &str) -> Result<Instance, ClientError> {
+        self.call::<(), _>(Method::POST, &format!("/instances/{name}/backups"), None)
+            .await
+    }
+
+    pub async fn backups(&self, name: &str) -> Result<BackupList, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/instances/{name}/backups"), None)
+            .await
+    }
+
     pub async fn credentials(&self, name: &str) -> Result<Credentials, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/instances/{name}/credentials"), None)
             .await

@@ -1,7 +1,10 @@
 //! Request and response bodies.
 
 use chrono::{DateTime, Utc};
-use domain::{ConnectionInfo, FieldError, InstanceSpec, ObservedSpec, State};
+use domain::{
+    ArchiveStatus, BackupCatalog, BackupInfo, ConnectionInfo, FieldError, InstanceSpec,
+    ObservedSpec, State,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -60,8 +63,51 @@ pub struct Instance {
     /// Why the last accepted update will restart Postgres (empty: it will not).
     #[serde(default)]
     pub restart_reasons: Vec<String>,
+    /// Its backups, once the data plane has reported any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSummary>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// An instance's backups at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSummary {
+    pub count: usize,
+    pub last: Option<BackupInfo>,
+    /// The earliest point a restore can reach.
+    pub restorable_from: Option<DateTime<Utc>>,
+    /// The latest; absent while the instance runs (then: up to now).
+    pub restorable_until: Option<DateTime<Utc>>,
+}
+
+impl BackupSummary {
+    /// `live`: the instance still runs and archives.
+    pub fn of(catalog: &BackupCatalog, live: bool) -> BackupSummary {
+        BackupSummary {
+            count: catalog.backups.len(),
+            last: catalog.backups.last().cloned(),
+            restorable_from: catalog.restorable_from(),
+            restorable_until: match live {
+                true => None,
+                false => catalog.restorable_until,
+            },
+        }
+    }
+}
+
+/// `GET /api/v1/instances/{name}/backups`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupList {
+    /// Oldest first.
+    pub items: Vec<BackupInfo>,
+    pub restorable_from: Option<DateTime<Utc>>,
+    /// Absent while the instance runs (then: up to now).
+    pub restorable_until: Option<DateTime<Utc>>,
+    /// How WAL archiving is doing, as last observed.
+    pub archive: Option<ArchiveStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

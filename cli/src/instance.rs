@@ -72,6 +72,26 @@ pub enum InstanceCommand {
         /// Instance name (or id).
         name: String,
     },
+    /// Take a full backup now (besides the scheduled ones).
+    ///
+    /// With --wait, waits until the backup is in the repository and prints
+    /// what was taken; exits 1 when it failed.
+    ///
+    ///   pgplane instance backup orders --wait
+    Backup {
+        /// Instance name (or id).
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// List an instance's backups and the window a restore can reach.
+    ///
+    /// Works for deleted instances too: their backups are kept for their
+    /// retention, and `instance create NEW --restore-from NAME` restores them.
+    Backups {
+        /// Instance name (or id).
+        name: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -104,8 +124,42 @@ pub struct CreateArgs {
     /// cannot run programs on the server or read its files.
     #[arg(long)]
     pub superuser_access: bool,
+    /// When full backups are taken: five-field cron (UTC), e.g. `30 2 * * *`,
+    /// or `@daily`. WAL is archived continuously regardless.
+    #[arg(long, value_name = "CRON", value_parser = parse_schedule)]
+    pub backup_schedule: Option<String>,
+    /// How many full backups to keep (`7`), or for how many days (`7d`).
+    #[arg(long, value_name = "N|Nd", value_parser = parse_retention)]
+    pub backup_retention: Option<domain::Retention>,
+    /// Start as a copy of another instance's data, restored from its backups
+    /// (a branch). The source may have been deleted; it is never touched.
+    /// Its extensions and configuration are the starting point of this spec.
+    ///
+    ///   pgplane instance create orders-fix --restore-from orders --at 2026-12-01T10:00:00Z
+    #[arg(long, value_name = "NAME")]
+    pub restore_from: Option<String>,
+    /// With --restore-from: the point in time to recover to (RFC 3339);
+    /// the latest when omitted.
+    #[arg(
+        long,
+        value_name = "TIME",
+        requires = "restore_from",
+        conflicts_with = "lsn"
+    )]
+    pub at: Option<String>,
+    /// With --restore-from: the WAL position to recover to, e.g. `0/3000060`.
+    #[arg(long, value_name = "LSN", requires = "restore_from")]
+    pub lsn: Option<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+fn parse_schedule(arg: &str) -> Result<String, String> {
+    domain::Schedule::parse(arg).map(|_| arg.trim().to_owned())
+}
+
+fn parse_retention(arg: &str) -> Result<domain::Retention, String> {
+    domain::Retention::parse(arg)
 }
 
 #[derive(clap::Args, Debug)]
@@ -145,6 +199,12 @@ pub struct UpdateArgs {
     /// owner again (`false`).
     #[arg(long, value_name = "BOOL")]
     pub superuser_access: Option<bool>,
+    /// When full backups are taken: five-field cron (UTC), or `@daily`.
+    #[arg(long, value_name = "CRON", value_parser = parse_schedule)]
+    pub backup_schedule: Option<String>,
+    /// How many full backups to keep (`7`), or for how many days (`7d`).
+    #[arg(long, value_name = "N|Nd", value_parser = parse_retention)]
+    pub backup_retention: Option<domain::Retention>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -204,20 +264,129 @@ async fn execute(
         }
         InstanceCommand::History { name } => history(client, &name, output).await,
         InstanceCommand::Credentials { name } => credentials(client, &name, output).await,
+        InstanceCommand::Backup { name, wait } => backup(client, &name, wait, output).await,
+        InstanceCommand::Backups { name } => backups(client, &name, output).await,
     }
 }
 
+async fn backup(
+    client: &Client,
+    name: &str,
+    wait: WaitArgs,
+    output: OutputFormat,
+) -> Result<(), Failure> {
+    let seen = client
+        .history(name)
+        .await
+        .map_err(|e| Failure::client(name, e))?
+        .items
+        .len();
+    let inst = client
+        .request_backup(name)
+        .await
+        .map_err(|e| Failure::client(name, e))?;
+    if !wait.wait {
+        eprintln!(
+            "{name}: full backup requested; `pgplane instance backups {name}` lists it once taken"
+        );
+        return match output {
+            OutputFormat::Json => Ok(output::print_json(&inst)?),
+            OutputFormat::Table => Ok(()),
+        };
+    }
+    eprintln!("{name}: full backup requested; waiting for it");
+    let started = std::time::Instant::now();
+    loop {
+        let history = client
+            .history(name)
+            .await
+            .map_err(|e| Failure::client(name, e))?;
+        let outcome = history
+            .items
+            .iter()
+            .skip(seen)
+            .find(|h| h.event == "BackedUp" || h.event == "BackupFailed");
+        if let Some(h) = outcome {
+            let detail = h.detail.clone().unwrap_or_default();
+            if h.event == "BackupFailed" {
+                return Err(Failure::InstanceFailed {
+                    name: name.to_owned(),
+                    error: detail,
+                });
+            }
+            eprintln!("{name}: {detail}");
+            return match output {
+                OutputFormat::Json => Ok(output::print_json(
+                    &client
+                        .backups(name)
+                        .await
+                        .map_err(|e| Failure::client(name, e))?,
+                )?),
+                OutputFormat::Table => Ok(()),
+            };
+        }
+        if started.elapsed() > wait.timeout {
+            let inst = client
+                .get_instance(name)
+                .await
+                .map_err(|e| Failure::client(name, e))?;
+            return Err(Failure::TimedOut {
+                name: name.to_owned(),
+                after: wait.timeout,
+                state: inst.state,
+                generation: inst.generation,
+                observed_generation: inst.observed_generation,
+                last_error: None,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn backups(client: &Client, name: &str, output: OutputFormat) -> Result<(), Failure> {
+    let list = client
+        .backups(name)
+        .await
+        .map_err(|e| Failure::client(name, e))?;
+    match output {
+        OutputFormat::Json => output::print_json(&list)?,
+        OutputFormat::Table => output::print_text(&view::backups(&list))?,
+    }
+    Ok(())
+}
+
 async fn create(client: &Client, args: CreateArgs, output: OutputFormat) -> Result<(), Failure> {
-    let spec = NewSpec {
+    // A branch starts from its source's extensions and configuration.
+    let (mut extensions, mut config) = (Vec::new(), Vec::new());
+    if let Some(from) = &args.restore_from {
+        let source = fetch(client, from).await?;
+        extensions.extend(source.spec.extension_names().map(str::to_owned));
+        config.extend(source.spec.config.clone());
+    }
+    extensions.extend(args.extensions.iter().cloned());
+    config.retain(|(k, _)| !args.config.iter().any(|(a, _)| a == k));
+    config.extend(args.config.iter().cloned());
+    let mut spec = NewSpec {
         postgres_version: &args.postgres_version,
         cpu: &args.cpu,
         memory: &args.memory,
         storage: &args.storage,
-        extensions: &args.extensions,
-        config: &args.config,
+        extensions: &extensions,
+        config: &config,
         superuser_access: args.superuser_access,
     }
     .build()?;
+    if let Some(schedule) = args.backup_schedule {
+        spec.backup.schedule = schedule;
+    }
+    if let Some(retention) = args.backup_retention {
+        spec.backup.retention = retention;
+    }
+    spec.restore = args.restore_from.map(|from| domain::RestoreSpec {
+        from,
+        at: args.at,
+        lsn: args.lsn,
+    });
     let req = CreateInstance {
         name: args.name.clone(),
         spec,
@@ -270,6 +439,13 @@ async fn update(client: &Client, args: UpdateArgs, output: OutputFormat) -> Resu
         superuser_access: args.superuser_access,
     }
     .apply(&current.spec)?;
+    let mut spec = spec;
+    if let Some(schedule) = args.backup_schedule {
+        spec.backup.schedule = schedule;
+    }
+    if let Some(retention) = args.backup_retention {
+        spec.backup.retention = retention;
+    }
     let changes = domain::diff_specs(&current.spec, &spec);
     if changes.is_empty() {
         eprintln!(

@@ -23,7 +23,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 pub use local::{LocalRuntime, LocalSettings};
-pub use runtime::{Applied, Observation, Runtime, RuntimeError, Supervised, Supervision};
+pub use runtime::{
+    Applied, BackupDone, Observation, Runtime, RuntimeError, Supervised, Supervision,
+};
 pub use simulated::SimulatedRuntime;
 
 #[derive(Debug, Clone)]
@@ -103,8 +105,20 @@ pub async fn run<R: Runtime>(
     let mut tasks = JoinSet::new();
     let mut next_resync = tokio::time::Instant::now() + settings.resync_every;
     let mut next_supervise = tokio::time::Instant::now() + settings.supervise_every;
+    let mut backups: Option<tokio::task::JoinHandle<()>> = None;
+    let mut next_backups = tokio::time::Instant::now();
     while !cancel.is_cancelled() {
         while tasks.try_join_next().is_some() {}
+        if tokio::time::Instant::now() >= next_backups
+            && backups.as_ref().is_none_or(|b| b.is_finished())
+        {
+            next_backups = tokio::time::Instant::now() + settings.supervise_every;
+            let (queues, runtime) = (queues.clone(), runtime.clone());
+            backups = Some(tokio::spawn(
+                async move { scheduled_backups(&queues, runtime.as_ref()).await }
+                    .instrument(tracing::info_span!("scheduled_backups")),
+            ));
+        }
         if tokio::time::Instant::now() >= next_resync {
             resync(&queues, runtime.as_ref()).await;
             next_resync = tokio::time::Instant::now() + settings.resync_every;
@@ -170,6 +184,9 @@ pub async fn run<R: Runtime>(
         }
     }
     while tasks.join_next().await.is_some() {}
+    if let Some(b) = backups {
+        b.abort();
+    }
     tracing::info!("conductor stopped");
     Ok(())
 }
@@ -198,6 +215,9 @@ impl Newest {
     }
 
     fn is_superseded(&self, m: &Message<serde_json::Value>) -> bool {
+        if m.message.get("kind").and_then(|k| k.as_str()) == Some("Backup") {
+            return false; // a request, not a desired state
+        }
         match message_key(m) {
             Some((id, generation)) => self
                 .generations
@@ -247,6 +267,16 @@ pub async fn handle<R: Runtime + ?Sized>(
         return fail_dead(queues, &msg.message, reason).await;
     }
     tracing::info!(instance_id = %event.instance_id, generation = event.generation, kind = ?event.kind, "applying event");
+    if event.kind == domain::EventKind::Backup {
+        let report = backup_report(runtime, event.instance_id).await;
+        return match queues.send_report(&report).await {
+            Ok(_) => Outcome::Ack,
+            Err(e) => {
+                tracing::warn!(error = %e, "sending the backup report failed; the request will be redelivered");
+                Outcome::Retry
+            }
+        };
+    }
     let report = match runtime.apply(&event).await {
         Ok(applied) => {
             if let Some(password) = &applied.password {
@@ -274,6 +304,7 @@ pub async fn handle<R: Runtime + ?Sized>(
                 restarted: false,
                 prediction_note: None,
                 note: None,
+                backups: None,
             }
         }
     };
@@ -307,6 +338,42 @@ fn success_report(event: &DataPlaneEvent, applied: Applied) -> StatusReport {
         restarted: applied.restarted,
         prediction_note,
         note: None,
+        backups: applied.backups,
+    }
+}
+
+/// Takes a backup and says how it went, as a `Backup` report (which moves
+/// no state: a failed backup leaves the instance serving).
+pub async fn backup_report<R: Runtime + ?Sized>(runtime: &R, instance_id: Uuid) -> StatusReport {
+    let (generation, note, error, backups) = match runtime.backup(instance_id).await {
+        Ok(done) => (done.generation, Some(done.note), None, Some(done.catalog)),
+        Err(e) => {
+            let error = agent::error_chain(&e);
+            tracing::warn!(%instance_id, %error, "backup failed");
+            (0, None, Some(format!("backup failed: {error}")), None)
+        }
+    };
+    StatusReport {
+        instance_id,
+        generation,
+        kind: ReportKind::Backup,
+        observed: None,
+        connection: None,
+        error,
+        restarted: false,
+        prediction_note: None,
+        note,
+        backups,
+    }
+}
+
+/// Takes the backups that are due, one at a time, reporting each.
+pub async fn scheduled_backups<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
+    for id in runtime.due_backups().await {
+        let report = backup_report(runtime, id).await;
+        if let Err(e) = queues.send_report(&report).await {
+            tracing::warn!(error = %e, "sending a backup report failed");
+        }
     }
 }
 
@@ -329,6 +396,7 @@ async fn fail_dead(queues: &Queues, raw: &serde_json::Value, reason: String) -> 
             restarted: false,
             prediction_note: None,
             note: None,
+            backups: None,
         };
         if let Err(e) = queues.send_report(&report).await {
             tracing::warn!(error = %e, "reporting a dead-lettered event failed; will retry");
@@ -355,7 +423,7 @@ pub async fn supervise<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
     for s in runtime.supervise().await {
         let (kind, observed, error, note) = match s.outcome {
             Supervision::Restarted { note, observed } => {
-                (ReportKind::Recovered, Some(observed), None, Some(note))
+                (ReportKind::Recovered, Some(*observed), None, Some(note))
             }
             Supervision::GaveUp { reason } => (ReportKind::Failed, None, Some(reason), None),
         };
@@ -369,6 +437,7 @@ pub async fn supervise<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
             restarted: false,
             prediction_note: None,
             note,
+            backups: None,
         };
         if let Err(e) = queues.send_report(&report).await {
             tracing::warn!(error = %e, "sending a supervision report failed");
@@ -389,6 +458,7 @@ pub async fn resync<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
             restarted: false,
             prediction_note: None,
             note: None,
+            backups: None,
         };
         if let Err(e) = queues.send_report(&report).await {
             tracing::warn!(error = %e, "sending an observation failed");

@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use agent::{Agent, InstanceConfig, MemoryController, PostgresBinaries, RunAs, Secret, Template};
 use async_trait::async_trait;
-use domain::{DataPlaneEvent, EventKind, InstanceSpec, ReportKind};
+use chrono::{DateTime, Utc};
+use domain::{BackupCatalog, DataPlaneEvent, EventKind, InstanceSpec, ReportKind, RestoreSource};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::runtime::{
-    report_kind, Applied, Observation, Runtime, RuntimeError, Supervised, Supervision,
+    report_kind, Applied, BackupDone, Observation, Runtime, RuntimeError, Supervised, Supervision,
 };
 
 #[derive(Debug, Clone)]
@@ -51,6 +52,9 @@ pub struct LocalSettings {
     /// (32768–60999 on Linux), so outgoing connections of other programs
     /// never take an instance's port.
     pub ports: RangeInclusive<u16>,
+    /// The backup repository (a directory) every instance archives its WAL
+    /// and takes its backups into; `None`: instances are not backed up.
+    pub backup_repository: Option<PathBuf>,
 }
 
 /// The default [`LocalSettings::ports`].
@@ -74,6 +78,7 @@ impl LocalSettings {
             restart_backoff: DEFAULT_RESTART_BACKOFF,
             enforce_memory: true,
             ports: DEFAULT_PORTS,
+            backup_repository: None,
         }
     }
 }
@@ -95,6 +100,16 @@ struct InstanceState {
     /// that an older event delivered late cannot bring the instance back.
     #[serde(default)]
     deleted: bool,
+    /// When the next scheduled full backup is due; `None`: at once.
+    #[serde(default)]
+    next_backup_at: Option<DateTime<Utc>>,
+    /// When the instance was deleted (its backups are kept for its
+    /// retention after that).
+    #[serde(default)]
+    deleted_at: Option<DateTime<Utc>>,
+    /// Whether a deleted instance's backups have been removed.
+    #[serde(default)]
+    backups_removed: bool,
 }
 
 pub struct LocalRuntime {
@@ -115,6 +130,8 @@ pub struct LocalRuntime {
     machine_memory: Option<u64>,
     /// The instances' OS users, looked up once each.
     users: std::sync::Mutex<HashMap<String, RunAs>>,
+    /// `pgbackrest`, when instances are backed up.
+    pgbackrest: Option<PathBuf>,
 }
 
 /// Supervision gives up on a server that crashed this often within
@@ -203,7 +220,15 @@ impl LocalRuntime {
             .clone()
             .unwrap_or_else(|| settings.root.join("template"));
         let template = Template::ensure(&template_dir, &bins, &run_as).await?;
+        let pgbackrest = match &settings.backup_repository {
+            Some(repo) => {
+                agent::prepare_repository(repo)?;
+                Some(agent::Archiving::find_pgbackrest()?)
+            }
+            None => None,
+        };
         Ok(LocalRuntime {
+            pgbackrest,
             settings,
             bins,
             run_as,
@@ -261,7 +286,19 @@ impl LocalRuntime {
             (Some(m), Ok(bytes)) => Some(m.limit(&Self::key(id), bytes)),
             _ => None,
         };
-        Ok(Agent::new(self.bins.clone(), run_as, config).with_memory_limit(limit))
+        Ok(Agent::new(self.bins.clone(), run_as, config)
+            .with_memory_limit(limit)
+            .with_archiving(self.archiving(id, spec)))
+    }
+
+    /// How instance `id` archives, when this runtime backs instances up.
+    fn archiving(&self, id: Uuid, spec: &InstanceSpec) -> Option<agent::Archiving> {
+        Some(agent::Archiving {
+            pgbackrest: self.pgbackrest.clone()?,
+            repository: self.settings.backup_repository.clone()?,
+            stanza: Self::key(id),
+            retention: spec.backup.retention,
+        })
     }
 
     fn lock(&self, id: Uuid) -> Arc<Mutex<()>> {
@@ -321,14 +358,27 @@ impl LocalRuntime {
     }
 
     /// Deletes the server, its data and its OS user, and leaves a tombstone.
+    /// When the instance is backed up, everything it committed is archived
+    /// first, and its backups stay (returned, for the control plane).
     async fn delete(
         &self,
         event: &DataPlaneEvent,
         existing: Option<InstanceState>,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Option<BackupCatalog>, RuntimeError> {
+        let mut catalog = None;
         let mut state = match existing {
             Some(s) => {
-                self.agent(&s)?.delete().await?;
+                let agent = self.agent(&s)?;
+                if agent.archiving().is_some() && s.applied_generation > 0 {
+                    catalog = Some(final_catalog(&agent).await);
+                }
+                agent.delete().await?;
+                if let Some(a) = agent.archiving() {
+                    let (repo, stanza) = (a.repository.clone(), a.stanza.clone());
+                    tokio::task::spawn_blocking(move || agent::seal_stanza(&repo, &stanza))
+                        .await
+                        .map_err(|e| RuntimeError::Apply(format!("sealing the backups: {e}")))??;
+                }
                 if let (Some(user), true) = (&s.os_user, self.isolated) {
                     self.users.lock().expect("user map poisoned").remove(user);
                     let user = user.clone();
@@ -349,13 +399,18 @@ impl LocalRuntime {
                 last_report: None,
                 os_user: None,
                 deleted: false,
+                next_backup_at: None,
+                deleted_at: None,
+                backups_removed: false,
             },
         };
         state.deleted = true;
+        state.deleted_at = Some(Utc::now());
         state.password.clear();
         state.applied_generation = event.generation;
         state.last_report = Some(ReportKind::Deleted);
-        self.save(&state).await
+        self.save(&state).await?;
+        Ok(catalog)
     }
 
     /// Restarts one instance's server if it should run and does not (with
@@ -423,7 +478,7 @@ impl LocalRuntime {
                             "crashed: {how}; restarted in {:.1} s",
                             started.elapsed().as_secs_f64()
                         ),
-                        observed,
+                        observed: Box::new(observed),
                     }
                 }
                 Err(e) => {
@@ -482,6 +537,7 @@ impl LocalRuntime {
             connection: None,
             restarted: false,
             password: None,
+            backups: None,
         };
         // A deleted instance stays deleted, whatever arrives late.
         if existing.as_ref().is_some_and(|s| s.deleted) {
@@ -498,12 +554,13 @@ impl LocalRuntime {
                     connection: Some(agent.connection()),
                     restarted: false,
                     password: Some(s.password.clone()),
+                    backups: None,
                 });
             }
         }
         if event.kind == EventKind::Delete {
-            self.delete(event, existing).await?;
-            return Ok(deleted);
+            let backups = self.delete(event, existing).await?;
+            return Ok(Applied { backups, ..deleted });
         }
 
         check_memory(&event.spec, self.machine_memory)?;
@@ -531,6 +588,9 @@ impl LocalRuntime {
                     last_report: None,
                     os_user: self.isolated.then(|| instance_os_user(event.instance_id)),
                     deleted: false,
+                    next_backup_at: None,
+                    deleted_at: None,
+                    backups_removed: false,
                 };
                 self.save(&s).await?;
                 s
@@ -539,9 +599,11 @@ impl LocalRuntime {
         let agent = self.agent_for(&state, &event.spec)?;
         let created = state.applied_generation == 0;
         if created {
-            agent
-                .create(&self.template, &Secret::new(state.password.clone()))
-                .await?;
+            let password = Secret::new(state.password.clone());
+            match &event.restore_from {
+                Some(source) => self.restore_into(&agent, source, &password).await?,
+                None => agent.create(&self.template, &password).await?,
+            }
             if let Some(pause) = self.settings.create_pause {
                 tracing::warn!(?pause, "pausing mid-create (--debug-create-pause)");
                 tokio::time::sleep(pause).await;
@@ -558,6 +620,9 @@ impl LocalRuntime {
             event.spec.stopped,
             outcome.restarted,
         );
+        if state.spec.backup.schedule != event.spec.backup.schedule {
+            state.next_backup_at = next_backup(&event.spec, Utc::now());
+        }
         state.spec = event.spec.clone();
         state.applied_generation = event.generation;
         state.last_report = Some(report);
@@ -568,7 +633,167 @@ impl LocalRuntime {
             connection: Some(agent.connection()),
             restarted: outcome.restarted,
             password: created.then(|| state.password.clone()),
+            backups: None,
         })
+    }
+
+    /// Creates a new instance from another's backups. A source that still
+    /// runs first archives everything it has committed, so "latest" and
+    /// any time up to now are restorable.
+    async fn restore_into(
+        &self,
+        agent: &Agent,
+        source: &RestoreSource,
+        password: &Secret,
+    ) -> Result<(), RuntimeError> {
+        if agent.archiving().is_none() {
+            return Err(RuntimeError::Apply(
+                "this data plane has no backup repository to restore from".to_owned(),
+            ));
+        }
+        let from = self.load(source.instance_id).await?;
+        if let Some(s) = from.as_ref().filter(|s| !s.deleted && !s.spec.stopped) {
+            let lock = self.lock(s.instance_id);
+            let _guard = lock.lock().await;
+            self.agent(s)?.archive_now().await?;
+        }
+        agent
+            .create_from_backup(&Self::key(source.instance_id), source.target, password)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes a full backup of one instance (its lock held).
+    async fn backup_locked(&self, id: Uuid) -> Result<BackupDone, RuntimeError> {
+        let missing =
+            || RuntimeError::Apply("the instance does not exist on this data plane".into());
+        let mut s = self.load(id).await?.ok_or_else(missing)?;
+        if s.deleted || s.applied_generation == 0 {
+            return Err(missing());
+        }
+        if s.spec.stopped {
+            s.next_backup_at = next_backup(&s.spec, Utc::now());
+            self.save(&s).await?;
+            return Err(RuntimeError::Apply(
+                "the instance is stopped; start it to back it up".to_owned(),
+            ));
+        }
+        let agent = self.agent(&s)?;
+        let started = Instant::now();
+        let result = agent.backup_full().await;
+        let now = Utc::now();
+        s.next_backup_at = match &result {
+            Ok(()) => next_backup(&s.spec, now),
+            // Try again in a while, sooner than the schedule would.
+            Err(_) => next_backup(&s.spec, now).map(|n| n.min(now + BACKUP_RETRY)),
+        };
+        self.save(&s).await?;
+        result?;
+        let catalog = agent.backup_catalog().await?;
+        let note = match catalog.backups.last() {
+            Some(b) => format!(
+                "full backup {} taken in {:.1} s: {} of data, {} in the repository; {} kept",
+                b.id,
+                started.elapsed().as_secs_f64(),
+                human_bytes(b.size_bytes),
+                human_bytes(b.repository_bytes),
+                catalog.backups.len()
+            ),
+            None => "full backup taken".to_owned(),
+        };
+        Ok(BackupDone {
+            generation: s.applied_generation,
+            note,
+            catalog,
+        })
+    }
+
+    /// Removes the backups of instances deleted longer ago than their
+    /// retention keeps backups (a count keeps them the default 7 days).
+    async fn expire_deleted(&self) {
+        let (Some(repo), Ok(mut dir)) = (
+            self.settings.backup_repository.clone(),
+            tokio::fs::read_dir(&self.settings.root).await,
+        ) else {
+            return;
+        };
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix(".json").filter(|n| n.starts_with("i-")) else {
+                continue;
+            };
+            let Ok(bytes) = tokio::fs::read(entry.path()).await else {
+                continue;
+            };
+            let Ok(mut s) = serde_json::from_slice::<InstanceState>(&bytes) else {
+                continue;
+            };
+            if !s.deleted || s.backups_removed || !backups_expired(&s, Utc::now()) {
+                continue;
+            }
+            let (repo, stanza) = (repo.clone(), key.to_owned());
+            let removed =
+                tokio::task::spawn_blocking(move || agent::remove_stanza(&repo, &stanza)).await;
+            if let Ok(Ok(())) = removed {
+                tracing::info!(instance = %s.name, "backups of a deleted instance removed after its retention");
+                s.backups_removed = true;
+                let _ = self.save(&s).await;
+            }
+        }
+    }
+}
+
+/// How soon a failed scheduled backup is tried again.
+const BACKUP_RETRY: chrono::Duration = chrono::Duration::minutes(10);
+
+/// When the next scheduled backup of `spec` is due after `now`.
+fn next_backup(spec: &InstanceSpec, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    domain::Schedule::parse(&spec.backup.schedule)
+        .ok()?
+        .next_after(now)
+}
+
+/// Whether a deleted instance's backups are past their retention.
+fn backups_expired(s: &InstanceState, now: DateTime<Utc>) -> bool {
+    let days = match s.spec.backup.retention {
+        domain::Retention::Days(n) => n,
+        domain::Retention::Count(_) => domain::backup::DEFAULT_RETENTION_DAYS,
+    };
+    s.deleted_at
+        .is_some_and(|at| now - at > chrono::Duration::days(i64::from(days)))
+}
+
+/// The catalog of an instance about to be deleted: everything it
+/// committed archived first when it runs, so the catalog says up to when
+/// it can be restored.
+async fn final_catalog(agent: &Agent) -> BackupCatalog {
+    let until = match agent.is_running().await {
+        Ok(true) => match agent.archive_now().await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "archiving the last WAL before delete failed");
+                None
+            }
+        },
+        _ => None,
+    };
+    let mut catalog = agent.backup_catalog().await.unwrap_or_default();
+    catalog.restorable_until = until.or_else(|| catalog.backups.last().map(|b| b.stopped_at));
+    catalog
+}
+
+/// `22.0 MiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{n} B"),
+        _ => format!("{v:.1} {}", UNITS[unit]),
     }
 }
 
@@ -677,6 +902,27 @@ impl Runtime for LocalRuntime {
             }
         }
         out
+    }
+
+    async fn backup(&self, instance_id: Uuid) -> Result<BackupDone, RuntimeError> {
+        let lock = self.lock(instance_id);
+        let _guard = lock.lock().await;
+        self.backup_locked(instance_id).await
+    }
+
+    async fn due_backups(&self) -> Vec<Uuid> {
+        if self.pgbackrest.is_none() {
+            return Vec::new();
+        }
+        self.expire_deleted().await;
+        let now = Utc::now();
+        self.states()
+            .await
+            .into_iter()
+            .filter(|s| s.applied_generation > 0 && !s.spec.stopped)
+            .filter(|s| s.next_backup_at.is_none_or(|t| t <= now))
+            .map(|s| s.instance_id)
+            .collect()
     }
 
     async fn observe_all(&self) -> Vec<Observation> {

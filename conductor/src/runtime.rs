@@ -1,7 +1,7 @@
 //! What a data plane runs instances on.
 
 use async_trait::async_trait;
-use domain::{ConnectionInfo, DataPlaneEvent, ObservedSpec, ReportKind};
+use domain::{BackupCatalog, ConnectionInfo, DataPlaneEvent, ObservedSpec, ReportKind};
 use uuid::Uuid;
 
 /// The result of applying one event.
@@ -14,6 +14,19 @@ pub struct Applied {
     pub restarted: bool,
     /// A password to put in the secret store (new instances only).
     pub password: Option<String>,
+    /// The instance's backups, when the runtime read them (e.g. the final
+    /// catalog of a deleted instance, whose backups outlive it).
+    pub backups: Option<BackupCatalog>,
+}
+
+/// A backup that finished.
+#[derive(Debug, Clone)]
+pub struct BackupDone {
+    /// The generation last applied.
+    pub generation: i64,
+    /// For the history: what was taken, how big, how long.
+    pub note: String,
+    pub catalog: BackupCatalog,
 }
 
 /// A periodic re-observation of one instance.
@@ -63,7 +76,7 @@ pub enum Supervision {
     /// it ended and how long the restart took.
     Restarted {
         note: String,
-        observed: ObservedSpec,
+        observed: Box<ObservedSpec>,
     },
     /// The server keeps crashing; it is left stopped.
     GaveUp { reason: String },
@@ -81,6 +94,21 @@ pub trait Runtime: Send + Sync + 'static {
     /// Restarts servers that should run and stopped by themselves. Runtimes
     /// whose platform restarts them (Kubernetes) do nothing here.
     async fn supervise(&self) -> Vec<Supervised> {
+        Vec::new()
+    }
+    /// Takes a full backup of one instance now. The error is shown to
+    /// users; a failed backup changes nothing else.
+    async fn backup(&self, instance_id: Uuid) -> Result<BackupDone, RuntimeError> {
+        let _ = instance_id;
+        Err(RuntimeError::Apply(format!(
+            "the {} data plane does not take backups",
+            self.kind()
+        )))
+    }
+    /// Instances whose scheduled backup is due (and housekeeping such as
+    /// removing the backups of instances deleted longer ago than their
+    /// retention).
+    async fn due_backups(&self) -> Vec<Uuid> {
         Vec::new()
     }
 }

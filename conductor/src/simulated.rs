@@ -41,6 +41,7 @@ fn observed(event: &DataPlaneEvent) -> ObservedSpec {
         running: !event.spec.stopped,
         pending_restart: Vec::new(),
         superuser_access: Some(event.spec.superuser_access),
+        archive: None,
     }
 }
 
@@ -87,6 +88,7 @@ impl Runtime for SimulatedRuntime {
             }),
             restarted: event.restart_predicted,
             password: created.then(|| "simulated".to_owned()),
+            backups: None,
         })
     }
 

@@ -173,6 +173,10 @@ impl From<PostgresInstanceSpec> for domain::InstanceSpec {
             config: s.config,
             stopped: s.stopped,
             superuser_access: s.superuser_access,
+            // Backups are not carried by the custom resource yet: the
+            // Kubernetes data plane does not take them.
+            backup: domain::BackupPolicy::default(),
+            restore: None,
         }
     }
 }

@@ -140,6 +140,7 @@ impl From<ObservedSpecStatus> for domain::ObservedSpec {
             running: o.running,
             pending_restart: o.pending_restart,
             superuser_access: o.superuser_access,
+            archive: None,
         }
     }
 }

@@ -80,6 +80,17 @@ pub fn drift(declared: &InstanceSpec, observed: &ObservedSpec) -> Vec<FieldDrift
             );
         }
     }
+    if let Some(archive) = &observed.archive {
+        if archive.mode != "on" || !archive.overridden.is_empty() {
+            let mut seen = vec![format!("archive_mode = {}", archive.mode)];
+            seen.extend(archive.overridden.iter().cloned());
+            push(
+                "archiving",
+                Some("archive_mode = on".to_owned()),
+                Some(seen.join("; ")),
+            );
+        }
+    }
     if !observed.pending_restart.is_empty() {
         push(
             "pendingRestart",
@@ -134,6 +145,7 @@ mod tests {
             running: true,
             pending_restart: vec![],
             superuser_access: Some(false),
+            archive: None,
         }
     }
 

@@ -9,8 +9,10 @@
 //! - [`restart`]: predicts whether a spec change needs a Postgres restart.
 //! - [`diff`]: field-level differences between two specs, normalised.
 //! - [`drift`]: declared versus observed, field by field.
+//! - [`backup`]: backup policy, restore targets, backup catalogs and the restore window.
 //! - [`message`]: what travels on the queues between control and data planes.
 
+pub mod backup;
 pub mod diff;
 pub mod drift;
 pub mod message;
@@ -22,9 +24,13 @@ pub mod spec;
 pub mod state;
 pub mod validate;
 
+pub use backup::{
+    ArchiveStatus, BackupCatalog, BackupInfo, BackupPolicy, Lsn, RestoreSpec, RestoreTarget,
+    Retention, Schedule,
+};
 pub use diff::{diff_specs, FieldChange};
 pub use drift::{drift, FieldDrift};
-pub use message::{DataPlaneEvent, EventKind, ReportKind, StatusReport};
+pub use message::{DataPlaneEvent, EventKind, ReportKind, RestoreSource, StatusReport};
 pub use name::{InstanceName, NameError};
 pub use restart::{predict_restart, RestartPrediction};
 pub use spec::{ConnectionInfo, Extension, InstanceSpec, ObservedSpec, Resources};

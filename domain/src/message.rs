@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::backup::{BackupCatalog, RestoreTarget};
 use crate::spec::{ConnectionInfo, InstanceSpec, ObservedSpec};
 use crate::state::Event;
 
@@ -19,6 +20,8 @@ pub enum EventKind {
     Stop,
     Start,
     Delete,
+    /// Take a full backup now (a request, not a change of state).
+    Backup,
 }
 
 impl EventKind {
@@ -50,6 +53,20 @@ pub struct DataPlaneEvent {
     /// can report whether the prediction held.
     #[serde(default)]
     pub restart_predicted: bool,
+    /// For a `Create` whose spec restores another instance's backups: that
+    /// instance, resolved by the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreSource>,
+}
+
+/// The backups a new instance is restored from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreSource {
+    pub instance_id: Uuid,
+    pub target: RestoreTarget,
+    /// Whether the source still runs (its newest WAL is archived first).
+    pub live: bool,
 }
 
 /// What a data-plane report says happened.
@@ -67,6 +84,8 @@ pub enum ReportKind {
     Recovered,
     /// A periodic re-observation: updates the observed spec, moves no state.
     Observed,
+    /// A backup finished (`note`) or failed (`error`); moves no state.
+    Backup,
 }
 
 impl ReportKind {
@@ -81,7 +100,7 @@ impl ReportKind {
             ReportKind::Deleted => Event::Deleted,
             ReportKind::Failed => Event::Failed,
             ReportKind::Recovered => Event::Recovered,
-            ReportKind::Observed => return None,
+            ReportKind::Observed | ReportKind::Backup => return None,
         })
     }
 }
@@ -111,6 +130,10 @@ pub struct StatusReport {
     /// killed by signal 9; restarted in 0.4 s"). Never contains secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The instance's backups and how far a restore can reach, when the
+    /// data plane read them for this report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupCatalog>,
 }
 
 #[cfg(test)]
@@ -135,6 +158,7 @@ mod tests {
             kind: EventKind::Update,
             spec: InstanceSpec::default(),
             restart_predicted: true,
+            restore_from: None,
         };
         let json = serde_json::to_string(&ev).unwrap();
         assert_eq!(serde_json::from_str::<DataPlaneEvent>(&json).unwrap(), ev);

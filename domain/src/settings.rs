@@ -79,6 +79,7 @@ pub const RESERVED: &[&str] = &[
     "ssl_crl_dir",
     "ssl_passphrase_command",
     "password_encryption",
+    "archive_mode",
     "archive_command",
     "restore_command",
     "archive_library",

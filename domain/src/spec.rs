@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backup::{ArchiveStatus, BackupPolicy, RestoreSpec};
+
 /// The Postgres major version used when a spec does not name one.
 pub const DEFAULT_POSTGRES_VERSION: &str = "15";
 pub const DEFAULT_STORAGE: &str = "10Gi";
@@ -40,6 +42,14 @@ pub struct InstanceSpec {
     /// that reaches nothing outside this instance.
     #[serde(default, skip_serializing_if = "is_false")]
     pub superuser_access: bool,
+    /// When full backups are taken and how long they are kept (WAL is
+    /// archived continuously regardless).
+    #[serde(default, skip_serializing_if = "BackupPolicy::is_default")]
+    pub backup: BackupPolicy,
+    /// Start as a copy of another instance's data, restored from its
+    /// backups. Read only when the instance is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -134,6 +144,8 @@ impl Default for InstanceSpec {
             config: BTreeMap::new(),
             stopped: false,
             superuser_access: false,
+            backup: BackupPolicy::default(),
+            restore: None,
         }
     }
 }
@@ -175,6 +187,10 @@ pub struct ObservedSpec {
     /// when the data plane does not observe it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superuser_access: Option<bool>,
+    /// The WAL archive's health; absent when the data plane does not
+    /// archive (or the server is not running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveStatus>,
 }
 
 /// Where to connect. The password never travels with this: it lives in the

@@ -152,7 +152,25 @@ pub fn validate_spec_with(
         }
     }
     config::check(spec, prefix, options, &mut errs);
+    check_backup(spec, prefix, &mut errs);
     errs.into_result()
+}
+
+fn check_backup(spec: &InstanceSpec, prefix: &str, errs: &mut ValidationErrors) {
+    if let Err(e) = crate::backup::Schedule::parse(&spec.backup.schedule) {
+        errs.push(format!("{prefix}.backup.schedule"), e);
+    }
+    if let Some(restore) = &spec.restore {
+        if crate::name::InstanceName::parse(&restore.from).is_err() {
+            errs.push(
+                format!("{prefix}.restore.from"),
+                format!("{:?} is not an instance name", restore.from),
+            );
+        }
+        if let Err((field, message)) = restore.target() {
+            errs.push(format!("{prefix}.restore.{field}"), message);
+        }
+    }
 }
 
 fn is_extension_name(name: &str) -> bool {

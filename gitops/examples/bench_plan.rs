@@ -61,6 +61,7 @@ fn current(n: usize) -> Vec<api::Instance> {
                 connection: None,
                 error: None,
                 restart_reasons: Vec::new(),
+                backup: None,
                 created_at: now,
                 updated_at: now,
             }

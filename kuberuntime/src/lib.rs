@@ -331,6 +331,7 @@ impl Runtime for KubernetesRuntime {
                 connection: None,
                 restarted: false,
                 password: None,
+                backups: None,
             });
         }
         if foreign {
@@ -358,6 +359,7 @@ impl Runtime for KubernetesRuntime {
             connection: connection(&pi),
             restarted,
             password,
+            backups: None,
         })
     }
 
@@ -504,6 +506,7 @@ fn observed(pi: &PostgresInstance) -> ObservedSpec {
         running: status.phase == Some(Phase::Running),
         pending_restart: Vec::new(),
         superuser_access: None,
+        archive: None,
     }
 }
 

@@ -99,6 +99,16 @@ pub async fn token_is_valid(conn: &mut PgConnection, token: &str) -> Result<bool
     Ok(found.is_some())
 }
 
+/// The caller a token stands for, if it is a valid token.
+pub async fn authenticate(pool: &sqlx::PgPool, token: &str) -> Result<Option<Caller>, ApiError> {
+    let row: Option<(Uuid, String, bool)> =
+        sqlx::query_as("select id, org, admin from tokens where hash = $1")
+            .bind(hash_token(token))
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(token_id, org, admin)| Caller::token(&org, token_id, admin)))
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -116,12 +126,8 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(ApiError::Unauthorized)?
             .trim();
-        let row: Option<(Uuid, String, bool)> =
-            sqlx::query_as("select id, org, admin from tokens where hash = $1")
-                .bind(hash_token(token))
-                .fetch_optional(&state.pool)
-                .await?;
-        let (token_id, org, admin) = row.ok_or(ApiError::Unauthorized)?;
-        Ok(Caller::token(&org, token_id, admin))
+        authenticate(&state.pool, token)
+            .await?
+            .ok_or(ApiError::Unauthorized)
     }
 }

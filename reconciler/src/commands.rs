@@ -24,7 +24,7 @@ use crate::AppState;
 #[derive(Debug, Clone)]
 pub enum Command {
     Update {
-        spec: InstanceSpec,
+        spec: Box<InstanceSpec>,
         expected_generation: Option<i64>,
     },
     Restart,
@@ -91,9 +91,16 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateInstance) -> R
         )));
     }
     check_quota(&mut tx, &caller.org, state.max_instances_per_org).await?;
+    let restore_source = match &spec.restore {
+        Some(restore) => {
+            Some(resolve_restore(&mut tx, &caller.org, &data_plane, &spec, restore).await?)
+        }
+        None => None,
+    };
     let row = store::insert_instance(
         &mut tx,
         NewInstance {
+            restore_source: restore_source.as_ref(),
             id: Uuid::new_v4(),
             org: &caller.org,
             name: &req.name,
@@ -136,6 +143,14 @@ pub async fn execute(
     let current = row.state();
     let old_spec = row.spec.0.clone();
     check_owner(caller, &row, &command)?;
+    if let Command::Update { spec, .. } = &command {
+        if spec.restore.is_some() && spec.restore != old_spec.restore {
+            return Err(ApiError::invalid(
+                "spec.restore",
+                "applies only when an instance is created; to restore again, create a new instance from the backups (or delete this one and create it again)",
+            ));
+        }
+    }
 
     let new_spec = match &command {
         Command::Update {
@@ -151,9 +166,11 @@ pub async fn execute(
                     )));
                 }
             }
-            let mut spec = spec.clone().normalized();
+            let mut spec = (**spec).clone().normalized();
             // Stop/start are commands of their own; an update keeps the run state.
             spec.stopped = old_spec.stopped;
+            // Where the data came from stays part of the spec.
+            spec.restore = old_spec.restore.clone();
             spec
         }
         Command::Stop => InstanceSpec {
@@ -294,6 +311,10 @@ pub async fn enqueue(
         kind,
         spec: row.spec.0.clone(),
         restart_predicted,
+        restore_from: match kind {
+            EventKind::Create => row.restore_source.as_ref().map(|r| r.0.clone()),
+            _ => None,
+        },
     };
     state.queues.send_event(tx, &row.data_plane, &event).await?;
     Ok(())
@@ -319,6 +340,114 @@ fn describe_change(old: &InstanceSpec, new: &InstanceSpec, reasons: &[String]) -
         parts.push(format!("restart: {}", reasons.join("; ")));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// The instance a new one restores, checked before anything is created:
+/// in the caller's organisation (another's is "not found"), live or
+/// deleted, on the same data plane, with a backup that reaches the target,
+/// and with no extension the new spec would drop.
+async fn resolve_restore(
+    conn: &mut PgConnection,
+    org: &str,
+    data_plane: &str,
+    spec: &InstanceSpec,
+    restore: &domain::RestoreSpec,
+) -> Result<domain::RestoreSource> {
+    let target = restore
+        .target()
+        .map_err(|(field, m)| ApiError::invalid(&format!("spec.restore.{field}"), m))?;
+    let source = match store::find_instance(conn, org, &restore.from, false).await {
+        Ok(row) => row,
+        Err(ApiError::NotFound(_)) => {
+            return Err(ApiError::invalid(
+                "spec.restore.from",
+                format!("no instance {:?} in this organisation", restore.from),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    if source.data_plane != data_plane {
+        return Err(ApiError::invalid(
+            "spec.restore.from",
+            format!(
+                "{:?} is on data plane {:?}; a restore is made on the data plane that holds the backups",
+                restore.from, source.data_plane
+            ),
+        ));
+    }
+    let live = source.state() != State::Deleted;
+    let catalog = source.backups.map(|b| b.0).unwrap_or_default();
+    catalog
+        .check_target(&target, live, chrono::Utc::now())
+        .map_err(|m| {
+            let field = match target {
+                domain::RestoreTarget::Lsn(_) => "spec.restore.lsn",
+                domain::RestoreTarget::Time(_) => "spec.restore.at",
+                domain::RestoreTarget::Latest => "spec.restore.from",
+            };
+            ApiError::invalid(
+                field,
+                format!("cannot restore {:?} there: {m}", restore.from),
+            )
+        })?;
+    let missing: Vec<&str> = source
+        .spec
+        .0
+        .extension_names()
+        .filter(|e| !spec.has_extension(e))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::invalid(
+            "spec.extensions",
+            format!(
+                "{:?} has extensions {} that this spec does not list; a restored instance keeps its source's extensions, so list them",
+                restore.from,
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(domain::RestoreSource {
+        instance_id: source.id,
+        target,
+        live,
+    })
+}
+
+/// Asks the data plane for a full backup now. Moves no state; the history
+/// records the request, and later the backup's outcome.
+pub async fn request_backup(state: &AppState, caller: &Caller, name: &str) -> Result<Instance> {
+    let mut tx = state.pool.begin().await?;
+    let row = store::find_instance(&mut tx, &caller.org, name, true).await?;
+    let current = row.state();
+    match current {
+        State::Deleted => {
+            return Err(ApiError::Deleted {
+                name: name.to_owned(),
+            })
+        }
+        State::Up | State::Configuring | State::Restarting => {}
+        other => {
+            return Err(ApiError::Conflict(format!(
+                "instance {name:?} is {other}; a backup needs a running server (Up)"
+            )))
+        }
+    }
+    store::record_history(
+        &mut tx,
+        HistoryRecord {
+            instance_id: row.id,
+            from: Some(current),
+            event: "Backup",
+            to: current,
+            generation: row.generation,
+            actor: &caller.actor(),
+            detail: Some("full backup requested"),
+        },
+    )
+    .await?;
+    enqueue(state, &mut tx, &row, EventKind::Backup, false).await?;
+    tx.commit().await?;
+    Ok(row.into_api())
 }
 
 /// Refuses a data plane that has no queue: one no conductor has registered,

@@ -2,8 +2,8 @@
 //! call [`crate::commands`] or the store, answer.
 
 use api::{
-    CreateInstance, CreateSource, CreateToken, Credentials, DriftReport, ErrorBody, History,
-    Instance, InstanceList, Source, SourceList, SourceStatus, SyncRecord, TokenCreated,
+    BackupList, CreateInstance, CreateSource, CreateToken, Credentials, DriftReport, ErrorBody,
+    History, Instance, InstanceList, Source, SourceList, SourceStatus, SyncRecord, TokenCreated,
     UpdateInstance,
 };
 use axum::extract::rejection::JsonRejection;
@@ -37,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/instances/{name}/start", post(start_instance))
         .route("/api/v1/instances/{name}/history", get(instance_history))
         .route(
+            "/api/v1/instances/{name}/backups",
+            get(instance_backups).post(backup_instance),
+        )
+        .route(
             "/api/v1/instances/{name}/credentials",
             get(instance_credentials),
         )
@@ -56,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
+        .merge(crate::console::router())
         .layer(axum::middleware::from_fn(nul_in_path_is_not_found))
         .with_state(state)
 }
@@ -153,7 +158,7 @@ async fn update_instance(
 ) -> Result<Json<Instance>> {
     let req = body(json)?;
     let cmd = Command::Update {
-        spec: req.spec,
+        spec: Box::new(req.spec),
         expected_generation: req.expected_generation,
     };
     Ok(Json(commands::execute(&state, &caller, &name, cmd).await?))
@@ -220,6 +225,36 @@ async fn instance_history(
     Ok(Json(History { items }))
 }
 
+#[utoipa::path(post, path = "/api/v1/instances/{name}/backups", params(("name" = String, Path)),
+    responses((status = 202, body = Instance), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn backup_instance(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Instance>)> {
+    let instance = commands::request_backup(&state, &caller, &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(instance)))
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/backups", params(("name" = String, Path)),
+    responses((status = 200, body = BackupList)), security(("bearer" = [])))]
+async fn instance_backups(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<BackupList>> {
+    let mut conn = state.pool.acquire().await?;
+    let row = store::find_instance(&mut conn, &caller.org, &name, false).await?;
+    let live = row.state() != domain::State::Deleted;
+    let catalog = row.backups.map(|b| b.0).unwrap_or_default();
+    Ok(Json(BackupList {
+        restorable_from: catalog.restorable_from(),
+        restorable_until: if live { None } else { catalog.restorable_until },
+        items: catalog.backups,
+        archive: row.observed.and_then(|o| o.0.archive),
+    }))
+}
+
 #[utoipa::path(get, path = "/api/v1/instances/{name}/credentials", params(("name" = String, Path)),
     responses((status = 200, body = Credentials), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 async fn instance_credentials(
@@ -245,6 +280,11 @@ async fn instance_credentials(
             row.state()
         )));
     };
+    Ok(Json(credentials(info, password)))
+}
+
+/// An instance's credentials, with the URI a client connects with.
+pub(crate) fn credentials(info: domain::ConnectionInfo, password: String) -> Credentials {
     let uri = format!(
         "postgres://{}:{}@{}:{}/{}",
         info.user,
@@ -253,14 +293,14 @@ async fn instance_credentials(
         info.port,
         info.database
     );
-    Ok(Json(Credentials {
+    Credentials {
         host: info.host,
         port: info.port,
         database: info.database,
         user: info.user,
         password,
         uri,
-    }))
+    }
 }
 
 fn percent_encode(s: &str) -> String {
@@ -421,8 +461,9 @@ async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
     info(title = "pgplane", description = "Declarative managed Postgres: the control-plane API."),
     paths(create_instance, list_instances, get_instance, update_instance, restart_instance,
           stop_instance, start_instance, delete_instance, instance_history, instance_credentials,
+          backup_instance, instance_backups,
           create_token, drift_report, create_source, list_sources, source_status, delete_source,
-          sync_source, source_webhook),
+          sync_source, source_webhook, crate::console::events::stream),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -1,6 +1,8 @@
 //! pgplane's control plane.
 //!
 //! - [`http`]: the axum API under `/api/v1` (bearer tokens per organisation).
+//! - [`console`]: the web console at `/` (sessions opened with a token) and
+//!   the event stream `GET /api/v1/events`.
 //! - [`commands`]: user commands through the state machine, each in one
 //!   transaction together with its PGMQ event.
 //! - [`status`]: data-plane reports through the state machine.
@@ -9,6 +11,7 @@
 
 pub mod auth;
 pub mod commands;
+pub mod console;
 pub mod drift;
 pub mod error;
 pub mod http;
@@ -42,6 +45,8 @@ pub struct AppState {
     pub max_instances_per_org: u32,
     /// Opens the secrets stored sealed (instance passwords, webhook secrets).
     pub keyring: std::sync::Arc<queue::sealed::Keyring>,
+    /// Instance changes for `GET /api/v1/events` and the console.
+    pub events: console::events::Events,
 }
 
 /// [`Settings::max_instances_per_org`] unless configured.
@@ -97,6 +102,7 @@ impl AppState {
     ) -> AppState {
         AppState {
             keyring: std::sync::Arc::new(keyring),
+            events: console::events::Events::new(pool.clone()),
             queues: Queues::new(pool.clone()).await,
             pool,
             default_data_plane: default_data_plane.to_owned(),
@@ -262,8 +268,13 @@ pub async fn run(
         let _ = tx.send(addr);
     }
     let shutdown = cancel.clone();
+    let events = state.events.clone();
     let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            // Event streams never end by themselves.
+            events.close();
+        })
         .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "HTTP server failed");

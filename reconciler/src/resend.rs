@@ -33,17 +33,16 @@ pub async fn run(state: AppState, every: Duration, overdue: Duration, cancel: Ca
 /// is older than `overdue`. Returns how many were re-sent.
 pub async fn resend_overdue(state: &AppState, overdue: Duration) -> Result<usize> {
     let mut tx = state.pool.begin().await?;
-    let rows: Vec<(InstanceRow, String, i32)> = sqlx::query_as::<_, InstanceRowWithEvent>(
-        "select id, org, name, data_plane, owner, state, spec, generation, observed_generation,
-                observed, observed_at, connection, error, restart_reasons, created_at, updated_at, last_event,
-                resends
+    let rows: Vec<(InstanceRow, String, i32)> = sqlx::query_as::<_, InstanceRowWithEvent>(&format!(
+        "select {}, last_event, resends
          from instances
          where state in ('Submitted', 'Configuring', 'Restarting', 'Stopping', 'Starting', 'Deleting')
            and observed_generation < generation
            and last_event_at < now() - make_interval(secs => $1)
          order by last_event_at limit 500
          for update skip locked",
-    )
+        store::COLUMNS
+    ))
     .bind(overdue.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?

@@ -451,7 +451,7 @@ async fn apply_entry(
             }
             if outcome.is_ok() {
                 let cmd = Command::Update {
-                    spec: spec.clone(),
+                    spec: Box::new(spec.clone()),
                     expected_generation: None,
                 };
                 outcome = commands::execute(state, caller, &entry.name, cmd).await.map(|_| ());

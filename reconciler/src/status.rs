@@ -161,6 +161,7 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
                 observed_generation = $4,
                 resends = case when $4 > observed_generation then 0 else resends end,
                 connection = case when $7 then null else coalesce($5, connection) end,
+                backups = coalesce($8, backups),
                 error = $6, updated_at = now()
          where id = $1",
     )
@@ -171,8 +172,30 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     .bind(connection)
     .bind(&error)
     .bind(gone)
+    .bind(report.backups.as_ref().map(Json))
     .execute(&mut *tx)
     .await?;
+    if report.kind == domain::ReportKind::Backup {
+        // A backup moves no state; the history says how it went.
+        let (event, detail) = match (&report.error, &report.note) {
+            (Some(e), _) => ("BackupFailed", e.as_str()),
+            (None, Some(n)) => ("BackedUp", n.as_str()),
+            (None, None) => ("BackedUp", "full backup taken"),
+        };
+        store::record_history(
+            &mut tx,
+            HistoryRecord {
+                instance_id: row.id,
+                from: Some(current),
+                event,
+                to: current,
+                generation: row.generation,
+                actor: &format!("data-plane:{}", row.data_plane),
+                detail: Some(detail),
+            },
+        )
+        .await?;
+    }
 
     if let (Some(ev), Some(to), true) = (event, next, settled.record) {
         let detail = [&report.error, &report.note, &report.prediction_note]

@@ -3,7 +3,9 @@
 
 use api::{HistoryEntry, Instance};
 use chrono::{DateTime, Utc};
-use domain::{ConnectionInfo, EventKind, InstanceSpec, ObservedSpec, State};
+use domain::{
+    BackupCatalog, ConnectionInfo, EventKind, InstanceSpec, ObservedSpec, RestoreSource, State,
+};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -26,6 +28,8 @@ pub struct InstanceRow {
     pub connection: Option<Json<ConnectionInfo>>,
     pub error: Option<String>,
     pub restart_reasons: Json<Vec<String>>,
+    pub backups: Option<Json<BackupCatalog>>,
+    pub restore_source: Option<Json<RestoreSource>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -38,7 +42,12 @@ impl InstanceRow {
 
     pub fn into_api(self) -> Instance {
         let state = self.state();
+        let backup = self
+            .backups
+            .as_ref()
+            .map(|b| api::BackupSummary::of(&b.0, state != State::Deleted));
         Instance {
+            backup,
             id: self.id,
             org: self.org,
             name: self.name,
@@ -59,9 +68,11 @@ impl InstanceRow {
     }
 }
 
-const COLUMNS: &str =
+/// The columns of an [`InstanceRow`], for queries that read one.
+pub(crate) const COLUMNS: &str =
     "id, org, name, data_plane, owner, state, spec, generation, observed_generation, \
-     observed, observed_at, connection, error, restart_reasons, created_at, updated_at";
+     observed, observed_at, connection, error, restart_reasons, backups, restore_source, \
+     created_at, updated_at";
 
 /// The instance a name (or id) refers to in an organisation: the live one,
 /// else the most recently deleted one (so a deleted instance answers
@@ -131,6 +142,7 @@ pub async fn list_instances(
 }
 
 pub struct NewInstance<'a> {
+    pub restore_source: Option<&'a RestoreSource>,
     pub id: Uuid,
     pub org: &'a str,
     pub name: &'a str,
@@ -142,8 +154,8 @@ pub struct NewInstance<'a> {
 
 pub async fn insert_instance(conn: &mut PgConnection, new: NewInstance<'_>) -> Result<InstanceRow> {
     Ok(sqlx::query_as::<_, InstanceRow>(&format!(
-        "insert into instances (id, org, name, data_plane, owner, state, spec, generation)
-         values ($1, $2, $3, $4, $5, $6, $7, 1) returning {COLUMNS}"
+        "insert into instances (id, org, name, data_plane, owner, state, spec, generation, restore_source)
+         values ($1, $2, $3, $4, $5, $6, $7, 1, $8) returning {COLUMNS}"
     ))
     .bind(new.id)
     .bind(new.org)
@@ -152,6 +164,7 @@ pub async fn insert_instance(conn: &mut PgConnection, new: NewInstance<'_>) -> R
     .bind(new.owner)
     .bind(new.state.as_str())
     .bind(Json(new.spec))
+    .bind(new.restore_source.map(Json))
     .fetch_one(&mut *conn)
     .await?)
 }

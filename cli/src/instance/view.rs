@@ -104,6 +104,39 @@ pub fn details(inst: &Instance, now: DateTime<Utc>) -> String {
         }
     }
     d.field("Connection", connection(inst));
+    d.section("Backups", |d| {
+        let spec = &inst.spec.backup;
+        d.field("Schedule", &spec.schedule)
+            .field("Retention", spec.retention.to_string());
+        if let Some(r) = &inst.spec.restore {
+            let point =
+                r.at.clone()
+                    .or(r.lsn.clone())
+                    .unwrap_or_else(|| "latest".to_owned());
+            d.field("Restored from", format!("{} at {point}", r.from));
+        }
+        match &inst.backup {
+            None => {
+                d.field("Backups", "none reported yet");
+            }
+            Some(b) => {
+                d.field("Backups", b.count.to_string());
+                if let Some(last) = &b.last {
+                    d.field(
+                        "Last backup",
+                        format!("{} ({})", last.id, when(last.stopped_at, now)),
+                    );
+                }
+                d.field(
+                    "Restorable",
+                    restorable(b.restorable_from, b.restorable_until),
+                );
+            }
+        }
+        if let Some(a) = inst.observed.as_ref().and_then(|o| o.archive.as_ref()) {
+            d.field("WAL archiving", archiving(a, now));
+        }
+    });
     d.field("Error", inst.error.clone().unwrap_or_default());
     if inst.restart_reasons.is_empty() {
         d.field("Restart reasons", "");
@@ -210,6 +243,82 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
+/// `from … to …` of a restore window (`now` while the instance runs).
+fn restorable(from: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> String {
+    match from {
+        None => "not yet (no completed backup)".to_owned(),
+        Some(from) => format!(
+            "{} to {}",
+            domain::backup::stamp(from),
+            until.map_or_else(|| "now".to_owned(), domain::backup::stamp)
+        ),
+    }
+}
+
+/// How WAL archiving is doing, in one line.
+fn archiving(a: &domain::ArchiveStatus, now: DateTime<Utc>) -> String {
+    let mut s = if a.mode != "on" {
+        format!("OFF (archive_mode = {})", a.mode)
+    } else if a.failing() {
+        format!(
+            "FAILING: {} failed {}; {} archived",
+            a.last_failed_wal.as_deref().unwrap_or("a segment"),
+            a.last_failed_at.map(|t| when(t, now)).unwrap_or_default(),
+            a.archived_count
+        )
+    } else {
+        format!(
+            "ok: {} segments archived{}",
+            a.archived_count,
+            a.last_archived_at
+                .map(|t| format!(", last {}", when(t, now)))
+                .unwrap_or_default()
+        )
+    };
+    for o in &a.overridden {
+        s.push_str(&format!("; ignored: {o}"));
+    }
+    s
+}
+
+/// `backups`: one row per backup, then the restore window.
+pub fn backups(list: &api::BackupList) -> String {
+    let mut t = crate::output::Table::new([
+        "ID", "TYPE", "STARTED", "STOPPED", "LSN", "SIZE", "STORED", "STATUS",
+    ]);
+    for b in &list.items {
+        t.row(vec![
+            b.id.clone(),
+            b.kind.clone(),
+            domain::backup::stamp(b.started_at),
+            domain::backup::stamp(b.stopped_at),
+            format!("{}-{}", b.start_lsn, b.stop_lsn),
+            bytes(b.size_bytes),
+            bytes(b.repository_bytes),
+            b.status.clone(),
+        ]);
+    }
+    let mut out = if list.items.is_empty() {
+        "no backups yet\n".to_owned()
+    } else {
+        t.render()
+    };
+    out.push_str(&format!(
+        "restorable: {}\n",
+        restorable(list.restorable_from, list.restorable_until)
+    ));
+    out
+}
+
+fn bytes(n: u64) -> String {
+    let mib = n as f64 / (1024.0 * 1024.0);
+    if mib >= 1024.0 {
+        format!("{:.1} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.1} MiB")
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -238,6 +347,7 @@ pub(crate) mod tests {
             connection: None,
             error: None,
             restart_reasons: Vec::new(),
+            backup: None,
             created_at: t0(),
             updated_at: t0(),
         }
@@ -270,6 +380,7 @@ pub(crate) mod tests {
             running: true,
             pending_restart: vec![],
             superuser_access: Some(false),
+            archive: None,
         });
         inst.observed_at = Some(t0() + chrono::Duration::seconds(30));
         inst
@@ -333,6 +444,10 @@ Observed:
   Config:
     work_mem = 16384kB
 Connection:          127.0.0.1:54321 (database postgres, user postgres)
+Backups:
+  Schedule:          0 0 * * *
+  Retention:         7d
+  Backups:           none reported yet
 Error:               -
 Restart reasons:
   - shared_buffers changed

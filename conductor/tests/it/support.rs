@@ -72,6 +72,7 @@ pub fn event(id: Uuid, generation: i64, kind: EventKind, spec: InstanceSpec) -> 
         kind,
         spec,
         restart_predicted: false,
+        restore_from: None,
     }
 }
 

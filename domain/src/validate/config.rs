@@ -5,7 +5,7 @@
 //! also what the data planes' `initdb` leaves for these parameters.
 //!
 //! Rules, each reported at the parameter that breaks it:
-//! - `wal_level = minimal` needs `max_wal_senders = 0` and `archive_mode = off`;
+//! - `wal_level = minimal` is refused: every instance's WAL is archived;
 //! - `superuser_reserved_connections` < `max_connections`;
 //! - `max_connections + autovacuum_max_workers + 1 + max_worker_processes +
 //!   max_wal_senders` ≤ 262143 (`MAX_BACKENDS`);
@@ -136,25 +136,10 @@ impl<'a> Config<'a> {
 }
 
 fn check_wal_level_minimal(c: &Config, errs: &mut ValidationErrors) {
-    if c.word("wal_level").as_deref() != Some("minimal") {
-        return;
-    }
-    if c.number("max_wal_senders").is_some_and(|n| n > 0.0) {
+    if c.word("wal_level").as_deref() == Some("minimal") {
         errs.push(
             c.path("wal_level"),
-            format!(
-                "wal_level = minimal needs max_wal_senders = 0, not {}: PostgreSQL refuses to start with WAL streaming at wal_level minimal",
-                c.shown("max_wal_senders")
-            ),
-        );
-    }
-    if c.word("archive_mode").is_some_and(|m| m != "off") {
-        errs.push(
-            c.path("wal_level"),
-            format!(
-                "wal_level = minimal needs archive_mode = off, not {}: PostgreSQL refuses to start archiving WAL at wal_level minimal",
-                c.shown("archive_mode")
-            ),
+            "wal_level = minimal cannot be archived, and every instance's WAL is archived for its backups: use replica (the default) or logical",
         );
     }
 }
@@ -377,17 +362,11 @@ mod tests {
     fn combinations_postgres_refuses_to_start_with() {
         let cases: &[Case] = &[
             (
-                &[("wal_level", "minimal")],
+                &[("WAL_LEVEL", "Minimal"), ("max_wal_senders", "0")],
                 "1Gi",
-                &[("spec.config.wal_level", "wal_level = minimal needs max_wal_senders = 0, not 10 (the default): PostgreSQL refuses to start with WAL streaming at wal_level minimal")],
+                &[("spec.config.WAL_LEVEL", "wal_level = minimal cannot be archived, and every instance's WAL is archived for its backups: use replica (the default) or logical")],
             ),
-            (&[("wal_level", "minimal"), ("max_wal_senders", "0")], "1Gi", &[]),
-            (
-                &[("WAL_LEVEL", "Minimal"), ("max_wal_senders", "0"), ("archive_mode", "always")],
-                "1Gi",
-                &[("spec.config.WAL_LEVEL", "wal_level = minimal needs archive_mode = off, not always: PostgreSQL refuses to start archiving WAL at wal_level minimal")],
-            ),
-            (&[("wal_level", "logical"), ("archive_mode", "on")], "1Gi", &[]),
+            (&[("wal_level", "logical")], "1Gi", &[]),
             (
                 &[("superuser_reserved_connections", "100")],
                 "1Gi",
@@ -480,12 +459,6 @@ mod tests {
 
     #[test]
     fn rules_skip_values_not_known_yet() {
-        assert!(errors(
-            &[("wal_level", "minimal")],
-            "1Gi",
-            &["spec.config.max_wal_senders"]
-        )
-        .is_empty());
         assert!(errors(
             &[("shared_buffers", "2GB")],
             "1Gi",

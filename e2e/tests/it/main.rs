@@ -2,6 +2,8 @@
 //! (`cargo build --bins`; `scripts/test.sh` does).
 
 mod agent;
+mod backups;
+mod console;
 mod crash;
 mod first_hour;
 mod gitops;

@@ -27,7 +27,7 @@ fn config_values_and_combinations_are_checked_at_their_lines() {
         errs,
         [
             "instances/a.yaml:7:5: spec.config.shared_buffers: must be at most 80% of resources.memory 1Gi (819MB): shared buffers count against the instance's memory limit, and connections, work_mem and maintenance need the rest (got 4TB)",
-            "instances/a.yaml:8:5: spec.config.wal_level: wal_level = minimal needs max_wal_senders = 0, not 10 (the default): PostgreSQL refuses to start with WAL streaming at wal_level minimal",
+            "instances/a.yaml:8:5: spec.config.wal_level: wal_level = minimal cannot be archived, and every instance's WAL is archived for its backups: use replica (the default) or logical",
             "instances/a.yaml:9:5: spec.config.huge_pages: huge_pages = on needs huge pages reserved on the host, which pgplane's data planes do not do, so the server would not start; use try (the default) or off",
             "instances/a.yaml:10:5: spec.config.work_mem: \"16mb\" has an invalid unit \"mb\": use B, kB, MB, GB or TB (case-sensitive); did you mean \"16MB\"?",
         ]

@@ -136,6 +136,7 @@ pub fn instance(name: &str, owner: &str, spec: InstanceSpec) -> Instance {
         observed_at: None,
         connection: None,
         error: None,
+        backup: None,
         restart_reasons: Vec::new(),
         created_at: now,
         updated_at: now,

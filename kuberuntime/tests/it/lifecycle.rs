@@ -149,7 +149,7 @@ async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(
         &caller,
         "orders",
         Command::Update {
-            spec,
+            spec: Box::new(spec),
             expected_generation: None,
         },
     )
@@ -176,6 +176,7 @@ async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(
         kind: domain::EventKind::Update,
         spec: updated.spec.clone(),
         restart_predicted: false,
+        restore_from: None,
     };
     let applied = conductor::Runtime::apply(runtime.as_ref(), &again)
         .await

@@ -85,6 +85,8 @@ pub fn spec_from(v: &Value, base: Option<&InstanceSpec>) -> Option<InstanceSpec>
             Value::Bool(b) => *b,
             _ => return None,
         },
+        backup: base.backup.clone(),
+        restore: base.restore.clone(),
     })
 }
 

@@ -95,7 +95,7 @@ async fn bad_config_is_422_naming_each_parameter(pool: PgPool) {
     );
     let message = |p: &str| &fields.iter().find(|(q, _)| q == p).unwrap().1;
     assert!(message("spec.config.shared_buffers").contains("at most 80% of resources.memory 1Gi"));
-    assert!(message("spec.config.wal_level").contains("needs max_wal_senders = 0"));
+    assert!(message("spec.config.wal_level").contains("wal_level = minimal cannot be archived"));
     assert!(message("spec.config.huge_pages").contains("use try (the default) or off"));
     assert!(message("spec.config.shared_preload_libraries").contains("known: auth_delay"));
     assert_eq!(

@@ -4,6 +4,7 @@
 
 mod api;
 mod config_validation;
+mod console;
 mod fuzz;
 mod hardening;
 mod isolation;

@@ -19,6 +19,7 @@ pub async fn report(t: &TestApp, id: &str, generation: i64, kind: &str) {
         restarted: false,
         prediction_note: None,
         note: None,
+        backups: None,
     };
     reconciler::status::apply_report(&t.state, &report)
         .await
@@ -183,6 +184,7 @@ async fn a_redelivered_report_records_nothing_and_a_note_is_recorded(pool: PgPoo
         restarted: false,
         prediction_note: None,
         note: Some("crashed: killed by signal 9 (SIGKILL); restarted in 0.2 s".into()),
+        backups: None,
     };
     reconciler::status::apply_report(&t.state, &recovered)
         .await
