@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup-terraform.sh
+bash scripts/setup-s3.sh       # moto's S3 server for the backup tests (PyPI, cached)
 bash scripts/setup-kube.sh >/dev/null  # envtest kube-apiserver for operator tests (~13 min cold, cached)
 eval "$(bash scripts/test-db.sh)"
 export DATABASE_URL

@@ -45,13 +45,108 @@ const RECOVERY_SETTINGS: &[&str] = &[
     "archive_mode",
 ];
 
+/// Where a data plane keeps WAL and backups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repository {
+    /// A directory on this machine (another disk, ideally).
+    Directory(PathBuf),
+    /// A bucket of an S3-compatible object store.
+    S3(S3Repository),
+}
+
+/// An S3-compatible bucket. The credentials reach pgBackRest through its
+/// environment only: never a file, a command line, a log or a message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Repository {
+    /// Host name or address of the endpoint (HTTPS).
+    pub host: String,
+    pub port: u16,
+    pub bucket: String,
+    pub region: String,
+    /// The prefix inside the bucket, e.g. `/pgplane`.
+    pub path: String,
+    /// Whether the endpoint's TLS certificate is verified.
+    pub verify_tls: bool,
+    pub key: Secret,
+    pub key_secret: Secret,
+}
+
+impl std::fmt::Debug for S3Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Repository")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("path", &self.path)
+            .field("verify_tls", &self.verify_tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Repository {
+    /// pgBackRest's options for the repository (credentials excepted).
+    fn options(&self) -> Vec<String> {
+        match self {
+            Repository::Directory(dir) => vec![format!("--repo1-path={}", dir.display())],
+            Repository::S3(s3) => vec![
+                "--repo1-type=s3".to_owned(),
+                format!("--repo1-path={}", s3.path),
+                format!("--repo1-s3-bucket={}", s3.bucket),
+                format!("--repo1-s3-endpoint={}", s3.host),
+                format!("--repo1-storage-port={}", s3.port),
+                format!("--repo1-s3-region={}", s3.region),
+                "--repo1-s3-uri-style=path".to_owned(),
+                format!(
+                    "--repo1-storage-verify-tls={}",
+                    if s3.verify_tls { "y" } else { "n" }
+                ),
+            ],
+        }
+    }
+
+    /// The same, as lines of a configuration file.
+    fn config_lines(&self) -> String {
+        self.options()
+            .iter()
+            .map(|o| format!("{}\n", o.trim_start_matches("--")))
+            .collect()
+    }
+
+    /// The credentials, as pgBackRest's environment.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Repository::Directory(_) => Vec::new(),
+            Repository::S3(s3) => vec![
+                ("PGBACKREST_REPO1_S3_KEY", s3.key.expose().to_owned()),
+                (
+                    "PGBACKREST_REPO1_S3_KEY_SECRET",
+                    s3.key_secret.expose().to_owned(),
+                ),
+            ],
+        }
+    }
+
+    /// Whether every instance's OS user holds credentials that reach every
+    /// instance's backups (an object store), rather than only its own stanza.
+    pub fn is_shared_credential(&self) -> bool {
+        matches!(self, Repository::S3(_))
+    }
+
+    fn directory(&self) -> Option<&Path> {
+        match self {
+            Repository::Directory(d) => Some(d),
+            Repository::S3(_) => None,
+        }
+    }
+}
+
 /// How one instance archives and where its backups go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Archiving {
     /// The `pgbackrest` program.
     pub pgbackrest: PathBuf,
-    /// The repository's root directory.
-    pub repository: PathBuf,
+    pub repository: Repository,
     /// The instance's stanza (its directory name, stable for its life).
     pub stanza: String,
     pub retention: Retention,
@@ -71,17 +166,24 @@ impl Archiving {
             })
     }
 
-    fn stanza_dirs(&self) -> [PathBuf; 2] {
-        [
-            self.repository.join("archive").join(&self.stanza),
-            self.repository.join("backup").join(&self.stanza),
-        ]
+    /// The stanza's directories, in a directory repository.
+    fn stanza_dirs(&self) -> Vec<PathBuf> {
+        match self.repository.directory() {
+            Some(repo) => vec![
+                repo.join("archive").join(&self.stanza),
+                repo.join("backup").join(&self.stanza),
+            ],
+            None => Vec::new(),
+        }
     }
 }
 
-/// Creates the repository's shared directories: 0711, so instances can
-/// reach their own stanza and list nothing.
-pub fn prepare_repository(repository: &Path) -> Result<()> {
+/// Creates a directory repository's shared directories: 0711, so
+/// instances can reach their own stanza and list nothing.
+pub fn prepare_repository(repository: &Repository) -> Result<()> {
+    let Some(repository) = repository.directory() else {
+        return Ok(());
+    };
     for dir in [
         repository.to_path_buf(),
         repository.join("archive"),
@@ -97,7 +199,10 @@ pub fn prepare_repository(repository: &Path) -> Result<()> {
 /// Hands a deleted instance's stanza to this process's user (0700): its OS
 /// user is gone, and the next user created may get the same uid, which must
 /// not inherit another instance's backups. Restores read it as this process.
-pub fn seal_stanza(repository: &Path, stanza: &str) -> Result<()> {
+pub fn seal_stanza(repository: &Repository, stanza: &str) -> Result<()> {
+    let Some(repository) = repository.directory() else {
+        return Ok(());
+    };
     let me = nix::unistd::getuid().as_raw();
     let group = nix::unistd::getgid().as_raw();
     for dir in [
@@ -117,7 +222,39 @@ pub fn seal_stanza(repository: &Path, stanza: &str) -> Result<()> {
 
 /// Removes a stanza's backups and archive (its instance is gone and its
 /// retention has passed).
-pub fn remove_stanza(repository: &Path, stanza: &str) -> Result<()> {
+pub fn remove_stanza(pgbackrest: &Path, repository: &Repository, stanza: &str) -> Result<()> {
+    let Some(repository) = repository.directory() else {
+        // An object store: pgBackRest removes the stanza (stopped first).
+        let lock = std::env::temp_dir().join("pgplane-pgbackrest-lock");
+        let mut base = repository.options();
+        base.push(format!("--stanza={stanza}"));
+        base.push(format!("--lock-path={}", lock.display()));
+        base.push("--log-level-console=off".to_owned());
+        base.push("--log-level-stderr=warn".to_owned());
+        base.push(format!(
+            "--pg1-path={}",
+            std::env::temp_dir()
+                .join(format!("pgplane-gone-{stanza}"))
+                .display()
+        ));
+        for command in [
+            vec!["stop"],
+            vec!["--force", "stanza-delete"],
+            vec!["start"],
+        ] {
+            let mut args = base.clone();
+            args.extend(command.into_iter().map(str::to_owned));
+            let mut cmd = Command::new(pgbackrest);
+            cmd.envs(repository.env());
+            run_blocking(
+                pgbackrest,
+                cmd,
+                &args,
+                "removing the backups of a deleted instance",
+            )?;
+        }
+        return Ok(());
+    };
     for dir in [
         repository.join("archive").join(stanza),
         repository.join("backup").join(stanza),
@@ -135,24 +272,20 @@ pub fn remove_stanza(repository: &Path, stanza: &str) -> Result<()> {
 /// stanza). An unknown stanza has none.
 pub async fn catalog_of(
     pgbackrest: &Path,
-    repository: &Path,
+    repository: &Repository,
     stanza: &str,
 ) -> Result<BackupCatalog> {
-    let args = vec![
-        format!("--repo1-path={}", repository.display()),
+    let mut args = repository.options();
+    args.extend([
         format!("--stanza={stanza}"),
         "--log-level-console=off".to_owned(),
         "--log-level-stderr=error".to_owned(),
         "--output=json".to_owned(),
         "info".to_owned(),
-    ];
-    let out = run(
-        pgbackrest,
-        Command::new(pgbackrest),
-        args,
-        "reading the backup catalog",
-    )
-    .await?;
+    ]);
+    let mut cmd = Command::new(pgbackrest);
+    cmd.envs(repository.env());
+    let out = run(pgbackrest, cmd, args, "reading the backup catalog").await?;
     parse_info(&out)
 }
 
@@ -245,6 +378,15 @@ impl Agent {
         ]
     }
 
+    /// The postmaster's environment for archiving (the repository's
+    /// credentials, for `archive_command`).
+    pub(crate) fn archive_env(&self) -> Vec<(&'static str, String)> {
+        self.archiving
+            .as_ref()
+            .map(|a| a.repository.env())
+            .unwrap_or_default()
+    }
+
     /// Writes the instance's pgBackRest configuration (its own 0700
     /// directory) and makes its stanza's directories. Cheap; done before
     /// every start and every backup, so retention follows the spec.
@@ -279,7 +421,7 @@ impl Agent {
         let text = format!(
             "# Managed by pgplane; rewritten before every start and backup.\n\
              [global]\n\
-             repo1-path={repo}\n\
+             {repo}\
              repo1-retention-full-type={kind}\n\
              repo1-retention-full={n}\n\
              lock-path={lock}\n\
@@ -295,7 +437,7 @@ impl Agent {
              pg1-port={port}\n\
              pg1-socket-path={socket}\n\
              pg1-user={ADMIN_ROLE}\n",
-            repo = a.repository.display(),
+            repo = a.repository.config_lines(),
             lock = dir.join("lock").display(),
             archive_timeout = ARCHIVE_DEADLINE.as_secs(),
             stanza = a.stanza,
@@ -326,7 +468,9 @@ impl Agent {
             format!("--stanza={}", a.stanza),
         ];
         all.extend(args.iter().map(|s| (*s).to_owned()));
-        run(&a.pgbackrest, self.run_as.command(&a.pgbackrest), all, op).await
+        let mut cmd = self.run_as.command(&a.pgbackrest);
+        cmd.envs(a.repository.env());
+        run(&a.pgbackrest, cmd, all, op).await
     }
 
     /// Creates the instance's stanza (idempotent). `online`: read the
@@ -504,8 +648,8 @@ impl Agent {
         self.prepare_archiving()?;
         let root_lock = layout.backup_dir.join("restore-lock");
         let wal_dir = layout.data_dir.join(RESTORE_WAL_DIR);
-        let mut args = vec![
-            format!("--repo1-path={}", a.repository.display()),
+        let mut args = a.repository.options();
+        args.extend([
             format!("--stanza={source}"),
             format!("--pg1-path={}", layout.tmp_dir.display()),
             format!("--lock-path={}", root_lock.display()),
@@ -516,7 +660,7 @@ impl Agent {
                 "--recovery-option=restore_command=cp \"{}/%f\" \"%p\"",
                 wal_dir.display()
             ),
-        ];
+        ]);
         match target {
             RestoreTarget::Latest => args.push("--type=default".to_owned()),
             RestoreTarget::Time(t) => {
@@ -531,12 +675,9 @@ impl Agent {
             }
         }
         args.push("restore".to_owned());
-        run_blocking(
-            &a.pgbackrest,
-            Command::new(&a.pgbackrest),
-            &args,
-            "restoring",
-        )?;
+        let mut cmd = Command::new(&a.pgbackrest);
+        cmd.envs(a.repository.env());
+        run_blocking(&a.pgbackrest, cmd, &args, "restoring")?;
         let tmp_wal = layout.tmp_dir.join(RESTORE_WAL_DIR);
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -643,54 +784,65 @@ fn fetch_wal(
     dir: &Path,
 ) -> Result<usize> {
     let first = wal_position(set.start_lsn);
-    let archive = a.repository.join("archive").join(source);
-    let mut names = Vec::new();
-    let list = |d: &Path| -> Result<Vec<std::fs::DirEntry>> {
-        std::fs::read_dir(d)
-            .map_err(Error::io("listing", d))?
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(Error::io("listing", d))
+    let common = |extra: &[String]| -> Vec<String> {
+        let mut args = a.repository.options();
+        args.extend([
+            format!("--stanza={source}"),
+            format!("--pg1-path={}", pg_data.display()),
+            format!("--lock-path={}", lock.display()),
+            "--log-level-console=off".to_owned(),
+            "--log-level-stderr=warn".to_owned(),
+        ]);
+        args.extend(extra.iter().cloned());
+        args
     };
-    for db in list(&archive)? {
-        if !db.path().is_dir() {
+    let mut cmd = Command::new(&a.pgbackrest);
+    cmd.envs(a.repository.env());
+    let mut ls = a.repository.options();
+    ls.extend([
+        "--log-level-console=off".to_owned(),
+        "--log-level-stderr=warn".to_owned(),
+        "--recurse".to_owned(),
+        "--output=json".to_owned(),
+        "repo-ls".to_owned(),
+        format!("archive/{source}"),
+    ]);
+    let listing = run_blocking(&a.pgbackrest, cmd, &ls, "listing the WAL archive")?;
+    let files: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&listing)
+        .map_err(|e| Error::Backup {
+            op: "listing the WAL archive",
+            message: format!("pgbackrest repo-ls printed no JSON: {e}"),
+        })?;
+    let mut names = Vec::new();
+    for (path, meta) in &files {
+        if meta["type"] != "file" {
             continue;
         }
-        for entry in list(&db.path())? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".history") {
-                names.push(name);
-            } else if entry.path().is_dir() {
-                for seg in list(&entry.path())? {
-                    let seg = seg.file_name().to_string_lossy().into_owned();
-                    let Some(base) = seg.get(..24) else { continue };
-                    if base.bytes().all(|b| b.is_ascii_hexdigit())
-                        && seg.as_bytes().get(24) == Some(&b'-')
-                        && base[8..] >= first[..]
-                    {
-                        names.push(base.to_owned());
-                    }
-                }
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if name.ends_with(".history") {
+            names.push(name.to_owned());
+        } else if let Some(base) = name.get(..24) {
+            if base.bytes().all(|b| b.is_ascii_hexdigit())
+                && name.as_bytes().get(24) == Some(&b'-')
+                && base[8..] >= first[..]
+            {
+                names.push(base.to_owned());
             }
         }
     }
     names.sort();
     names.dedup();
     for name in &names {
-        let args = vec![
-            format!("--repo1-path={}", a.repository.display()),
-            format!("--stanza={source}"),
-            format!("--pg1-path={}", pg_data.display()),
-            format!("--lock-path={}", lock.display()),
-            "--log-level-console=off".to_owned(),
-            "--log-level-stderr=warn".to_owned(),
-            "archive-get".to_owned(),
-            name.clone(),
-            dir.join(name).display().to_string(),
-        ];
+        let mut cmd = Command::new(&a.pgbackrest);
+        cmd.envs(a.repository.env());
         run_blocking(
             &a.pgbackrest,
-            Command::new(&a.pgbackrest),
-            &args,
+            cmd,
+            &common(&[
+                "archive-get".to_owned(),
+                name.clone(),
+                dir.join(name).display().to_string(),
+            ]),
             "copying WAL for recovery",
         )?;
     }

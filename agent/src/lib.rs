@@ -26,7 +26,9 @@ mod upgrade;
 
 use std::path::{Path, PathBuf};
 
-pub use backup::{catalog_of, prepare_repository, remove_stanza, seal_stanza, Archiving};
+pub use backup::{
+    catalog_of, prepare_repository, remove_stanza, seal_stanza, Archiving, Repository, S3Repository,
+};
 pub use binaries::PostgresBinaries;
 pub use cgroup::{MemoryController, MemoryLimit};
 pub use converge::ConvergeOutcome;

@@ -240,6 +240,7 @@ impl Agent {
             .arg("-D")
             .arg(&layout.data_dir)
             .args(self.archive_options())
+            .envs(self.archive_env())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)

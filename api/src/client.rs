@@ -156,15 +156,77 @@ impl Client {
                 }
             });
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(err) => Err(ClientError::Api {
+        Err(self.error_response(status, content_type, &bytes))
+    }
+
+    /// An error response: the API's error body, or something else answering.
+    fn error_response(
+        &self,
+        status: StatusCode,
+        content_type: Option<String>,
+        bytes: &[u8],
+    ) -> ClientError {
+        match serde_json::from_slice::<ErrorBody>(bytes) {
+            Ok(err) => ClientError::Api {
                 status: status.as_u16(),
                 code: err.code,
                 message: err.message,
                 fields: err.fields,
-            }),
-            Err(_) => Err(self.not_pgplane(status, content_type, &bytes)),
+            },
+            Err(_) => self.not_pgplane(status, content_type, bytes),
         }
+    }
+
+    /// Opens `GET /api/v1/events`: the organisation's instance changes as
+    /// they happen, first those since `since` (the server looks a few
+    /// seconds further back, so some may be older). A control plane without
+    /// the stream answers 404 ([`ClientError::is_not_found`]).
+    pub async fn instance_events(
+        &self,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<crate::events::EventStream, ClientError> {
+        let url = format!("{}{API_PREFIX}/events", self.endpoint);
+        let mut req = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(t) = since {
+            req = req.query(&[("since", t.to_rfc3339())]);
+        }
+        let resp = req.send().await.map_err(|source| {
+            if source.is_builder() {
+                ClientError::InvalidEndpoint {
+                    endpoint: self.endpoint.clone(),
+                    detail: root_cause(&source),
+                }
+            } else {
+                ClientError::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    source,
+                }
+            }
+        })?;
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
+        if status.is_success() && content_type.as_deref() == Some("text/event-stream") {
+            return Ok(crate::events::EventStream::new(resp, self.endpoint.clone()));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
+        if status.is_success() {
+            return Err(self.not_pgplane(status, content_type, &bytes));
+        }
+        Err(self.error_response(status, content_type, &bytes))
     }
 
     fn not_pgplane(

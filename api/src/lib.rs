@@ -3,9 +3,11 @@
 //! provider) share these types, so they cannot drift apart.
 
 pub mod client;
+pub mod events;
 pub mod types;
 
 pub use client::{Client, ClientError};
+pub use events::{EventStream, InstanceEvent, StreamEvent};
 pub use types::*;
 
 /// Prefix of every API route.

@@ -8,6 +8,8 @@
 //!
 //! The control plane runs as the release `pgplane` binary next to this one.
 
+mod backup;
+mod fanout;
 mod harness;
 mod scenarios;
 
@@ -41,6 +43,26 @@ enum Which {
         #[arg(long, default_value_t = 10_000)]
         instances: usize,
     },
+    /// A full backup and a restore (branch) of a pgbench database through
+    /// pgplane, each next to pgBackRest run by hand on the same data, and
+    /// the WAL archive lag under a pgbench write load.
+    Backup {
+        /// pgbench scale: 70 is about 1 GiB.
+        #[arg(long, default_value_t = 70)]
+        scale: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Event-stream fan-out: N clients on GET /api/v1/events while
+    /// instances change state (simulated runtime); delivery p50/p99, RSS.
+    Fanout {
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        #[arg(long, default_value_t = 1000)]
+        changes: usize,
+        #[arg(long, default_value_t = 25)]
+        instances: usize,
+    },
     /// All three with their defaults.
     All,
 }
@@ -57,6 +79,12 @@ fn main() -> anyhow::Result<()> {
                 scenarios::throughput(updates, instances).await
             }
             Which::Memory { instances } => scenarios::memory(instances).await,
+            Which::Fanout {
+                clients,
+                changes,
+                instances,
+            } => fanout::fanout(clients, changes, instances).await,
+            Which::Backup { scale, runs } => backup::backup(scale, runs).await,
             Which::All => {
                 scenarios::create(11).await?;
                 scenarios::throughput(1000, 50).await?;

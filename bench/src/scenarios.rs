@@ -11,9 +11,9 @@ use futures::stream::{self, StreamExt};
 
 use crate::harness::*;
 
-const POLL: Duration = Duration::from_millis(2);
+pub(crate) const POLL: Duration = Duration::from_millis(2);
 
-async fn start_up(dir: &Path) -> anyhow::Result<(Pgplane, Client)> {
+pub(crate) async fn start_up(dir: &Path) -> anyhow::Result<(Pgplane, Client)> {
     let data_dir = dir.join("up");
     let listen = format!("127.0.0.1:{}", free_port()?);
     let up = Pgplane::spawn(
@@ -33,7 +33,7 @@ async fn start_up(dir: &Path) -> anyhow::Result<(Pgplane, Client)> {
 }
 
 /// Polls until the instance is in `state` at its current generation.
-async fn wait_for(
+pub(crate) async fn wait_for(
     client: &Client,
     id: &str,
     state: State,

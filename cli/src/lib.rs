@@ -2,6 +2,7 @@
 //! and calls into the library crates.
 
 pub mod agent;
+pub mod backup_repo;
 pub mod drift;
 pub mod instance;
 pub mod output;

@@ -105,11 +105,10 @@ pub struct ConductorArgs {
     /// ephemeral range, 32768-60999 on Linux).
     #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = crate::up::parse_port_range)]
     pub instance_ports: std::ops::RangeInclusive<u16>,
-    /// The backup repository (a directory) the local runtime's instances
-    /// archive WAL to and keep full backups in (pgBackRest). Without it,
+    /// Without --backup-repo or --backup-s3-endpoint the local runtime's
     /// instances are not backed up.
-    #[arg(long, value_name = "PATH", env = "PGPLANE_BACKUP_REPO")]
-    pub backup_repo: Option<PathBuf>,
+    #[command(flatten)]
+    pub backups: crate::backup_repo::BackupRepoArgs,
     /// Run each server in a cgroup limited to its `resources.memory`
     /// (needs root and the kernel's memory controller).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -200,7 +199,7 @@ pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
                     restart_backoff: conductor::local::DEFAULT_RESTART_BACKOFF,
                     enforce_memory: args.enforce_memory,
                     ports: args.instance_ports,
-                    backup_repository: args.backup_repo,
+                    backup_repository: args.backups.repository(None)?,
                 })
                 .await?,
             );

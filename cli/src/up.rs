@@ -50,12 +50,9 @@ pub struct UpArgs {
     /// programs' outgoing connections would take ports instances need.
     #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = parse_port_range)]
     pub instance_ports: std::ops::RangeInclusive<u16>,
-    /// The backup repository: every instance archives its WAL here
-    /// continuously and keeps its full backups here (pgBackRest). Put it on
-    /// another disk than the data directory to survive losing that disk.
-    /// Default: DATA_DIR/backups.
-    #[arg(long, value_name = "PATH", env = "PGPLANE_BACKUP_REPO")]
-    pub backup_repo: Option<PathBuf>,
+    /// Default backup repository: DATA_DIR/backups.
+    #[command(flatten)]
+    pub backups: crate::backup_repo::BackupRepoArgs,
     /// Run each server in a cgroup limited to its `resources.memory`
     /// (needs root and the kernel's memory controller).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -197,11 +194,7 @@ async fn serve(
             restart_backoff: conductor::local::DEFAULT_RESTART_BACKOFF,
             enforce_memory: args.enforce_memory,
             ports: args.instance_ports.clone(),
-            backup_repository: Some(
-                args.backup_repo
-                    .clone()
-                    .unwrap_or_else(|| data_dir.join("backups")),
-            ),
+            backup_repository: args.backups.repository(Some(data_dir.join("backups")))?,
         })
         .await?,
     );

@@ -52,9 +52,9 @@ pub struct LocalSettings {
     /// (32768–60999 on Linux), so outgoing connections of other programs
     /// never take an instance's port.
     pub ports: RangeInclusive<u16>,
-    /// The backup repository (a directory) every instance archives its WAL
-    /// and takes its backups into; `None`: instances are not backed up.
-    pub backup_repository: Option<PathBuf>,
+    /// The backup repository every instance archives its WAL and takes its
+    /// backups into; `None`: instances are not backed up.
+    pub backup_repository: Option<agent::Repository>,
 }
 
 /// The default [`LocalSettings::ports`].
@@ -564,6 +564,19 @@ impl LocalRuntime {
         }
 
         check_memory(&event.spec, self.machine_memory)?;
+        let shared_credential = self
+            .settings
+            .backup_repository
+            .as_ref()
+            .is_some_and(agent::Repository::is_shared_credential);
+        if event.spec.superuser_access && shared_credential {
+            return Err(RuntimeError::Apply(
+                "superuser access is refused on this data plane: its backups go to an object store \
+                 whose credentials every instance's archiving holds, and a superuser could read \
+                 them and reach every instance's backups"
+                    .to_owned(),
+            ));
+        }
         if event.spec.superuser_access && !self.isolated {
             return Err(RuntimeError::Apply(format!(
                 "superuser access needs an OS user per instance, and this data plane runs every \
@@ -732,8 +745,13 @@ impl LocalRuntime {
                 continue;
             }
             let (repo, stanza) = (repo.clone(), key.to_owned());
-            let removed =
-                tokio::task::spawn_blocking(move || agent::remove_stanza(&repo, &stanza)).await;
+            let Some(pgbackrest) = self.pgbackrest.clone() else {
+                return;
+            };
+            let removed = tokio::task::spawn_blocking(move || {
+                agent::remove_stanza(&pgbackrest, &repo, &stanza)
+            })
+            .await;
             if let Ok(Ok(())) = removed {
                 tracing::info!(instance = %s.name, "backups of a deleted instance removed after its retention");
                 s.backups_removed = true;

@@ -64,6 +64,27 @@ pub fn diff_specs(old: &InstanceSpec, new: &InstanceSpec) -> Vec<FieldChange> {
         old.superuser_access.to_string(),
         new.superuser_access.to_string(),
     );
+    field(
+        "backup.schedule",
+        old.backup.schedule.trim().to_owned(),
+        new.backup.schedule.trim().to_owned(),
+    );
+    field(
+        "backup.retention",
+        old.backup.retention.spec_value(),
+        new.backup.retention.spec_value(),
+    );
+    let restore = |s: &InstanceSpec| match &s.restore {
+        None => "none".to_owned(),
+        Some(r) => format!(
+            "{} at {}",
+            r.from,
+            r.at.clone()
+                .or_else(|| r.lsn.clone())
+                .unwrap_or_else(|| "latest".to_owned())
+        ),
+    };
+    field("restore", restore(old), restore(new));
 
     let a: BTreeSet<&str> = old.extension_names().collect();
     let b: BTreeSet<&str> = new.extension_names().collect();
@@ -122,6 +143,19 @@ mod tests {
         b.extensions.reverse();
         b.storage = "10240Mi".into();
         assert_eq!(diff_specs(&a, &b), vec![]);
+    }
+
+    #[test]
+    fn backup_policy_changes_are_changes() {
+        let a = InstanceSpec::default();
+        let mut b = a.clone();
+        b.backup.retention = crate::backup::Retention::Count(3);
+        b.backup.schedule = "@daily".into();
+        let paths: Vec<String> = diff_specs(&a, &b).into_iter().map(|c| c.path).collect();
+        assert_eq!(paths, ["backup.schedule", "backup.retention"]);
+        let c = diff_specs(&a, &b);
+        assert_eq!(c[1].from.as_deref(), Some("7d"));
+        assert_eq!(c[1].to.as_deref(), Some("3"));
     }
 
     #[test]

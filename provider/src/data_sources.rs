@@ -1,5 +1,6 @@
 //! Data sources: `pgplane_instance` (one, by name) and `pgplane_instances`
-//! (the organisation's instances, optionally filtered by state).
+//! (the organisation's instances, optionally filtered by state), and
+//! `pgplane_backups` (one instance's backups and restore window).
 
 use api::{ClientError, Instance};
 use domain::State;
@@ -88,6 +89,56 @@ pub async fn read_instances(ctx: &Ctx, config: &Value) -> (Value, Diagnostics) {
     v.set(
         "instances",
         Value::List(items.iter().map(summary).collect()),
+    );
+    (v, vec![])
+}
+
+pub async fn read_backups(ctx: &Ctx, config: &Value) -> (Value, Diagnostics) {
+    let name = config.get("instance").as_str().unwrap_or_default();
+    let list = match ctx.client.backups(name).await {
+        Ok(l) => l,
+        Err(ClientError::Api { status: 404, .. }) => {
+            return (
+                Value::Null,
+                vec![diag::error_at(
+                    attr_path("instance"),
+                    "Instance not found",
+                    format!("No instance {name:?} in the provider token's organisation."),
+                )],
+            )
+        }
+        Err(e) => return (Value::Null, api_error("Reading the backups", e)),
+    };
+    let stamp = |t: chrono::DateTime<chrono::Utc>| Value::string(domain::backup::stamp(t));
+    let mut v = config.clone();
+    v.set(
+        "backups",
+        Value::List(
+            list.items
+                .iter()
+                .map(|b| {
+                    Value::object([
+                        ("id", Value::string(&b.id)),
+                        ("type", Value::string(&b.kind)),
+                        ("started_at", stamp(b.started_at)),
+                        ("stopped_at", stamp(b.stopped_at)),
+                        ("start_lsn", Value::string(b.start_lsn.to_string())),
+                        ("stop_lsn", Value::string(b.stop_lsn.to_string())),
+                        ("size_bytes", Value::Number(b.size_bytes as f64)),
+                        ("repository_bytes", Value::Number(b.repository_bytes as f64)),
+                        ("status", Value::string(&b.status)),
+                    ])
+                })
+                .collect(),
+        ),
+    );
+    v.set(
+        "restorable_from",
+        list.restorable_from.map_or(Value::Null, stamp),
+    );
+    v.set(
+        "restorable_until",
+        list.restorable_until.map_or(Value::Null, stamp),
     );
     (v, vec![])
 }

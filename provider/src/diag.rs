@@ -78,6 +78,12 @@ pub fn spec_field_path(field: &str) -> pb::AttributePath {
             "resources.memory" => "memory",
             "storage" => "storage",
             "name" | "metadata.name" => "name",
+            "superuserAccess" => "superuser_access",
+            "backup.schedule" => "backup_schedule",
+            "backup.retention" => "backup_retention",
+            "restore.from" | "restore" => "restore_from",
+            "restore.at" => "restore_at",
+            "restore.lsn" => "restore_lsn",
             _ => return pb::AttributePath { steps: vec![] },
         };
         vec![Step::Attr(attr.into())]

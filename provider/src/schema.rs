@@ -7,6 +7,7 @@ use crate::value::Value;
 
 pub const INSTANCE: &str = "pgplane_instance";
 pub const INSTANCES: &str = "pgplane_instances";
+pub const BACKUPS: &str = "pgplane_backups";
 /// Version of the `pgplane_instance` state layout ([`crate::server`] upgrades older ones).
 pub const INSTANCE_SCHEMA_VERSION: i64 = 0;
 
@@ -319,6 +320,38 @@ pub fn instance_resource() -> Block {
             "Whether the instance's `postgres` role is a superuser. Defaults to `false`: the role owns the database (schemas, tables, functions, trusted extensions) but cannot run programs on the server or read its files. Even when `true`, the server runs as an OS user of its own that reaches nothing outside this instance.",
         )
         .optional(),
+        attr(
+            "backup_schedule",
+            Type::String,
+            "When full backups are taken: a five-field cron expression in UTC (`30 2 * * *`) or a nickname (`@daily`). Defaults to `0 0 * * *`. WAL is archived continuously regardless.",
+        )
+        .optional()
+        .computed(),
+        attr(
+            "backup_retention",
+            Type::String,
+            "How many full backups are kept (`\"7\"`), or for how many days (`\"7d\"`, the default). A deleted instance's backups are kept this long too.",
+        )
+        .optional()
+        .computed(),
+        attr(
+            "restore_from",
+            Type::String,
+            "Create the instance as a copy of another instance's data, restored from its backups (a branch); the source may have been deleted and is never touched. Changing it replaces the instance.",
+        )
+        .optional(),
+        attr(
+            "restore_at",
+            Type::String,
+            "With `restore_from`: the point in time to recover to (RFC 3339, e.g. `2026-12-01T10:00:00Z`); the latest when neither this nor `restore_lsn` is set. Changing it replaces the instance.",
+        )
+        .optional(),
+        attr(
+            "restore_lsn",
+            Type::String,
+            "With `restore_from`: the WAL position to recover to (`0/3000060`). Changing it replaces the instance.",
+        )
+        .optional(),
     ];
     attributes.extend(observed_attributes());
     Block {
@@ -403,6 +436,49 @@ pub fn instances_data_source() -> Block {
                 "instances",
                 Type::List(Box::new(instance_summary_type())),
                 "The instances, sorted by name: `id`, `name`, `org`, `owner`, `state`, `postgres_version`, `host`, `port`.",
+            )
+            .computed(),
+        ],
+        blocks: vec![],
+    }
+}
+
+/// The element type of `pgplane_backups.backups`.
+pub fn backup_type() -> Type {
+    Type::Object(vec![
+        ("id", Type::String),
+        ("type", Type::String),
+        ("started_at", Type::String),
+        ("stopped_at", Type::String),
+        ("start_lsn", Type::String),
+        ("stop_lsn", Type::String),
+        ("size_bytes", Type::Number),
+        ("repository_bytes", Type::Number),
+        ("status", Type::String),
+    ])
+}
+
+pub fn backups_data_source() -> Block {
+    Block {
+        description: "An instance's backups and the window a restore (`restore_from`, `restore_at`) can reach. Works for deleted instances too.",
+        attributes: vec![
+            attr("instance", Type::String, "Name (or id) of the instance.").required(),
+            attr(
+                "backups",
+                Type::List(Box::new(backup_type())),
+                "Its backups, oldest first: `id`, `type`, `started_at`, `stopped_at` (RFC 3339), `start_lsn`, `stop_lsn`, `size_bytes`, `repository_bytes`, `status`.",
+            )
+            .computed(),
+            attr(
+                "restorable_from",
+                Type::String,
+                "The earliest point a restore can reach (the end of the first backup); null before the first backup.",
+            )
+            .computed(),
+            attr(
+                "restorable_until",
+                Type::String,
+                "The latest point a restore can reach for a deleted instance; null while it runs (then: up to now).",
             )
             .computed(),
         ],

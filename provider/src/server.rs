@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::diag::{self, attr_path, Diagnostics};
 use crate::instance::{self, Ctx};
-use crate::schema::{self, Block, INSTANCE, INSTANCES, INSTANCE_SCHEMA_VERSION};
+use crate::schema::{self, Block, BACKUPS, INSTANCE, INSTANCES, INSTANCE_SCHEMA_VERSION};
 use crate::tfplugin::tfplugin6 as pb;
 use crate::value::Value;
 use crate::{data_sources, tfplugin::tfplugin6::provider_server};
@@ -40,6 +40,7 @@ struct Schemas {
     instance: Block,
     instance_data: Block,
     instances_data: Block,
+    backups_data: Block,
 }
 
 impl Provider {
@@ -53,6 +54,7 @@ impl Provider {
                 instance: schema::instance_resource(),
                 instance_data: schema::instance_data_source(),
                 instances_data: schema::instances_data_source(),
+                backups_data: schema::backups_data_source(),
             },
         }
     }
@@ -84,6 +86,7 @@ impl Provider {
         match type_name {
             INSTANCE => Ok(&self.schemas.instance_data),
             INSTANCES => Ok(&self.schemas.instances_data),
+            BACKUPS => Ok(&self.schemas.backups_data),
             _ => Err(Status::invalid_argument(format!(
                 "unknown data source {type_name:?}"
             ))),
@@ -126,7 +129,7 @@ impl provider_server::Provider for Provider {
             resources: vec![pb::get_metadata::ResourceMetadata {
                 type_name: INSTANCE.into(),
             }],
-            data_sources: [INSTANCE, INSTANCES]
+            data_sources: [INSTANCE, INSTANCES, BACKUPS]
                 .map(|t| pb::get_metadata::DataSourceMetadata {
                     type_name: t.into(),
                 })
@@ -150,6 +153,7 @@ impl provider_server::Provider for Provider {
             data_source_schemas: [
                 (INSTANCE.to_owned(), s.instance_data.to_proto(0)),
                 (INSTANCES.to_owned(), s.instances_data.to_proto(0)),
+                (BACKUPS.to_owned(), s.backups_data.to_proto(0)),
             ]
             .into(),
             server_capabilities: Some(capabilities()),
@@ -374,6 +378,7 @@ impl provider_server::Provider for Provider {
         let (state, diagnostics) = match self.ctx() {
             Ok(ctx) => match r.type_name.as_str() {
                 INSTANCES => data_sources::read_instances(&ctx, &config).await,
+                BACKUPS => data_sources::read_backups(&ctx, &config).await,
                 _ => data_sources::read_instance(&ctx, &config).await,
             },
             Err(d) => (Value::Null, d),

@@ -7,6 +7,11 @@
 //! - [`instance`]: one instance (desired, observed, drift, connection,
 //!   history, timeline) and its actions.
 //! - [`create`]: the create form, validated as the API validates.
+//! - [`edit`]: the edit form, reviewed (changes, restart prediction) before
+//!   it is saved as an update at the generation it was opened at.
+//! - [`sources`]: GitOps sources, their health and sync history, sync now.
+//! - [`drift`]: the organisation's drift overview.
+//! - [`dashboard`]: fleet counts per state and activity, as pictures.
 //! - [`events`]: `GET /api/v1/events`, server-sent instance changes, which the
 //!   pages listen to.
 //!
@@ -16,11 +21,16 @@
 //! script; it only adds live updates and small conveniences.
 
 pub mod create;
+pub mod dashboard;
+pub mod drift;
+pub mod edit;
 pub mod events;
 pub mod instance;
 pub mod instances;
 pub mod layout;
+pub mod limit;
 pub mod session;
+pub mod sources;
 pub mod timeline;
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -40,11 +50,17 @@ pub fn router() -> Router<AppState> {
         .route("/instances", get(instances::list_page).post(create::submit))
         .route("/instances/new", get(create::form_page))
         .route("/instances/{name}", get(instance::page))
+        .route("/instances/{name}/edit", get(edit::page).post(edit::submit))
         .route(
             "/instances/{name}/credentials",
             post(instance::reveal_credentials),
         )
         .route("/instances/{name}/{action}", post(instance::act))
+        .route("/dashboard", get(dashboard::page))
+        .route("/drift", get(drift::page))
+        .route("/sources", get(sources::list_page))
+        .route("/sources/{name}", get(sources::page))
+        .route("/sources/{name}/sync", post(sources::sync_now))
         .route("/assets/console.js", get(script))
         .route("/assets/console.css", get(stylesheet))
         .route_layer(axum::middleware::from_fn(security_headers));

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use api::{DriftReport, DriftStatus, InstanceDrift};
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::PgConnection;
 
 use crate::error::Result;
@@ -94,5 +95,70 @@ pub async fn metrics(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Stri
             source.replace('\\', "\\\\").replace('"', "\\\"")
         );
     }
+    backup_metrics(conn, &mut out).await?;
     Ok(out)
+}
+
+/// Per live instance: its backups and its WAL archive.
+async fn backup_metrics(conn: &mut PgConnection, out: &mut String) -> Result<()> {
+    type Row = (
+        String,
+        String,
+        Option<Json<domain::ObservedSpec>>,
+        Option<Json<domain::BackupCatalog>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "select org, name, observed, backups from instances
+         where state <> 'Deleted' order by org, name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let gauges: [(&str, &str); 6] = [
+        ("pgplane_backups", "Full backups kept."),
+        (
+            "pgplane_backup_last_success_timestamp_seconds",
+            "When the newest backup finished.",
+        ),
+        (
+            "pgplane_restorable_from_timestamp_seconds",
+            "The earliest point a restore can reach.",
+        ),
+        (
+            "pgplane_wal_archive_failing",
+            "1 when the newest attempt to archive WAL failed.",
+        ),
+        (
+            "pgplane_wal_archive_failures",
+            "WAL segments that failed to archive since the server started (pg_stat_archiver).",
+        ),
+        (
+            "pgplane_wal_last_archived_timestamp_seconds",
+            "When the newest WAL segment was archived.",
+        ),
+    ];
+    for (name, help) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (org, instance, observed, backups) in &rows {
+            let archive = observed.as_ref().and_then(|o| o.0.archive.as_ref());
+            let catalog = backups.as_ref().map(|b| &b.0);
+            let value: Option<f64> = match name {
+                "pgplane_backups" => catalog.map(|c| c.backups.len() as f64),
+                "pgplane_backup_last_success_timestamp_seconds" => catalog
+                    .and_then(|c| c.backups.iter().rfind(|b| b.status == "ok"))
+                    .map(|b| b.stopped_at.timestamp() as f64),
+                "pgplane_restorable_from_timestamp_seconds" => catalog
+                    .and_then(|c| c.restorable_from())
+                    .map(|t| t.timestamp() as f64),
+                "pgplane_wal_archive_failing" => archive.map(|a| f64::from(u8::from(a.failing()))),
+                "pgplane_wal_archive_failures" => archive.map(|a| a.failed_count as f64),
+                _ => archive
+                    .and_then(|a| a.last_archived_at)
+                    .map(|t| t.timestamp() as f64),
+            };
+            if let Some(v) = value {
+                let _ = writeln!(out, "{name}{{org=\"{org}\",instance=\"{instance}\"}} {v}");
+            }
+        }
+    }
+    Ok(())
 }

@@ -47,6 +47,8 @@ pub struct AppState {
     pub keyring: std::sync::Arc<queue::sealed::Keyring>,
     /// Instance changes for `GET /api/v1/events` and the console.
     pub events: console::events::Events,
+    /// Sign-in attempts allowed per client and in all.
+    pub sign_in_limiter: std::sync::Arc<console::limit::SignInLimiter>,
 }
 
 /// [`Settings::max_instances_per_org`] unless configured.
@@ -103,6 +105,7 @@ impl AppState {
         AppState {
             keyring: std::sync::Arc::new(keyring),
             events: console::events::Events::new(pool.clone()),
+            sign_in_limiter: Default::default(),
             queues: Queues::new(pool.clone()).await,
             pool,
             default_data_plane: default_data_plane.to_owned(),
@@ -269,7 +272,8 @@ pub async fn run(
     }
     let shutdown = cancel.clone();
     let events = state.events.clone();
-    let served = axum::serve(listener, app(state))
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.cancelled().await;
             // Event streams never end by themselves.

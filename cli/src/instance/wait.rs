@@ -1,12 +1,13 @@
-//! `--wait`: poll the instance until the data plane has acted on the command,
-//! printing each state change to stderr as it happens.
+//! `--wait`: follow the instance until the data plane has acted on the
+//! command, printing each state change to stderr as it happens: on the
+//! control plane's event stream where it offers one, by polling otherwise.
 //!
 //! Whether the wait is over is a pure function ([`progress`]) of the instance
-//! and the generation the command produced; the loop only fetches and prints.
+//! and the generation the command produced; the loops only fetch and print.
 
 use std::time::Duration;
 
-use api::{Client, ClientError, Instance};
+use api::{Client, ClientError, Instance, StreamEvent};
 use domain::State;
 use tokio::time::Instant;
 
@@ -118,59 +119,182 @@ pub fn transition_line(name: &str, from: State, to: &Instance) -> String {
     )
 }
 
-/// Polls until `started` (what the command returned) reaches `goal` at its
-/// generation, or `timeout` passes. Polls by id, so a new instance that takes
-/// the name meanwhile is not mistaken for this one.
+/// Waits until `started` (what the command returned) reaches `goal` at its
+/// generation, or `timeout` passes, following the control plane's event
+/// stream and fetching the instance when it changes; without the stream (an
+/// older control plane answers 404) or once it breaks, by polling. Follows
+/// the instance by id, so a new instance that takes the name meanwhile is
+/// not mistaken for this one.
 pub async fn until_settled(
     client: &Client,
     started: Instance,
     goal: Goal,
     timeout: Duration,
 ) -> Result<Instance, Failure> {
-    let deadline = Instant::now() + timeout;
-    let generation = started.generation;
-    let name = started.name.clone();
-    let id = started.id.to_string();
-    let mut current = started;
-    let mut last_error: Option<String> = None;
-    loop {
-        match progress(&current, generation, goal) {
-            Progress::Done => return Ok(current),
-            Progress::Failed(error) => return Err(Failure::InstanceFailed { name, error }),
-            Progress::Gone => return Err(Failure::Deleted { name }),
-            Progress::Pending => {}
+    let mut watch = Watch {
+        deadline: Instant::now() + timeout,
+        timeout,
+        generation: started.generation,
+        goal,
+        name: started.name.clone(),
+        id: started.id.to_string(),
+        current: started,
+        last_error: None,
+    };
+    if let Some(verdict) = watch.verdict() {
+        return verdict;
+    }
+    match follow_events(client, &mut watch).await? {
+        Some(done) => Ok(done),
+        None => poll(client, &mut watch).await,
+    }
+}
+
+/// How often the instance is fetched while following the event stream
+/// anyway, in case the stream goes quiet without ending.
+pub const STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// One wait: what it waits for and the instance as last seen.
+struct Watch {
+    deadline: Instant,
+    timeout: Duration,
+    generation: i64,
+    goal: Goal,
+    name: String,
+    id: String,
+    current: Instance,
+    /// The last transient error, while requests are failing.
+    last_error: Option<String>,
+}
+
+impl Watch {
+    /// The wait's outcome, once there is one.
+    fn verdict(&self) -> Option<Result<Instance, Failure>> {
+        let name = self.name.clone();
+        match progress(&self.current, self.generation, self.goal) {
+            Progress::Done => Some(Ok(self.current.clone())),
+            Progress::Failed(error) => Some(Err(Failure::InstanceFailed { name, error })),
+            Progress::Gone => Some(Err(Failure::Deleted { name })),
+            Progress::Pending => None,
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(Failure::TimedOut {
-                name,
-                after: timeout,
-                state: current.state,
-                generation,
-                observed_generation: current.observed_generation,
-                last_error,
-            });
+    }
+
+    fn timed_out(&self) -> Failure {
+        Failure::TimedOut {
+            name: self.name.clone(),
+            after: self.timeout,
+            state: self.current.state,
+            generation: self.generation,
+            observed_generation: self.current.observed_generation,
+            last_error: self.last_error.clone(),
         }
-        tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
-        let fetched = match tokio::time::timeout_at(deadline, client.get_instance(&id)).await {
-            Ok(Ok(inst)) => inst,
+    }
+
+    /// Takes `seen` as the instance now, printing a change of state.
+    fn observe(&mut self, seen: Instance) {
+        if seen.state != self.current.state {
+            eprintln!("{}", transition_line(&self.name, self.current.state, &seen));
+        }
+        self.current = seen;
+    }
+
+    /// Fetches the instance; `Ok(false)` when the fetch failed in a way
+    /// worth retrying (or the deadline passed mid-request).
+    async fn fetch(&mut self, client: &Client) -> Result<bool, Failure> {
+        match tokio::time::timeout_at(self.deadline, client.get_instance(&self.id)).await {
+            Ok(Ok(inst)) => {
+                self.last_error = None;
+                self.observe(inst);
+                Ok(true)
+            }
             Ok(Err(e)) if is_transient(&e) => {
                 let message = e.to_string();
-                if last_error.as_deref() != Some(&message) {
-                    eprintln!("{name}: {message}; retrying");
+                if self.last_error.as_deref() != Some(&message) {
+                    eprintln!("{}: {message}; retrying", self.name);
                 }
-                last_error = Some(message);
-                continue;
+                self.last_error = Some(message);
+                Ok(false)
             }
-            Ok(Err(e)) => return Err(Failure::client(&name, e)),
-            // The deadline passed mid-request: the next turn reports it.
-            Err(_elapsed) => continue,
-        };
-        if fetched.state != current.state {
-            eprintln!("{}", transition_line(&name, current.state, &fetched));
+            Ok(Err(e)) => Err(Failure::client(&self.name, e)),
+            Err(_elapsed) => Ok(false),
         }
-        last_error = None;
-        current = fetched;
+    }
+}
+
+/// Follows the event stream until the wait is over (`Some`), or returns
+/// `None` when there is no stream or it broke, for polling to go on.
+async fn follow_events(client: &Client, watch: &mut Watch) -> Result<Option<Instance>, Failure> {
+    let since = watch.current.updated_at;
+    let mut stream =
+        match tokio::time::timeout_at(watch.deadline, client.instance_events(Some(since))).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "no event stream; polling");
+                return Ok(None);
+            }
+            Err(_elapsed) => return Ok(None),
+        };
+    tracing::debug!("following the event stream");
+    let mut next_check = Instant::now() + STREAM_CHECK_INTERVAL;
+    loop {
+        if let Some(verdict) = watch.verdict() {
+            return match verdict {
+                // The event said enough to stop; the answer is the whole instance.
+                Ok(_) => {
+                    watch.fetch(client).await?;
+                    Ok(Some(watch.current.clone()))
+                }
+                Err(failure) => Err(failure),
+            };
+        }
+        if Instant::now() >= watch.deadline {
+            return Err(watch.timed_out());
+        }
+        let wake = next_check.min(watch.deadline);
+        match tokio::time::timeout_at(wake, stream.next()).await {
+            Err(_quiet) => {
+                next_check = Instant::now() + STREAM_CHECK_INTERVAL;
+                watch.fetch(client).await?;
+            }
+            Ok(Ok(Some(StreamEvent::Instance(change)))) => {
+                if change.id == watch.current.id && change.updated_at >= watch.current.updated_at {
+                    let mut seen = watch.current.clone();
+                    seen.state = change.state;
+                    seen.generation = change.generation;
+                    seen.observed_generation = change.observed_generation;
+                    seen.error = change.error;
+                    seen.updated_at = change.updated_at;
+                    watch.observe(seen);
+                }
+            }
+            Ok(Ok(Some(StreamEvent::Resync))) => {
+                watch.fetch(client).await?;
+            }
+            Ok(Ok(Some(StreamEvent::Hello | StreamEvent::Other(_)))) => {}
+            Ok(Ok(None)) => {
+                tracing::debug!("the event stream ended; polling");
+                return Ok(None);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "the event stream broke; polling");
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Polls every [`POLL_INTERVAL`] until the wait is over.
+async fn poll(client: &Client, watch: &mut Watch) -> Result<Instance, Failure> {
+    loop {
+        if let Some(verdict) = watch.verdict() {
+            return verdict;
+        }
+        let now = Instant::now();
+        if now >= watch.deadline {
+            return Err(watch.timed_out());
+        }
+        tokio::time::sleep(POLL_INTERVAL.min(watch.deadline - now)).await;
+        watch.fetch(client).await?;
     }
 }
 

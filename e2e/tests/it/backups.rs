@@ -286,6 +286,15 @@ fn archiving_survives_an_unwritable_repository_and_cannot_be_switched_off() {
     assert_eq!(psql(&db, "select count(*) from t"), "100");
     let shown = ok(&["instance", "get", "ledger"], &env);
     assert!(shown.contains("WAL archiving:     FAILING"), "{shown}");
+    let gauges = metrics(&env);
+    assert!(
+        gauges.contains("pgplane_wal_archive_failing{org=\"default\",instance=\"ledger\"} 1"),
+        "{gauges}"
+    );
+    assert!(
+        gauges.contains("pgplane_backups{org=\"default\",instance=\"ledger\"} 1"),
+        "{gauges}"
+    );
     let o = run(
         &[
             "instance",
@@ -311,6 +320,17 @@ fn archiving_survives_an_unwritable_repository_and_cannot_be_switched_off() {
         (a["lastFailedAt"].as_str().is_some_and(|f| archived > f)).then_some(())
     });
     ok(&["instance", "backup", "ledger", "--wait"], &env);
+    let gauges = eventually("the failing gauge back at 0", WAIT, || {
+        let g = metrics(&env);
+        g.contains("pgplane_wal_archive_failing{org=\"default\",instance=\"ledger\"} 0")
+            .then_some(g)
+    });
+    assert!(
+        gauges.contains(
+            "pgplane_backup_last_success_timestamp_seconds{org=\"default\",instance=\"ledger\"}"
+        ),
+        "{gauges}"
+    );
     ok(
         &[
             "instance",
@@ -477,6 +497,23 @@ fn one_instance_cannot_read_another_instances_backups() {
     assert!(!o.status.success(), "the repository lists its stanzas");
 }
 
+/// `/metrics` with the admin token.
+fn metrics(env: &[(&str, &str)]) -> String {
+    let var = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1;
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-H"])
+        .arg(format!("authorization: Bearer {}", var("PGPLANE_TOKEN")))
+        .arg(format!("{}/metrics", var("PGPLANE_ENDPOINT")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -494,4 +531,173 @@ fn backup_process(stanza: &str) -> Option<i32> {
             && has(&format!("--stanza={stanza}")))
         .then_some(pid)
     })
+}
+
+/// An S3-compatible server on this machine: moto's server mode (installed
+/// by scripts/setup-s3.sh) behind stunnel for TLS, which pgBackRest needs.
+struct S3Server {
+    _moto: std::process::Child,
+    _tls: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    fn start(bucket: &str) -> S3Server {
+        let tools = std::env::var("PGPLANE_TOOLS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/pgplane")
+            });
+        let moto_bin = tools.join("bin/moto_server");
+        assert!(
+            moto_bin.exists(),
+            "{} missing: run scripts/setup-s3.sh",
+            moto_bin.display()
+        );
+        let dir = scratch_dir();
+        let (plain, port) = (free_port(), free_port());
+        let quiet = || std::process::Stdio::null();
+        let moto = std::process::Command::new(&moto_bin)
+            .args(["-H", "127.0.0.1", "-p", &plain.to_string()])
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let conf = dir.path().join("stunnel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "foreground = yes\npid =\n[s3]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{plain}\ncert = {}\nkey = {}\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        let tls = std::process::Command::new("stunnel")
+            .arg(&conf)
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .unwrap();
+        eventually("the S3 server and its bucket", WAIT, || {
+            let o = std::process::Command::new("curl")
+                .args(["-skf", "-X", "PUT"])
+                .arg(format!("https://127.0.0.1:{port}/{bucket}"))
+                .output()
+                .ok()?;
+            o.status.success().then_some(())
+        });
+        S3Server {
+            _moto: moto,
+            _tls: tls,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self._moto.kill();
+        let _ = self._tls.kill();
+        let _ = self._moto.wait();
+        let _ = self._tls.wait();
+    }
+}
+
+#[test]
+fn backups_in_an_s3_bucket_restore_and_keep_the_credentials_secret() {
+    let s3 = S3Server::start("pgplane-backups");
+    let endpoint = format!("https://127.0.0.1:{}", s3.port);
+    let (key, secret) = ("AKIAPGPLANETEST", "s3-secret-never-shown-8c1f0e");
+    let up = Embedded::start_with(
+        &[
+            "--backup-s3-endpoint",
+            &endpoint,
+            "--backup-s3-bucket",
+            "pgplane-backups",
+            "--backup-s3-verify-tls",
+            "false",
+        ],
+        &[
+            ("PGPLANE_BACKUP_S3_KEY", key),
+            ("PGPLANE_BACKUP_S3_KEY_SECRET", secret),
+        ],
+    );
+    let env = up.env();
+    ok(&["instance", "create", "objects", "--wait"], &env);
+    backups("objects", 1, &env);
+    let db = uri("objects", &env);
+    psql(&db, "create table t as select generate_series(1, 42) i");
+    ok(
+        &[
+            "instance",
+            "create",
+            "objects-copy",
+            "--restore-from",
+            "objects",
+            "--wait",
+        ],
+        &env,
+    );
+    assert_eq!(count(&uri("objects-copy", &env)), 42);
+    // Nothing goes to the local directory repository.
+    assert!(!up.data_dir.join("backups").join("backup").exists());
+
+    // A superuser could read the bucket's credentials: refused here.
+    let o = run(
+        &["instance", "create", "root", "--superuser-access", "--wait"],
+        &env,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("object store"), "{}", stderr(&o));
+
+    // The credentials are in no file, log, command line, history or output.
+    let mut seen = vec![std::fs::read_to_string(&up.log).unwrap()];
+    seen.push(ok(&["instance", "history", "objects", "-o", "json"], &env));
+    seen.push(ok(&["instance", "backups", "objects", "-o", "json"], &env));
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            seen.push(String::from_utf8_lossy(&cmd).into_owned());
+        }
+    }
+    fn files(dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                files(&p, out);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push(String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+    }
+    files(&up.data_dir.join("instances"), &mut seen);
+    for text in &seen {
+        assert!(!text.contains(secret), "the S3 secret leaked");
+    }
 }

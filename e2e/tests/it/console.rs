@@ -11,18 +11,18 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 /// Long enough for a real Postgres to be created and started.
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
 /// A chromedriver on a free port, killed when dropped, and a browser
 /// session on it.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: Child,
     _profile: tempfile::TempDir,
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let port = free_port();
         let log = std::fs::File::create(
             std::env::temp_dir().join(format!("pgplane-chromedriver-{port}.log")),
@@ -67,7 +67,7 @@ impl Browser {
         }
     }
 
-    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+    pub(crate) async fn find(&self, css: &str) -> fantoccini::elements::Element {
         self.client
             .wait()
             .at_most(WAIT)
@@ -77,7 +77,7 @@ impl Browser {
     }
 
     /// Waits until the element's text is `want`, without reloading.
-    async fn wait_text(&self, css: &str, want: &str, deadline: Duration) {
+    pub(crate) async fn wait_text(&self, css: &str, want: &str, deadline: Duration) {
         let start = Instant::now();
         let mut last = String::new();
         loop {
@@ -97,7 +97,7 @@ impl Browser {
         }
     }
 
-    async fn value(&self, css: &str) -> String {
+    pub(crate) async fn value(&self, css: &str) -> String {
         self.find(css)
             .await
             .prop("value")
@@ -107,7 +107,7 @@ impl Browser {
     }
 
     /// Waits until the browser is at a path that `want` accepts.
-    async fn wait_path(&self, want: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_path(&self, want: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
             let path = self.path().await;
@@ -119,20 +119,20 @@ impl Browser {
         }
     }
 
-    async fn path(&self) -> String {
+    pub(crate) async fn path(&self) -> String {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
     /// Marks the loaded document; the mark survives only while the page is
     /// not reloaded.
-    async fn mark(&self) {
+    pub(crate) async fn mark(&self) {
         self.client
             .execute("window.__notReloaded = 'yes'; return true;", vec![])
             .await
             .unwrap();
     }
 
-    async fn still_marked(&self) -> bool {
+    pub(crate) async fn still_marked(&self) -> bool {
         self.client
             .execute("return window.__notReloaded === 'yes';", vec![])
             .await
@@ -141,7 +141,7 @@ impl Browser {
     }
 
     /// A screenshot for a reviewer, under `target/console-screenshots/`.
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
@@ -149,7 +149,7 @@ impl Browser {
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -163,7 +163,7 @@ impl Drop for Browser {
 }
 
 /// `PGPLANE_ENDPOINT` and `PGPLANE_TOKEN` of a `pgplane up`.
-fn endpoint_and_token(up: &Embedded) -> (String, String) {
+pub(crate) fn endpoint_and_token(up: &Embedded) -> (String, String) {
     let env = up.env();
     let get = |k: &str| {
         env.iter()
@@ -175,14 +175,14 @@ fn endpoint_and_token(up: &Embedded) -> (String, String) {
 }
 
 /// The control plane's HTTP API, with a bearer token.
-struct Api {
-    http: reqwest::Client,
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
     endpoint: String,
     token: String,
 }
 
 impl Api {
-    fn new(endpoint: &str, token: &str) -> Api {
+    pub(crate) fn new(endpoint: &str, token: &str) -> Api {
         Api {
             http: plain_http(),
             endpoint: endpoint.to_owned(),
@@ -190,7 +190,12 @@ impl Api {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.endpoint))
@@ -205,7 +210,7 @@ impl Api {
         body
     }
 
-    async fn instance(&self, name: &str) -> Value {
+    pub(crate) async fn instance(&self, name: &str) -> Value {
         self.call(
             reqwest::Method::GET,
             &format!("/api/v1/instances/{name}"),
@@ -215,7 +220,7 @@ impl Api {
     }
 }
 
-fn plain_http() -> reqwest::Client {
+pub(crate) fn plain_http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -407,14 +412,14 @@ async fn console_in_a_browser_signs_in_creates_watches_live_stops_deletes_and_si
 type Pairs<'a> = Vec<(&'a str, &'a str)>;
 
 /// A console session over plain HTTP: its cookie and CSRF token.
-struct HttpSession {
+pub(crate) struct HttpSession {
     http: reqwest::Client,
     endpoint: String,
-    cookie: String,
+    pub(crate) cookie: String,
 }
 
 impl HttpSession {
-    async fn sign_in(endpoint: &str, token: &str) -> (HttpSession, String) {
+    pub(crate) async fn sign_in(endpoint: &str, token: &str) -> (HttpSession, String) {
         let http = plain_http();
         let resp = http
             .post(format!("{endpoint}/login"))
@@ -435,7 +440,7 @@ impl HttpSession {
         )
     }
 
-    async fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, String) {
         let resp = self
             .http
             .get(format!("{}{path}", self.endpoint))
@@ -446,14 +451,14 @@ impl HttpSession {
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
-    async fn csrf(&self) -> String {
+    pub(crate) async fn csrf(&self) -> String {
         let (status, page) = self.get("/instances").await;
         assert_eq!(status, 200, "{page}");
         let at = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
         page[at..at + 64].to_owned()
     }
 
-    async fn post(
+    pub(crate) async fn post(
         &self,
         path: &str,
         form: &[(&str, &str)],

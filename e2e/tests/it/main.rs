@@ -4,6 +4,8 @@
 mod agent;
 mod backups;
 mod console;
+mod console_pages;
+mod console_wait;
 mod crash;
 mod first_hour;
 mod gitops;

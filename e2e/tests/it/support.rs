@@ -232,10 +232,15 @@ pub struct Embedded {
 
 impl Embedded {
     pub fn start() -> Embedded {
+        Embedded::start_with(&[], &[])
+    }
+
+    /// `pgplane up` with more flags and environment.
+    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Embedded {
         let scratch = scratch_dir();
         let data_dir = scratch.path().join("demo");
         let log = scratch.path().join("up.log");
-        let server = crate::walkthrough::up(&data_dir, free_port(), &log);
+        let server = crate::walkthrough::up_with(&data_dir, free_port(), &log, extra, env);
         let vars = read_env_file(&data_dir.join("pgplane.env"));
         Embedded {
             _server: server,

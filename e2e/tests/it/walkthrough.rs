@@ -10,22 +10,30 @@ use crate::support::*;
 const UP: Duration = Duration::from_secs(60);
 
 pub(crate) fn up(data_dir: &std::path::Path, port: u16, log: &std::path::Path) -> Proc {
+    up_with(data_dir, port, log, &[], &[])
+}
+
+/// [`up`] with more flags and environment.
+pub(crate) fn up_with(
+    data_dir: &std::path::Path,
+    port: u16,
+    log: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let dir = data_dir.to_str().unwrap();
     let listen = format!("127.0.0.1:{port}");
-    let mut p = spawn(
-        "pgplane up",
-        &[
-            "up",
-            "--data-dir",
-            dir,
-            "--listen",
-            &listen,
-            "--resync-interval",
-            "1s",
-        ],
-        &[],
-        log,
-    );
+    let mut args = vec![
+        "up",
+        "--data-dir",
+        dir,
+        "--listen",
+        &listen,
+        "--resync-interval",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    let mut p = spawn("pgplane up", &args, env, log);
     let printed = read_until(&mut p, "Press Ctrl-C", UP);
     assert!(
         printed.contains(&format!("endpoint:  http://{listen}")),

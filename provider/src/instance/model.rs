@@ -14,12 +14,21 @@ use crate::value::Value;
 pub const COMPUTED_ONLY: [&str; 6] = ["id", "org", "state", "host", "port", "connection_uri"];
 
 /// Optional attributes with a default the control plane fills in.
-pub const DEFAULTS: [(&str, &str); 4] = [
+pub const DEFAULTS: [(&str, &str); 6] = [
     ("postgres_version", DEFAULT_POSTGRES_VERSION),
     ("cpu", DEFAULT_CPU),
     ("memory", DEFAULT_MEMORY),
     ("storage", DEFAULT_STORAGE),
+    ("backup_schedule", domain::backup::DEFAULT_SCHEDULE),
+    ("backup_retention", DEFAULT_RETENTION),
 ];
+
+/// `backup_retention` when not set: the domain's default, as written.
+pub const DEFAULT_RETENTION: &str = "7d";
+
+/// The attributes that only matter when the instance is created: changing
+/// one replaces the instance.
+pub const RESTORE_ATTRIBUTES: [&str; 3] = ["restore_from", "restore_at", "restore_lsn"];
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -85,8 +94,20 @@ pub fn spec_from(v: &Value, base: Option<&InstanceSpec>) -> Option<InstanceSpec>
             Value::Bool(b) => *b,
             _ => return None,
         },
-        backup: base.backup.clone(),
-        restore: base.restore.clone(),
+        backup: domain::BackupPolicy {
+            schedule: s("backup_schedule", domain::backup::DEFAULT_SCHEDULE)?,
+            // An invalid value is reported by validation, at its attribute.
+            retention: domain::Retention::parse(&s("backup_retention", DEFAULT_RETENTION)?)
+                .unwrap_or_default(),
+        },
+        restore: match v.get("restore_from") {
+            Value::String(from) => Some(domain::RestoreSpec {
+                from: from.clone(),
+                at: v.get("restore_at").as_str().map(str::to_owned),
+                lsn: v.get("restore_lsn").as_str().map(str::to_owned),
+            }),
+            _ => base.restore.clone(),
+        },
     })
 }
 
@@ -133,6 +154,36 @@ pub fn refreshed(prior: &Value, inst: &Instance, credentials: Option<&Credential
         },
     );
     v.set(
+        "backup_schedule",
+        same("backup_schedule", &spec.backup.schedule, &str_eq),
+    );
+    v.set(
+        "backup_retention",
+        same(
+            "backup_retention",
+            &spec.backup.retention.spec_value(),
+            &|a: &str, b: &str| {
+                domain::Retention::parse(a).ok() == domain::Retention::parse(b).ok()
+            },
+        ),
+    );
+    let restore = spec.restore.as_ref();
+    v.set(
+        "restore_from",
+        Value::opt_string(restore.map(|r| r.from.clone())),
+    );
+    v.set(
+        "restore_at",
+        match (prior.get("restore_at"), restore.and_then(|r| r.at.clone())) {
+            (Value::String(p), Some(at)) if same_time(p, &at) => Value::string(p),
+            (_, at) => Value::opt_string(at),
+        },
+    );
+    v.set(
+        "restore_lsn",
+        Value::opt_string(restore.and_then(|r| r.lsn.clone())),
+    );
+    v.set(
         "extensions",
         refreshed_extensions(prior.get("extensions"), spec),
     );
@@ -159,6 +210,11 @@ pub fn refreshed(prior: &Value, inst: &Instance, credentials: Option<&Credential
     v.set("connection_uri", uri);
     v.set("timeouts", prior.get("timeouts").clone());
     v
+}
+
+/// Whether two RFC 3339 spellings name the same instant.
+fn same_time(a: &str, b: &str) -> bool {
+    a == b || domain::backup::parse_time(a).ok() == domain::backup::parse_time(b).ok()
 }
 
 /// Whether the connection URI must be fetched to refresh `prior` for `inst`.

@@ -33,6 +33,11 @@ pub fn validate(config: &Value) -> Diagnostics {
         ("extensions", "extensions"),
         ("config", "config"),
         ("superuser_access", "superuserAccess"),
+        ("backup_schedule", "backup.schedule"),
+        ("backup_retention", "backup.retention"),
+        ("restore_from", "restore"),
+        ("restore_at", "restore"),
+        ("restore_lsn", "restore"),
     ] {
         if config.get(attr).is_unknown() {
             known.set(attr, Value::Null);
@@ -74,6 +79,43 @@ pub fn validate(config: &Value) -> Diagnostics {
                     e.message,
                 ));
             }
+        }
+    }
+    if let Some(r) = config.get("backup_retention").as_str() {
+        if let Err(e) = domain::Retention::parse(r) {
+            diags.push(diag::error_at(
+                attr_path("backup_retention"),
+                "Invalid backup retention",
+                e,
+            ));
+        }
+    }
+    if let Some(at) = config.get("restore_at").as_str() {
+        if let Err(e) = domain::backup::parse_time(at) {
+            diags.push(diag::error_at(
+                attr_path("restore_at"),
+                "Invalid restore point",
+                e,
+            ));
+        }
+    }
+    if let Some(lsn) = config.get("restore_lsn").as_str() {
+        if let Err(e) = domain::Lsn::parse(lsn) {
+            diags.push(diag::error_at(
+                attr_path("restore_lsn"),
+                "Invalid restore point",
+                e,
+            ));
+        }
+    }
+    let from = config.get("restore_from");
+    for attr in ["restore_at", "restore_lsn"] {
+        if !config.get(attr).is_null() && !config.get(attr).is_unknown() && from.is_null() {
+            diags.push(diag::error_at(
+                attr_path(attr),
+                "Restore point without a source",
+                format!("{attr} says where a restore stops; set restore_from to the instance whose backups to restore"),
+            ));
         }
     }
     for op in ["create", "update", "delete"] {
@@ -124,7 +166,10 @@ pub fn plan(prior: &Value, proposed: Value) -> Plan {
         return out;
     }
 
-    for name in ["name", "postgres_version"] {
+    for name in ["name", "postgres_version"]
+        .into_iter()
+        .chain(super::model::RESTORE_ATTRIBUTES)
+    {
         if planned.get(name) != prior.get(name) {
             out.requires_replace.push(attr_path(name));
         }
@@ -137,6 +182,8 @@ pub fn plan(prior: &Value, proposed: Value) -> Plan {
         "memory",
         "storage",
         "superuser_access",
+        "backup_schedule",
+        "backup_retention",
     ];
     let spec_changes = managed
         .iter()

@@ -2,6 +2,7 @@
 //! and 1.0.3, installed by scripts/setup-terraform.sh) against a real
 //! `pgplane up` with real Postgres instances.
 
+mod backups;
 mod bad_input;
 mod handshake;
 mod lifecycle;

@@ -82,7 +82,7 @@ pub enum Field {
 }
 
 impl Field {
-    fn id(self) -> &'static str {
+    pub fn id(self) -> &'static str {
         match self {
             Field::Name => "name",
             Field::PostgresVersion => "postgres_version",
@@ -117,7 +117,7 @@ impl Field {
 pub struct FieldErrors(BTreeMap<Field, Vec<String>>);
 
 impl FieldErrors {
-    fn push(&mut self, field: Field, message: String) {
+    pub fn push(&mut self, field: Field, message: String) {
         self.0.entry(field).or_default().push(message);
     }
 
@@ -136,12 +136,73 @@ impl FieldErrors {
         out
     }
 
-    fn get(&self, field: Field) -> &[String] {
+    pub fn get(&self, field: Field) -> &[String] {
         self.0.get(&field).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    fn is_empty(&self) -> bool {
+    pub fn merge(&mut self, other: FieldErrors) {
+        for (field, messages) in other.0 {
+            self.0.entry(field).or_default().extend(messages);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The messages shown under `field`'s input.
+    pub fn list(&self, field: Field) -> Markup {
+        let messages = self.get(field);
+        html! {
+            @if !messages.is_empty() {
+                ul.field-error id={ "err-" (field.id()) } {
+                    @for m in messages { li { (m) } }
+                }
+            }
+        }
+    }
+
+    /// The input's `aria-describedby`: its help and its errors.
+    pub fn describedby(&self, field: Field, help: bool) -> Option<String> {
+        let mut ids = Vec::new();
+        if help {
+            ids.push(format!("help-{}", field.id()));
+        }
+        if !self.get(field).is_empty() {
+            ids.push(format!("err-{}", field.id()));
+        }
+        (!ids.is_empty()).then(|| ids.join(" "))
+    }
+
+    pub fn invalid(&self, field: Field) -> Option<&'static str> {
+        (!self.get(field).is_empty()).then_some("true")
+    }
+
+    /// A labelled text input with its help and errors.
+    pub fn text_input(&self, field: Field, label: &str, value: &str, help: Option<&str>) -> Markup {
+        html! {
+            div.field {
+                label for=(field.id()) { (label) }
+                input id=(field.id()) name=(field.id()) type="text" value=(value)
+                    aria-invalid=[self.invalid(field)] aria-describedby=[self.describedby(field, help.is_some())];
+                @if let Some(h) = help { p.help id={ "help-" (field.id()) } { (h) } }
+                (self.list(field))
+            }
+        }
+    }
+
+    /// The configuration textarea.
+    pub fn config_input(&self, value: &str) -> Markup {
+        html! {
+            div.field {
+                label for="config" { "Configuration" }
+                textarea #config name="config" rows="6" spellcheck="false"
+                    aria-invalid=[self.invalid(Field::Config)]
+                    aria-describedby=[self.describedby(Field::Config, true)] { (value) }
+                p.help #help-config { "One postgresql.conf parameter per line: key=value, e.g. work_mem=16MB." }
+                (self.list(Field::Config))
+            }
+        }
     }
 }
 
@@ -149,8 +210,32 @@ impl FieldErrors {
 /// (a config line without `=`, a parameter given twice).
 pub fn to_request(form: &CreateForm) -> (CreateInstance, FieldErrors) {
     let mut errors = FieldErrors::default();
+    let config = parse_config(&form.config, &mut errors);
+    let spec = InstanceSpec {
+        postgres_version: form.postgres_version.trim().to_owned(),
+        resources: Resources {
+            cpu: form.cpu.trim().to_owned(),
+            memory: form.memory.trim().to_owned(),
+        },
+        storage: form.storage.trim().to_owned(),
+        extensions: parse_extensions(&form.extensions),
+        config,
+        ..InstanceSpec::default()
+    };
+    let request = CreateInstance {
+        name: form.name.trim().to_owned(),
+        spec,
+        data_plane: None,
+        owner: None,
+    };
+    (request, errors)
+}
+
+/// `key=value` lines as parameters; blank lines and `#` comments are
+/// skipped, and a malformed or repeated line is an error at [`Field::Config`].
+pub fn parse_config(text: &str, errors: &mut FieldErrors) -> BTreeMap<String, String> {
     let mut config = BTreeMap::new();
-    for (i, line) in form.config.lines().enumerate() {
+    for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -175,33 +260,23 @@ pub fn to_request(form: &CreateForm) -> (CreateInstance, FieldErrors) {
             ),
         }
     }
-    let extensions = form
-        .extensions
-        .split(',')
+    config
+}
+
+/// Comma-separated extension names.
+pub fn parse_extensions(text: &str) -> Vec<Extension> {
+    text.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(|name| Extension {
             name: name.to_owned(),
         })
-        .collect();
-    let spec = InstanceSpec {
-        postgres_version: form.postgres_version.trim().to_owned(),
-        resources: Resources {
-            cpu: form.cpu.trim().to_owned(),
-            memory: form.memory.trim().to_owned(),
-        },
-        storage: form.storage.trim().to_owned(),
-        extensions,
-        config,
-        ..InstanceSpec::default()
-    };
-    let request = CreateInstance {
-        name: form.name.trim().to_owned(),
-        spec,
-        data_plane: None,
-        owner: None,
-    };
-    (request, errors)
+        .collect()
+}
+
+/// Parameters as the form's `key=value` lines.
+pub fn config_lines(config: &BTreeMap<String, String>) -> String {
+    config.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
 }
 
 /// `'text'` as postgresql.conf writes it, or the text as it is.
@@ -271,37 +346,11 @@ fn refused(session: &Session, form: &CreateForm, errors: FieldErrors) -> Respons
 }
 
 fn render(session: &Session, form: &CreateForm, errors: &FieldErrors) -> Markup {
-    let field_errors = |field: Field| {
-        let messages = errors.get(field);
-        html! {
-            @if !messages.is_empty() {
-                ul.field-error id={ "err-" (field.id()) } {
-                    @for m in messages { li { (m) } }
-                }
-            }
-        }
-    };
-    let describedby = |field: Field, help: bool| {
-        let mut ids = Vec::new();
-        if help {
-            ids.push(format!("help-{}", field.id()));
-        }
-        if !errors.get(field).is_empty() {
-            ids.push(format!("err-{}", field.id()));
-        }
-        (!ids.is_empty()).then(|| ids.join(" "))
-    };
-    let invalid = |field: Field| (!errors.get(field).is_empty()).then_some("true");
+    let field_errors = |field: Field| errors.list(field);
+    let describedby = |field: Field, help: bool| errors.describedby(field, help);
+    let invalid = |field: Field| errors.invalid(field);
     let text_input = |field: Field, label: &str, value: &str, help: Option<&str>| {
-        html! {
-            div.field {
-                label for=(field.id()) { (label) }
-                input id=(field.id()) name=(field.id()) type="text" value=(value)
-                    aria-invalid=[invalid(field)] aria-describedby=[describedby(field, help.is_some())];
-                @if let Some(h) = help { p.help id={ "help-" (field.id()) } { (h) } }
-                (field_errors(field))
-            }
-        }
+        errors.text_input(field, label, value, help)
     };
     layout::page(
         session,
@@ -335,14 +384,7 @@ fn render(session: &Session, form: &CreateForm, errors: &FieldErrors) -> Markup 
                 (text_input(Field::Storage, "Storage", &form.storage, Some("e.g. 10Gi.")))
                 (text_input(Field::Extensions, "Extensions", &form.extensions,
                     Some("Comma-separated, e.g. hstore, pg_trgm.")))
-                div.field {
-                    label for="config" { "Configuration" }
-                    textarea #config name="config" rows="6" spellcheck="false"
-                        aria-invalid=[invalid(Field::Config)]
-                        aria-describedby=[describedby(Field::Config, true)] { (form.config) }
-                    p.help #help-config { "One postgresql.conf parameter per line: key=value, e.g. work_mem=16MB." }
-                    (field_errors(Field::Config))
-                }
+                (errors.config_input(&form.config))
                 button type="submit" #create-submit { "Create instance" }
             }
         },

@@ -69,7 +69,7 @@ pub struct ActionForm {
 
 /// Who may change an instance here: only instances owned by `api`; the
 /// others are changed where they are declared.
-fn managed_elsewhere(row: &InstanceRow) -> Option<String> {
+pub(super) fn managed_elsewhere(row: &InstanceRow) -> Option<String> {
     match row.owner.as_str() {
         "api" => None,
         "terraform" => Some(
@@ -249,6 +249,7 @@ fn actions(session: &Session, row: &InstanceRow) -> Markup {
         section.actions aria-labelledby="h-actions" {
             h2 #h-actions { "Actions" }
             div.buttons {
+                a.button.secondary href={ "/instances/" (row.id) "/edit" } #action-edit { "Edit" }
                 (action("restart", "Restart"))
                 (action("stop", "Stop"))
                 (action("start", "Start"))

@@ -16,8 +16,11 @@ pub fn page(session: &Session, title: &str, body: Markup) -> Markup {
                 header.top {
                     nav aria-label="Main" {
                         a.brand href="/instances" { "pgplane" }
+                        a href="/dashboard" { "Dashboard" }
                         a href="/instances" { "Instances" }
                         a href="/instances/new" { "New instance" }
+                        a href="/sources" { "Sources" }
+                        a href="/drift" { "Drift" }
                     }
                     div.who {
                         span { "Organisation " strong #org { (session.caller.org) } }

@@ -12,6 +12,10 @@
 //! the id, and needs no storage); [`Protected`] checks it before the handler
 //! runs. Independently, [`same_origin_posts`] refuses any POST whose
 //! `Origin` (or `Sec-Fetch-Site`) says it came from another site.
+//!
+//! Sign-in attempts are rate-limited per client address and in all
+//! ([`super::limit`]): over the limit, 429 with `Retry-After`, before the
+//! token is looked up.
 
 use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
@@ -233,8 +237,29 @@ pub struct SignInForm {
 pub async fn sign_in(
     axum::extract::State(state): axum::extract::State<AppState>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     axum::Form(form): axum::Form<SignInForm>,
 ) -> Result<Response> {
+    let client = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Err(wait) = state
+        .sign_in_limiter
+        .attempt(client, std::time::Instant::now())
+    {
+        let seconds = super::limit::retry_after_seconds(wait);
+        tracing::warn!(client = ?client, "console sign-in refused: too many attempts");
+        let mut resp = (
+            StatusCode::TOO_MANY_REQUESTS,
+            sign_in_form(Some(&format!(
+                "Too many sign-in attempts; try again in {seconds} s."
+            ))),
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return Ok(resp);
+    }
     let Some(caller) = auth::authenticate(&state.pool, form.token.trim()).await? else {
         return Ok((
             StatusCode::UNAUTHORIZED,

@@ -13,14 +13,14 @@ use tower::ServiceExt;
 
 use crate::support::{test_app_on, TestApp};
 
-struct Page {
-    status: StatusCode,
-    location: Option<String>,
-    set_cookie: Option<String>,
-    body: String,
+pub struct Page {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub set_cookie: Option<String>,
+    pub body: String,
 }
 
-async fn send(t: &TestApp, req: Request<Body>) -> Page {
+pub async fn send(t: &TestApp, req: Request<Body>) -> Page {
     let resp = t.app.clone().oneshot(req).await.unwrap();
     let header = |name: &str| {
         resp.headers()
@@ -39,7 +39,7 @@ async fn send(t: &TestApp, req: Request<Body>) -> Page {
     }
 }
 
-fn form_body(fields: &[(&str, &str)]) -> String {
+pub fn form_body(fields: &[(&str, &str)]) -> String {
     fields
         .iter()
         .map(|(k, v)| format!("{k}={}", encode(v)))
@@ -57,13 +57,13 @@ fn encode(s: &str) -> String {
 }
 
 /// A signed-in browser: its cookie.
-struct Browser<'a> {
+pub struct Browser<'a> {
     t: &'a TestApp,
-    cookie: String,
+    pub cookie: String,
 }
 
 impl<'a> Browser<'a> {
-    async fn sign_in(t: &'a TestApp, token: &str) -> Browser<'a> {
+    pub async fn sign_in(t: &'a TestApp, token: &str) -> Browser<'a> {
         let page = send(
             t,
             Request::post("/login")
@@ -80,7 +80,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn get(&self, uri: &str) -> Page {
+    pub async fn get(&self, uri: &str) -> Page {
         send(
             self.t,
             Request::get(uri)
@@ -91,7 +91,7 @@ impl<'a> Browser<'a> {
         .await
     }
 
-    async fn post(&self, uri: &str, fields: &[(&str, &str)]) -> Page {
+    pub async fn post(&self, uri: &str, fields: &[(&str, &str)]) -> Page {
         send(
             self.t,
             Request::post(uri)
@@ -103,14 +103,14 @@ impl<'a> Browser<'a> {
         .await
     }
 
-    async fn csrf(&self) -> String {
+    pub async fn csrf(&self) -> String {
         let page = self.get("/instances/new").await;
         let at = page.body.find("name=\"csrf\" value=\"").unwrap() + 19;
         page.body[at..at + 64].to_owned()
     }
 }
 
-async fn app(pool: PgPool) -> TestApp {
+pub async fn app(pool: PgPool) -> TestApp {
     let mut state = AppState::new(pool, "local").await;
     state.max_instances_per_org = 0;
     test_app_on(state).await

@@ -5,6 +5,7 @@
 mod api;
 mod config_validation;
 mod console;
+mod console_pages;
 mod fuzz;
 mod hardening;
 mod isolation;
