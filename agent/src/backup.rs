@@ -31,6 +31,8 @@ use crate::Agent;
 const RESTORE_WAL_DIR: &str = "pgplane-restore-wal";
 /// The most a restore's recovery may take.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(3600);
+/// How long a backup waits for another backup of the same instance.
+const BACKUP_LOCK_WAIT: Duration = Duration::from_secs(1800);
 /// How long a WAL segment may take to reach the repository when asked for.
 const ARCHIVE_DEADLINE: Duration = Duration::from_secs(60);
 /// Settings a restore leaves in `postgresql.auto.conf`, removed once the
@@ -489,11 +491,44 @@ impl Agent {
     #[tracing::instrument(skip_all, fields(data_dir = %self.layout.data_dir.display()))]
     pub async fn backup_full(&self) -> Result<()> {
         let started = Instant::now();
-        self.create_stanza(true).await?;
-        self.pgbackrest(&["--type=full", "backup"], "backing up")
-            .await?;
+        // A backup still running (left by a pgplane that was killed) holds
+        // the stanza's lock: wait for it rather than fail.
+        let until = Instant::now() + BACKUP_LOCK_WAIT;
+        loop {
+            let attempt = async {
+                if !self.stanza_exists() {
+                    self.create_stanza(true).await?;
+                }
+                self.pgbackrest(&["--type=full", "backup"], "backing up")
+                    .await
+            };
+            match attempt.await {
+                Err(Error::Backup { message, .. })
+                    if message.contains("[050]") && Instant::now() < until =>
+                {
+                    tracing::info!(%message, "another backup of this instance runs; waiting for it");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         tracing::info!(elapsed = ?started.elapsed(), "full backup taken");
         Ok(())
+    }
+
+    /// Whether the stanza was created (known only for a directory
+    /// repository; an object store's is created again, idempotently).
+    fn stanza_exists(&self) -> bool {
+        let Some(a) = &self.archiving else {
+            return false;
+        };
+        let dirs = a.stanza_dirs();
+        !dirs.is_empty()
+            && dirs[0].join("archive.info").is_file()
+            && dirs[1].join("backup.info").is_file()
     }
 
     /// This instance's backups.

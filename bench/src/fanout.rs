@@ -147,7 +147,7 @@ async fn follow(client: &Client, created: &[api::Instance]) -> anyhow::Result<Po
         while let Ok(Some(event)) = stream.next().await {
             if let StreamEvent::Instance(e) = event {
                 if let Some(tx) = p.get(&e.id) {
-                    let _ = tx.send((e.state, e.generation, e.observed_generation));
+                    tx.send_replace((e.state, e.generation, e.observed_generation));
                 }
             }
         }

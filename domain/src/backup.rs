@@ -119,21 +119,27 @@ impl Serialize for Retention {
 
 impl<'de> Deserialize<'de> for Retention {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Retention, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(i64),
-            Text(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Retention;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of full backups (7) or of days (\"7d\")")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Retention, E> {
+                Retention::parse(&n.to_string()).map_err(E::custom)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Retention, E> {
+                Retention::parse(&n.to_string()).map_err(E::custom)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Retention, E> {
+                Retention::parse(s).map_err(E::custom)
+            }
         }
-        let text = match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "retention is a number of full backups (7) or of days (\"7d\")",
-            )
-        })? {
-            Raw::Number(n) => n.to_string(),
-            Raw::Text(t) => t,
-        };
-        Retention::parse(&text).map_err(serde::de::Error::custom)
+        d.deserialize_any(Visitor)
     }
 }
 

@@ -465,6 +465,57 @@ fn retention_keeps_the_newest_backups_and_a_killed_backup_is_followed_by_a_good_
 }
 
 #[test]
+fn a_kill_of_pgplane_in_the_middle_of_a_backup_is_followed_by_a_good_backup() {
+    let mut up = Embedded::start();
+    let repo = up.data_dir.join("backups");
+    let env: Vec<(String, String)> = up
+        .env()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    ok(&["instance", "create", "busy", "--wait"], &env);
+    backups("busy", 1, &env);
+    let db = uri("busy", &env);
+    psql(&db, "create table t as select generate_series(1, 400000) i");
+    let stanza = stanza_of("busy", &env);
+    ok(&["instance", "backup", "busy"], &env);
+    eventually("a running backup", WAIT, || backup_process(&stanza));
+    up.kill_and_restart();
+    // The instance kept serving; the next backup waits for any backup the
+    // killed process left running, and succeeds.
+    assert_eq!(psql(&db, "select count(*) from t"), "400000");
+    ok(&["instance", "backup", "busy", "--wait"], &env);
+    let verify = std::process::Command::new("pgbackrest")
+        .arg(format!("--repo1-path={}", repo.display()))
+        .arg(format!("--stanza={stanza}"))
+        .args(["--log-level-console=error", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    ok(
+        &[
+            "instance",
+            "create",
+            "busy-copy",
+            "--restore-from",
+            "busy",
+            "--wait",
+        ],
+        &env,
+    );
+    assert_eq!(
+        psql(&uri("busy-copy", &env), "select count(*) from t"),
+        "400000"
+    );
+}
+
+#[test]
 fn one_instance_cannot_read_another_instances_backups() {
     let up = Embedded::start();
     let env = up.env();

@@ -251,6 +251,21 @@ impl Embedded {
         }
     }
 
+    /// `kill -9` of `pgplane up` (its instances keep running), then a new
+    /// `pgplane up` on the same directory and port, which adopts them.
+    pub fn kill_and_restart(&mut self) {
+        self._server.signal(nix::sys::signal::Signal::SIGKILL);
+        let _killed = self._server.wait_exit(Duration::from_secs(30));
+        let endpoint = &self
+            .vars
+            .iter()
+            .find(|(k, _)| k == "PGPLANE_ENDPOINT")
+            .unwrap()
+            .1;
+        let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        self._server = crate::walkthrough::up(&self.data_dir, port, &self.log);
+    }
+
     /// `PGPLANE_ENDPOINT` and `PGPLANE_TOKEN`.
     pub fn env(&self) -> Vec<(&str, &str)> {
         self.vars

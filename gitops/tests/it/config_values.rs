@@ -55,3 +55,33 @@ fn valid_settings_in_any_spelling_postgres_takes_pass() {
     );
     assert!(errs.is_empty(), "{errs:?}");
 }
+
+#[test]
+fn backup_policy_and_restore_are_declared_and_checked_at_their_lines() {
+    let files = [(
+        "instances/a.yaml",
+        manifest(
+            "orders",
+            "backup:\n  schedule: \"30 2 * * *\"\n  retention: 3\nrestore:\n  from: legacy\n  at: \"2026-12-01T10:00:00Z\"\n",
+        ),
+    )];
+    let options = ParseOptions {
+        default_org: "acme".into(),
+    };
+    let set = parse_manifests(&files, &options).expect("valid");
+    let spec = &set.instances.values().next().unwrap().spec;
+    assert_eq!(spec.backup.schedule, "30 2 * * *");
+    assert_eq!(spec.backup.retention, domain::Retention::Count(3));
+    assert_eq!(spec.restore.as_ref().unwrap().from, "legacy");
+
+    let errs = errors(
+        "backup:\n  schedule: every night\n  retention: \"0d\"\nrestore:\n  from: legacy\n  at: yesterday\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].contains("spec.backup.retention") && errs[0].contains("at least one"),
+        "{errs:?}"
+    );
+    let all = errs.join("\n");
+    assert!(all.contains("instances/a.yaml:"), "{all}");
+}
