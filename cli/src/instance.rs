@@ -72,6 +72,16 @@ pub enum InstanceCommand {
         /// Instance name (or id).
         name: String,
     },
+    /// One instance's health at a glance: state, drift, WAL archiving, the
+    /// last backup and the window a restore can reach. Exits 1 when
+    /// something needs attention (Error, drift, archiving failing or off,
+    /// no backup yet), so it can gate a script.
+    ///
+    ///   pgplane instance status orders
+    Status {
+        /// Instance name (or id).
+        name: String,
+    },
     /// Take a full backup now (besides the scheduled ones).
     ///
     /// With --wait, waits until the backup is in the repository and prints
@@ -264,6 +274,7 @@ async fn execute(
         }
         InstanceCommand::History { name } => history(client, &name, output).await,
         InstanceCommand::Credentials { name } => credentials(client, &name, output).await,
+        InstanceCommand::Status { name } => status(client, &name, output).await,
         InstanceCommand::Backup { name, wait } => backup(client, &name, wait, output).await,
         InstanceCommand::Backups { name } => backups(client, &name, output).await,
     }
@@ -340,6 +351,35 @@ async fn backup(
             });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The instance's health; a failure when something needs attention.
+async fn status(client: &Client, name: &str, output: OutputFormat) -> Result<(), Failure> {
+    let inst = fetch(client, name).await?;
+    let backups = client
+        .backups(name)
+        .await
+        .map_err(|e| Failure::client(name, e))?;
+    let drift = client.drift().await.map_err(|e| Failure::client(name, e))?;
+    let fields = drift
+        .items
+        .into_iter()
+        .find(|d| d.id == inst.id)
+        .map(|d| d.fields)
+        .unwrap_or_default();
+    let report = view::Health::of(&inst, &backups, &fields, Utc::now());
+    match output {
+        OutputFormat::Json => output::print_json(&report)?,
+        OutputFormat::Table => output::print_text(&report.render())?,
+    }
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Unhealthy {
+            name: inst.name,
+            problems: report.problems,
+        })
     }
 }
 

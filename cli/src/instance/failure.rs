@@ -25,6 +25,8 @@ pub enum Failure {
     Deleted { name: String },
     /// The data plane reported a failure while waiting.
     InstanceFailed { name: String, error: String },
+    /// `instance status` found something that needs attention.
+    Unhealthy { name: String, problems: Vec<String> },
     /// `--timeout` passed before the instance settled.
     TimedOut {
         name: String,
@@ -86,6 +88,15 @@ impl Failure {
                 &mut out,
                 format_args!("error: instance {name} failed: {error}"),
             ),
+            Failure::Unhealthy { name, problems } => {
+                line(
+                    &mut out,
+                    format_args!("error: instance {name} needs attention"),
+                );
+                for p in problems {
+                    line(&mut out, format_args!("  {p}"));
+                }
+            }
             Failure::TimedOut {
                 name,
                 after,

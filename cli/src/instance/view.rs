@@ -319,6 +319,110 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// `instance status`: what needs attention, and the facts behind it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub name: String,
+    pub state: domain::State,
+    pub error: Option<String>,
+    pub drift: Vec<domain::FieldDrift>,
+    pub archive: Option<domain::ArchiveStatus>,
+    pub last_backup: Option<domain::BackupInfo>,
+    pub restorable_from: Option<DateTime<Utc>>,
+    pub restorable_until: Option<DateTime<Utc>>,
+    /// Empty when all is well.
+    pub problems: Vec<String>,
+    #[serde(skip)]
+    now: DateTime<Utc>,
+}
+
+impl Health {
+    pub fn of(
+        inst: &Instance,
+        backups: &api::BackupList,
+        drift: &[domain::FieldDrift],
+        now: DateTime<Utc>,
+    ) -> Health {
+        let archive = inst.observed.as_ref().and_then(|o| o.archive.clone());
+        let mut problems = Vec::new();
+        if inst.state == domain::State::Error {
+            problems.push(format!(
+                "state Error: {}",
+                inst.error.as_deref().unwrap_or("no reason given")
+            ));
+        }
+        for f in drift {
+            problems.push(format!(
+                "drift in {}: declared {}, observed {}",
+                f.path,
+                f.declared.as_deref().unwrap_or("-"),
+                f.observed.as_deref().unwrap_or("-")
+            ));
+        }
+        if let Some(a) = &archive {
+            if a.failing() {
+                problems.push(format!("WAL archiving is failing ({})", archiving(a, now)));
+            }
+        }
+        let running = inst.observed.as_ref().is_some_and(|o| o.running);
+        if backups.items.is_empty() && running {
+            problems.push("no completed backup yet: nothing to restore from".to_owned());
+        }
+        Health {
+            name: inst.name.clone(),
+            state: inst.state,
+            error: inst.error.clone(),
+            drift: drift.to_vec(),
+            archive,
+            last_backup: backups.items.last().cloned(),
+            restorable_from: backups.restorable_from,
+            restorable_until: backups.restorable_until,
+            problems,
+            now,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut d = Details::new();
+        d.field("Name", &self.name)
+            .field("State", self.state.to_string())
+            .field(
+                "Drift",
+                match self.drift.len() {
+                    0 => "in sync".to_owned(),
+                    n => format!("{n} fields"),
+                },
+            )
+            .field(
+                "WAL archiving",
+                self.archive
+                    .as_ref()
+                    .map(|a| archiving(a, self.now))
+                    .unwrap_or_else(|| "not observed".to_owned()),
+            )
+            .field(
+                "Last backup",
+                self.last_backup
+                    .as_ref()
+                    .map(|b| format!("{} ({})", b.id, when(b.stopped_at, self.now)))
+                    .unwrap_or_else(|| "none".to_owned()),
+            )
+            .field(
+                "Restorable",
+                restorable(self.restorable_from, self.restorable_until),
+            )
+            .field(
+                "Health",
+                match self.problems.len() {
+                    0 => "ok".to_owned(),
+                    n => format!("{n} problems"),
+                },
+            );
+        d.render()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -286,6 +286,13 @@ fn archiving_survives_an_unwritable_repository_and_cannot_be_switched_off() {
     assert_eq!(psql(&db, "select count(*) from t"), "100");
     let shown = ok(&["instance", "get", "ledger"], &env);
     assert!(shown.contains("WAL archiving:     FAILING"), "{shown}");
+    let o = run(&["instance", "status", "ledger"], &env);
+    assert!(!o.status.success(), "status flags failing archiving");
+    assert!(
+        stderr(&o).contains("WAL archiving is failing"),
+        "{}",
+        stderr(&o)
+    );
     let gauges = metrics(&env);
     assert!(
         gauges.contains("pgplane_wal_archive_failing{org=\"default\",instance=\"ledger\"} 1"),
@@ -320,6 +327,12 @@ fn archiving_survives_an_unwritable_repository_and_cannot_be_switched_off() {
         (a["lastFailedAt"].as_str().is_some_and(|f| archived > f)).then_some(())
     });
     ok(&["instance", "backup", "ledger", "--wait"], &env);
+    let healthy = eventually("a healthy status", WAIT, || {
+        let o = run(&["instance", "status", "ledger"], &env);
+        o.status.success().then(|| stdout(&o))
+    });
+    assert!(healthy.contains("Health:"), "{healthy}");
+    assert!(healthy.contains("ok"), "{healthy}");
     let gauges = eventually("the failing gauge back at 0", WAIT, || {
         let g = metrics(&env);
         g.contains("pgplane_wal_archive_failing{org=\"default\",instance=\"ledger\"} 0")
