@@ -158,3 +158,88 @@ pub fn median(xs: &mut [Duration]) -> Duration {
 pub fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// A control plane (`pgplane server`) and a conductor on the simulated
+/// runtime, with their own state Postgres made by the agent, and a token of
+/// organisation `bench`.
+pub struct SimulatedPlane {
+    pub server: Pgplane,
+    pub _conductor: Pgplane,
+    pub client: api::Client,
+    /// `host:port` of the server.
+    pub listen: String,
+    pub token: String,
+    /// The state Postgres (stop it when done).
+    pub db: agent::Agent,
+}
+
+impl SimulatedPlane {
+    pub async fn start(dir: &Path) -> anyhow::Result<SimulatedPlane> {
+        use agent::{Agent, InstanceConfig, PostgresBinaries, RunAs, Secret, Template};
+        let bins = PostgresBinaries::discover()?;
+        let run_as = RunAs::for_this_process("postgres")?;
+        let template = Template::ensure(&dir.join("template"), &bins, &run_as).await?;
+        let db = Agent::new(
+            bins,
+            run_as,
+            InstanceConfig::new(dir.join("db"), free_port()?),
+        );
+        let password = Secret::generate();
+        db.create(&template, &password).await?;
+        let c = db.connection();
+        let url = format!(
+            "postgres://postgres:{}@{}:{}/postgres",
+            password.expose(),
+            c.host,
+            c.port
+        );
+        let keys = pgplane_output(&["secrets", "generate-key"], &[])?;
+        let env = [
+            ("PGPLANE_DATABASE_URL", url.as_str()),
+            ("PGPLANE_SECRET_KEYS", keys.as_str()),
+        ];
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let token = pgplane_output(&["token", "create", "--org", "bench"], &env)?;
+        let server = Pgplane::spawn(
+            // Benchmarks make more instances than one organisation may have.
+            &[
+                "server",
+                "--listen",
+                &listen,
+                "--max-instances-per-org",
+                "0",
+            ],
+            &env,
+            &dir.join("server.log"),
+            None,
+        )?;
+        let conductor = Pgplane::spawn(
+            &[
+                "conductor",
+                "--runtime",
+                "simulated",
+                "--data-plane",
+                "local",
+            ],
+            &env,
+            &dir.join("conductor.log"),
+            None,
+        )?;
+        let client = api::Client::new(&format!("http://{listen}"), &token);
+        let start = Instant::now();
+        while client.list_instances(None).await.is_err() {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("control plane did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(SimulatedPlane {
+            server,
+            _conductor: conductor,
+            client,
+            listen,
+            token,
+            db,
+        })
+    }
+}

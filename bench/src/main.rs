@@ -9,6 +9,7 @@
 //! The control plane runs as the release `pgplane` binary next to this one.
 
 mod backup;
+mod console_list;
 mod fanout;
 mod harness;
 mod scenarios;
@@ -63,6 +64,14 @@ enum Which {
         #[arg(long, default_value_t = 25)]
         instances: usize,
     },
+    /// The console's instance list with N instances (simulated runtime):
+    /// server time per page and bytes sent, next to a one-instance floor.
+    ConsoleList {
+        #[arg(long, default_value_t = 10_000)]
+        instances: usize,
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
     /// All three with their defaults.
     All,
 }
@@ -85,6 +94,10 @@ fn main() -> anyhow::Result<()> {
                 instances,
             } => fanout::fanout(clients, changes, instances).await,
             Which::Backup { scale, runs } => backup::backup(scale, runs).await,
+            Which::ConsoleList {
+                instances,
+                requests,
+            } => console_list::console_list(instances, requests).await,
             Which::All => {
                 scenarios::create(11).await?;
                 scenarios::throughput(1000, 50).await?;

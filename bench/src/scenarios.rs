@@ -260,57 +260,13 @@ pub async fn throughput(updates: usize, instances: usize) -> anyhow::Result<()> 
 pub async fn memory(instances: usize) -> anyhow::Result<()> {
     println!("== control-plane memory with {instances} instances (SIMULATED runtime: no Postgres per instance)");
     let dir = scratch_dir()?;
-    // A Postgres for the control plane, started by the agent.
-    let bins = PostgresBinaries::discover()?;
-    let run_as = RunAs::for_this_process("postgres")?;
-    let template = Template::ensure(&dir.path().join("template"), &bins, &run_as).await?;
-    let db = Agent::new(
-        bins,
-        run_as,
-        InstanceConfig::new(dir.path().join("db"), free_port()?),
-    );
-    let password = Secret::generate();
-    db.create(&template, &password).await?;
-    let c = db.connection();
-    let url = format!(
-        "postgres://postgres:{}@{}:{}/postgres",
-        password.expose(),
-        c.host,
-        c.port
-    );
-    let keys = pgplane_output(&["secrets", "generate-key"], &[])?;
-    let env = [
-        ("PGPLANE_DATABASE_URL", url.as_str()),
-        ("PGPLANE_SECRET_KEYS", keys.as_str()),
-    ];
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let token = pgplane_output(&["token", "create", "--org", "bench"], &env)?;
-    let server = Pgplane::spawn(
-        &["server", "--listen", &listen],
-        &env,
-        &dir.path().join("server.log"),
-        None,
-    )?;
-    let _conductor = Pgplane::spawn(
-        &[
-            "conductor",
-            "--runtime",
-            "simulated",
-            "--data-plane",
-            "local",
-        ],
-        &env,
-        &dir.path().join("conductor.log"),
-        None,
-    )?;
-    let client = Client::new(&format!("http://{listen}"), &token);
-    let start = Instant::now();
-    while client.list_instances(None).await.is_err() {
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("control plane did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let SimulatedPlane {
+        server,
+        _conductor,
+        client,
+        db,
+        ..
+    } = SimulatedPlane::start(dir.path()).await?;
     let (idle_rss, _) = server.memory_kib()?;
     let t0 = Instant::now();
     let results: Vec<anyhow::Result<()>> = stream::iter(0..instances)
