@@ -113,6 +113,34 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
+        let (resp, status, content_type) = self.send(req).await?;
+        let bytes = self.read_body(resp).await?;
+        if status.is_success() {
+            let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+                b"null"
+            } else {
+                &bytes
+            };
+            return serde_json::from_slice(body).map_err(|e| {
+                if content_type.as_deref() == Some("application/json") {
+                    ClientError::Protocol {
+                        endpoint: self.endpoint.clone(),
+                        detail: format!("{e} in response to {path}"),
+                    }
+                } else {
+                    self.not_pgplane(status, content_type, &bytes)
+                }
+            });
+        }
+        Err(self.error_response(status, content_type, &bytes))
+    }
+
+    /// Sends a request: the response, its status and its content type
+    /// (lower-case, without parameters).
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::Response, StatusCode, Option<String>), ClientError> {
         let resp = req.send().await.map_err(|source| {
             if source.is_builder() {
                 ClientError::InvalidEndpoint {
@@ -132,31 +160,17 @@ impl Client {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
-        let bytes = resp
-            .bytes()
+        Ok((resp, status, content_type))
+    }
+
+    async fn read_body(&self, resp: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+        resp.bytes()
             .await
+            .map(Vec::from)
             .map_err(|source| ClientError::Unreachable {
                 endpoint: self.endpoint.clone(),
                 source,
-            })?;
-        if status.is_success() {
-            let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
-                b"null"
-            } else {
-                &bytes
-            };
-            return serde_json::from_slice(body).map_err(|e| {
-                if content_type.as_deref() == Some("application/json") {
-                    ClientError::Protocol {
-                        endpoint: self.endpoint.clone(),
-                        detail: format!("{e} in response to {path}"),
-                    }
-                } else {
-                    self.not_pgplane(status, content_type, &bytes)
-                }
-            });
-        }
-        Err(self.error_response(status, content_type, &bytes))
+            })
     }
 
     /// An error response: the API's error body, or something else answering.
@@ -194,35 +208,11 @@ impl Client {
         if let Some(t) = since {
             req = req.query(&[("since", t.to_rfc3339())]);
         }
-        let resp = req.send().await.map_err(|source| {
-            if source.is_builder() {
-                ClientError::InvalidEndpoint {
-                    endpoint: self.endpoint.clone(),
-                    detail: root_cause(&source),
-                }
-            } else {
-                ClientError::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    source,
-                }
-            }
-        })?;
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
+        let (resp, status, content_type) = self.send(req).await?;
         if status.is_success() && content_type.as_deref() == Some("text/event-stream") {
             return Ok(crate::events::EventStream::new(resp, self.endpoint.clone()));
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                source,
-            })?;
+        let bytes = self.read_body(resp).await?;
         if status.is_success() {
             return Err(self.not_pgplane(status, content_type, &bytes));
         }

@@ -132,6 +132,8 @@ pub struct LocalRuntime {
     users: std::sync::Mutex<HashMap<String, RunAs>>,
     /// `pgbackrest`, when instances are backed up.
     pgbackrest: Option<PathBuf>,
+    /// When deleted instances' backups were last looked at.
+    expired_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Supervision gives up on a server that crashed this often within
@@ -229,6 +231,7 @@ impl LocalRuntime {
         };
         Ok(LocalRuntime {
             pgbackrest,
+            expired_at: Default::default(),
             settings,
             bins,
             run_as,
@@ -761,6 +764,10 @@ impl LocalRuntime {
     }
 }
 
+/// How often deleted instances' backups are checked against their retention
+/// (which counts in days).
+const EXPIRY_EVERY: Duration = Duration::from_secs(300);
+
 /// How soon a failed scheduled backup is tried again.
 const BACKUP_RETRY: chrono::Duration = chrono::Duration::minutes(10);
 
@@ -932,7 +939,17 @@ impl Runtime for LocalRuntime {
         if self.pgbackrest.is_none() {
             return Vec::new();
         }
-        self.expire_deleted().await;
+        let expire = {
+            let mut at = self.expired_at.lock().expect("expiry time poisoned");
+            let due = at.is_none_or(|t| t.elapsed() >= EXPIRY_EVERY);
+            if due {
+                *at = Some(Instant::now());
+            }
+            due
+        };
+        if expire {
+            self.expire_deleted().await;
+        }
         let now = Utc::now();
         self.states()
             .await

@@ -448,18 +448,7 @@ fn retention_keeps_the_newest_backups_and_a_killed_backup_is_followed_by_a_good_
         h.contains("BackupFailed").then_some(())
     });
     ok(&["instance", "backup", "kept", "--wait"], &env);
-    let verify = std::process::Command::new("pgbackrest")
-        .arg(format!("--repo1-path={}", repo.display()))
-        .arg(format!("--stanza={stanza}"))
-        .args(["--log-level-console=error", "verify"])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    verify(&repo, &stanza);
     ok(
         &[
             "instance",
@@ -481,6 +470,7 @@ fn retention_keeps_the_newest_backups_and_a_killed_backup_is_followed_by_a_good_
 fn a_kill_of_pgplane_in_the_middle_of_a_backup_is_followed_by_a_good_backup() {
     let mut up = Embedded::start();
     let repo = up.data_dir.join("backups");
+    // Owned: `up` is restarted (borrowed mutably) while the CLI uses these.
     let env: Vec<(String, String)> = up
         .env()
         .iter()
@@ -499,18 +489,7 @@ fn a_kill_of_pgplane_in_the_middle_of_a_backup_is_followed_by_a_good_backup() {
     // killed process left running, and succeeds.
     assert_eq!(psql(&db, "select count(*) from t"), "400000");
     ok(&["instance", "backup", "busy", "--wait"], &env);
-    let verify = std::process::Command::new("pgbackrest")
-        .arg(format!("--repo1-path={}", repo.display()))
-        .arg(format!("--stanza={stanza}"))
-        .args(["--log-level-console=error", "verify"])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    verify(&repo, &stanza);
     ok(
         &[
             "instance",
@@ -559,6 +538,22 @@ fn one_instance_cannot_read_another_instances_backups() {
     }
     let o = as_alpha(&["ls", repo.join("backup").to_str().unwrap()]);
     assert!(!o.status.success(), "the repository lists its stanzas");
+}
+
+/// `pgbackrest verify` of a stanza in a directory repository passes.
+fn verify(repo: &Path, stanza: &str) {
+    let out = std::process::Command::new("pgbackrest")
+        .arg(format!("--repo1-path={}", repo.display()))
+        .arg(format!("--stanza={stanza}"))
+        .args(["--log-level-console=error", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `/metrics` with the admin token.
