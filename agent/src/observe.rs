@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use domain::quantity::normalize_setting;
 use domain::restart::effective_config;
-use domain::{ArchiveStatus, InstanceSpec, ObservedSpec};
+use domain::{Activity, ArchiveStatus, InstanceSpec, ObservedSpec};
 use tokio_postgres::Client;
 
 use crate::converge::pending_restart;
@@ -28,6 +28,20 @@ impl Agent {
         }
         let client = self.start_connected().await?;
         self.observe_with(&client, spec).await
+    }
+
+    /// Observes the instance as [`Agent::observe`] does and, while it runs,
+    /// samples what it is doing (one connection for both).
+    pub async fn sample(&self, spec: &InstanceSpec) -> Result<(ObservedSpec, Option<Activity>)> {
+        if self.running_pid().is_none() {
+            return Ok((self.observe(spec).await?, None));
+        }
+        let client = self.start_connected().await?;
+        let observed = self.observe_with(&client, spec).await?;
+        let activity = activity(&client)
+            .await
+            .map_err(|e| self.sql_error("sampling activity", e))?;
+        Ok((observed, Some(activity)))
     }
 
     pub(crate) async fn observe_with(
@@ -87,6 +101,26 @@ impl Agent {
             },
         })
     }
+}
+
+/// Client connections, transactions so far and database sizes. The agent's
+/// own connection is not a client's.
+async fn activity(client: &Client) -> Result<Activity, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_stat_activity
+                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()),
+                    (SELECT coalesce(sum(xact_commit + xact_rollback), 0)::int8 FROM pg_stat_database),
+                    (SELECT coalesce(sum(pg_database_size(oid)), 0)::int8 FROM pg_database
+                     WHERE datallowconn AND NOT datistemplate)",
+            &[],
+        )
+        .await?;
+    Ok(Activity {
+        connections: row.get(0),
+        transactions: row.get(1),
+        database_bytes: row.get(2),
+    })
 }
 
 /// `pg_stat_archiver`, the running `archive_mode`, and archiving settings

@@ -299,6 +299,11 @@ impl Client {
             .await
     }
 
+    pub async fn activity(&self, name: &str) -> Result<ActivityList, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/instances/{name}/activity"), None)
+            .await
+    }
+
     pub async fn credentials(&self, name: &str) -> Result<Credentials, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/instances/{name}/credentials"), None)
             .await

@@ -135,6 +135,30 @@ pub struct History {
     pub items: Vec<HistoryEntry>,
 }
 
+/// One sample of a running instance's activity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivitySample {
+    pub at: DateTime<Utc>,
+    /// Client connections.
+    pub connections: i64,
+    /// Transactions since the server's statistics were reset (cumulative).
+    pub transactions: i64,
+    /// Transactions per second since the sample before; absent for the
+    /// first sample and after the counter was reset.
+    pub transactions_per_second: Option<f64>,
+    /// The size of the instance's databases, in bytes.
+    pub database_bytes: i64,
+}
+
+/// `GET /api/v1/instances/{name}/activity`: the newest samples, oldest
+/// first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityList {
+    pub items: Vec<ActivitySample>,
+}
+
 /// `GET /api/v1/instances/{name}/credentials`. Sensitive.
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -102,6 +102,17 @@ pub enum InstanceCommand {
         /// Instance name (or id).
         name: String,
     },
+    /// Show what a running instance has been doing: client connections,
+    /// transactions per second and database size, one row per sample
+    /// (the data plane samples at each re-observation; the newest 120 are
+    /// kept).
+    ///
+    ///   pgplane instance activity orders
+    ///   pgplane instance activity orders -o json | jq '.items[-1]'
+    Activity {
+        /// Instance name (or id).
+        name: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -277,6 +288,7 @@ async fn execute(
         InstanceCommand::Status { name } => status(client, &name, output).await,
         InstanceCommand::Backup { name, wait } => backup(client, &name, wait, output).await,
         InstanceCommand::Backups { name } => backups(client, &name, output).await,
+        InstanceCommand::Activity { name } => activity(client, &name, output).await,
     }
 }
 
@@ -391,6 +403,18 @@ async fn backups(client: &Client, name: &str, output: OutputFormat) -> Result<()
     match output {
         OutputFormat::Json => output::print_json(&list)?,
         OutputFormat::Table => output::print_text(&view::backups(&list))?,
+    }
+    Ok(())
+}
+
+async fn activity(client: &Client, name: &str, output: OutputFormat) -> Result<(), Failure> {
+    let list = client
+        .activity(name)
+        .await
+        .map_err(|e| Failure::client(name, e))?;
+    match output {
+        OutputFormat::Json => output::print_json(&list)?,
+        OutputFormat::Table => output::print_text(&view::activity(&list))?,
     }
     Ok(())
 }

@@ -295,16 +295,8 @@ pub async fn handle<R: Runtime + ?Sized>(
             let error = agent::error_chain(&e);
             tracing::warn!(instance_id = %event.instance_id, %error, "event failed");
             StatusReport {
-                instance_id: event.instance_id,
-                generation: event.generation,
-                kind: ReportKind::Failed,
-                observed: None,
-                connection: None,
                 error: Some(error),
-                restarted: false,
-                prediction_note: None,
-                note: None,
-                backups: None,
+                ..StatusReport::new(event.instance_id, event.generation, ReportKind::Failed)
             }
         }
     };
@@ -329,16 +321,12 @@ fn success_report(event: &DataPlaneEvent, applied: Applied) -> StatusReport {
         _ => None,
     };
     StatusReport {
-        instance_id: event.instance_id,
-        generation: event.generation,
-        kind: applied.report,
         observed: applied.observed,
         connection: applied.connection,
-        error: None,
         restarted: applied.restarted,
         prediction_note,
-        note: None,
         backups: applied.backups,
+        ..StatusReport::new(event.instance_id, event.generation, applied.report)
     }
 }
 
@@ -354,16 +342,10 @@ pub async fn backup_report<R: Runtime + ?Sized>(runtime: &R, instance_id: Uuid) 
         }
     };
     StatusReport {
-        instance_id,
-        generation,
-        kind: ReportKind::Backup,
-        observed: None,
-        connection: None,
         error,
-        restarted: false,
-        prediction_note: None,
         note,
         backups,
+        ..StatusReport::new(instance_id, generation, ReportKind::Backup)
     }
 }
 
@@ -387,16 +369,8 @@ async fn fail_dead(queues: &Queues, raw: &serde_json::Value, reason: String) -> 
     if let Some(instance_id) = instance_id {
         let generation = raw.get("generation").and_then(|g| g.as_i64()).unwrap_or(0);
         let report = StatusReport {
-            instance_id,
-            generation,
-            kind: ReportKind::Failed,
-            observed: None,
-            connection: None,
             error: Some(reason.clone()),
-            restarted: false,
-            prediction_note: None,
-            note: None,
-            backups: None,
+            ..StatusReport::new(instance_id, generation, ReportKind::Failed)
         };
         if let Err(e) = queues.send_report(&report).await {
             tracing::warn!(error = %e, "reporting a dead-lettered event failed; will retry");
@@ -428,16 +402,10 @@ pub async fn supervise<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
             Supervision::GaveUp { reason } => (ReportKind::Failed, None, Some(reason), None),
         };
         let report = StatusReport {
-            instance_id: s.instance_id,
-            generation: s.generation,
-            kind,
             observed,
-            connection: None,
             error,
-            restarted: false,
-            prediction_note: None,
             note,
-            backups: None,
+            ..StatusReport::new(s.instance_id, s.generation, kind)
         };
         if let Err(e) = queues.send_report(&report).await {
             tracing::warn!(error = %e, "sending a supervision report failed");
@@ -449,16 +417,9 @@ pub async fn supervise<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
 pub async fn resync<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
     for obs in runtime.observe_all().await {
         let report = StatusReport {
-            instance_id: obs.instance_id,
-            generation: obs.generation,
-            kind: ReportKind::Observed,
             observed: Some(obs.observed),
-            connection: None,
-            error: None,
-            restarted: false,
-            prediction_note: None,
-            note: None,
-            backups: None,
+            activity: obs.activity,
+            ..StatusReport::new(obs.instance_id, obs.generation, ReportKind::Observed)
         };
         if let Err(e) = queues.send_report(&report).await {
             tracing::warn!(error = %e, "sending an observation failed");

@@ -969,14 +969,15 @@ impl Runtime for LocalRuntime {
             let lock = self.lock(s.instance_id);
             let _guard = lock.lock().await;
             let observed = match self.agent(&s) {
-                Ok(agent) => agent.observe(&s.spec).await.map_err(RuntimeError::from),
+                Ok(agent) => agent.sample(&s.spec).await.map_err(RuntimeError::from),
                 Err(e) => Err(e),
             };
             match observed {
-                Ok(observed) => out.push(Observation {
+                Ok((observed, activity)) => out.push(Observation {
                     instance_id: s.instance_id,
                     generation: s.applied_generation,
                     observed,
+                    activity,
                 }),
                 Err(e) => {
                     tracing::warn!(instance = %s.name, error = %e, "observing instance failed")

@@ -1,7 +1,7 @@
 //! What a data plane runs instances on.
 
 use async_trait::async_trait;
-use domain::{BackupCatalog, ConnectionInfo, DataPlaneEvent, ObservedSpec, ReportKind};
+use domain::{Activity, BackupCatalog, ConnectionInfo, DataPlaneEvent, ObservedSpec, ReportKind};
 use uuid::Uuid;
 
 /// The result of applying one event.
@@ -36,6 +36,8 @@ pub struct Observation {
     /// The generation last applied.
     pub generation: i64,
     pub observed: ObservedSpec,
+    /// What the server was doing, when the runtime samples it.
+    pub activity: Option<Activity>,
 }
 
 #[derive(Debug, thiserror::Error)]

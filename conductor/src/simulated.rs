@@ -99,6 +99,7 @@ impl Runtime for SimulatedRuntime {
                 instance_id: *id,
                 generation: *generation,
                 observed: observed.clone(),
+                activity: None,
             })
             .collect()
     }

@@ -30,7 +30,7 @@ pub use backup::{
 };
 pub use diff::{diff_specs, FieldChange};
 pub use drift::{drift, FieldDrift};
-pub use message::{DataPlaneEvent, EventKind, ReportKind, RestoreSource, StatusReport};
+pub use message::{Activity, DataPlaneEvent, EventKind, ReportKind, RestoreSource, StatusReport};
 pub use name::{InstanceName, NameError};
 pub use restart::{predict_restart, RestartPrediction};
 pub use spec::{ConnectionInfo, Extension, InstanceSpec, ObservedSpec, Resources};

@@ -134,6 +134,45 @@ pub struct StatusReport {
     /// data plane read them for this report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<BackupCatalog>,
+    /// What the server was doing when it was observed, for the activity
+    /// charts; absent when the data plane does not sample it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Activity>,
+}
+
+impl StatusReport {
+    /// A report of `kind` with nothing else in it yet.
+    pub fn new(instance_id: Uuid, generation: i64, kind: ReportKind) -> StatusReport {
+        StatusReport {
+            instance_id,
+            generation,
+            kind,
+            observed: None,
+            connection: None,
+            error: None,
+            restarted: false,
+            prediction_note: None,
+            note: None,
+            backups: None,
+            activity: None,
+        }
+    }
+}
+
+/// One sample of a running server's activity. The counters are cumulative
+/// (since the server's statistics were last reset); rates are derived from
+/// two samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Activity {
+    /// Client connections (`pg_stat_activity`, client backends).
+    pub connections: i64,
+    /// Transactions committed and rolled back, over all databases
+    /// (`pg_stat_database`).
+    pub transactions: i64,
+    /// The size of the databases (not the templates), in bytes.
+    pub database_bytes: i64,
 }
 
 #[cfg(test)]

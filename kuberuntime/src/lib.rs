@@ -388,6 +388,7 @@ impl Runtime for KubernetesRuntime {
                     instance_id: instance_id(pi)?,
                     generation: applied_generation(pi)?,
                     observed: observed(pi),
+                    activity: None,
                 })
             })
             .collect()

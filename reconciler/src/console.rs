@@ -5,7 +5,9 @@
 //!   and the same-origin check on every form post.
 //! - [`instances`]: the instance list (filtered, sorted, paginated in SQL).
 //! - [`instance`]: one instance (desired, observed, drift, connection,
-//!   history, timeline) and its actions.
+//!   activity, history, timeline) and its actions.
+//! - [`activity`]: an instance's connections, transactions per second and
+//!   database size, as small charts.
 //! - [`create`]: the create form, validated as the API validates.
 //! - [`edit`]: the edit form, reviewed (changes, restart prediction) before
 //!   it is saved as an update at the generation it was opened at.
@@ -20,6 +22,7 @@
 //! at run time and there is no JavaScript build. Pages read without the
 //! script; it only adds live updates and small conveniences.
 
+pub mod activity;
 pub mod create;
 pub mod dashboard;
 pub mod drift;

@@ -2,9 +2,9 @@
 //! call [`crate::commands`] or the store, answer.
 
 use api::{
-    BackupList, CreateInstance, CreateSource, CreateToken, Credentials, DriftReport, ErrorBody,
-    History, Instance, InstanceList, Source, SourceList, SourceStatus, SyncRecord, TokenCreated,
-    UpdateInstance,
+    ActivityList, BackupList, CreateInstance, CreateSource, CreateToken, Credentials, DriftReport,
+    ErrorBody, History, Instance, InstanceList, Source, SourceList, SourceStatus, SyncRecord,
+    TokenCreated, UpdateInstance,
 };
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State as AxumState};
@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/instances/{name}/backups",
             get(instance_backups).post(backup_instance),
         )
+        .route("/api/v1/instances/{name}/activity", get(instance_activity))
         .route(
             "/api/v1/instances/{name}/credentials",
             get(instance_credentials),
@@ -255,6 +256,19 @@ async fn instance_backups(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/instances/{name}/activity", params(("name" = String, Path)),
+    responses((status = 200, body = ActivityList)), security(("bearer" = [])))]
+async fn instance_activity(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<ActivityList>> {
+    let mut conn = state.pool.acquire().await?;
+    let row = store::find_instance(&mut conn, &caller.org, &name, false).await?;
+    let items = store::activity(&mut conn, row.id).await?;
+    Ok(Json(ActivityList { items }))
+}
+
 #[utoipa::path(get, path = "/api/v1/instances/{name}/credentials", params(("name" = String, Path)),
     responses((status = 200, body = Credentials), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 async fn instance_credentials(
@@ -461,7 +475,7 @@ async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
     info(title = "pgplane", description = "Declarative managed Postgres: the control-plane API."),
     paths(create_instance, list_instances, get_instance, update_instance, restart_instance,
           stop_instance, start_instance, delete_instance, instance_history, instance_credentials,
-          backup_instance, instance_backups,
+          backup_instance, instance_backups, instance_activity,
           create_token, drift_report, create_source, list_sources, source_status, delete_source,
           sync_source, source_webhook, crate::console::events::stream),
     modifiers(&BearerAuth)

@@ -175,6 +175,16 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     .bind(report.backups.as_ref().map(Json))
     .execute(&mut *tx)
     .await?;
+    match (&report.activity, gone) {
+        (Some(activity), false) => store::record_activity(&mut tx, row.id, activity).await?,
+        (_, true) => {
+            sqlx::query("delete from instance_activity where instance_id = $1")
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        (None, false) => {}
+    }
     if report.kind == domain::ReportKind::Backup {
         // A backup moves no state; the history says how it went.
         let (event, detail) = match (&report.error, &report.note) {

@@ -255,6 +255,68 @@ pub async fn history(conn: &mut PgConnection, instance_id: Uuid) -> Result<Vec<H
         .collect())
 }
 
+/// Activity samples kept per instance (an hour at the default 30 s resync).
+pub const ACTIVITY_SAMPLES: i64 = 120;
+
+/// Keeps one activity sample, dropping the oldest beyond [`ACTIVITY_SAMPLES`].
+pub async fn record_activity(
+    conn: &mut PgConnection,
+    instance_id: Uuid,
+    activity: &domain::Activity,
+) -> Result<()> {
+    sqlx::query(
+        "insert into instance_activity (instance_id, connections, transactions, database_bytes)
+         values ($1, $2, $3, $4) on conflict do nothing",
+    )
+    .bind(instance_id)
+    .bind(activity.connections)
+    .bind(activity.transactions)
+    .bind(activity.database_bytes)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "delete from instance_activity where instance_id = $1 and at <= (
+             select at from instance_activity where instance_id = $1
+             order by at desc offset $2 limit 1)",
+    )
+    .bind(instance_id)
+    .bind(ACTIVITY_SAMPLES)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The kept activity samples, oldest first, with the transaction rate
+/// between each and the one before.
+pub async fn activity(
+    conn: &mut PgConnection,
+    instance_id: Uuid,
+) -> Result<Vec<api::ActivitySample>> {
+    let rows: Vec<(DateTime<Utc>, i64, i64, i64)> = sqlx::query_as(
+        "select at, connections, transactions, database_bytes from instance_activity
+         where instance_id = $1 order by at",
+    )
+    .bind(instance_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: Vec<api::ActivitySample> = Vec::with_capacity(rows.len());
+    for (at, connections, transactions, database_bytes) in rows {
+        let transactions_per_second = out.last().and_then(|prev| {
+            let seconds = (at - prev.at).num_microseconds()? as f64 / 1e6;
+            let done = transactions - prev.transactions;
+            (seconds > 0.0 && done >= 0).then(|| done as f64 / seconds)
+        });
+        out.push(api::ActivitySample {
+            at,
+            connections,
+            transactions,
+            transactions_per_second,
+            database_bytes,
+        });
+    }
+    Ok(out)
+}
+
 /// Extensions a data plane said it can run; `None` when it never registered.
 pub async fn data_plane_extensions(
     conn: &mut PgConnection,

@@ -310,6 +310,23 @@ pub fn backups(list: &api::BackupList) -> String {
     out
 }
 
+pub fn activity(list: &api::ActivityList) -> String {
+    if list.items.is_empty() {
+        return "no activity sampled yet (the data plane samples a running server each time it observes it)\n".to_owned();
+    }
+    let mut t = crate::output::Table::new(["SAMPLED", "CONNECTIONS", "TPS", "SIZE"]);
+    for a in &list.items {
+        t.row(vec![
+            domain::backup::stamp(a.at),
+            a.connections.to_string(),
+            a.transactions_per_second
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}")),
+            bytes(a.database_bytes.max(0) as u64),
+        ]);
+    }
+    t.render()
+}
+
 fn bytes(n: u64) -> String {
     let mib = n as f64 / (1024.0 * 1024.0);
     if mib >= 1024.0 {

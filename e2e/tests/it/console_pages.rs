@@ -194,6 +194,70 @@ async fn console_edits_an_instance_after_reviewing_it_and_shows_sources_drift_an
     let history = text(&b, "#history").await;
     assert!(history.contains("Configuring"), "{history}");
 
+    // Activity: a client connected, some transactions and a bigger
+    // database show in the samples and on the page's charts.
+    let uri = api
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/instances/shop/credentials",
+            None,
+        )
+        .await["uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (client, connection) = tokio_postgres::connect(&uri, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let first_size = eventually("a first activity sample", WAIT, || {
+        let v = json(&["instance", "activity", "shop"], &up.env());
+        v["items"].as_array()?.last()?["databaseBytes"].as_i64()
+    });
+    client
+        .batch_execute(
+            "create table filler as select g, repeat('x', 200) as pad from generate_series(1, 40000) g",
+        )
+        .await
+        .unwrap();
+    for i in 0..50 {
+        client
+            .execute("insert into filler values ($1, 'y')", &[&i])
+            .await
+            .unwrap();
+    }
+    let last = eventually("the workload in the samples", WAIT, || {
+        let v = json(&["instance", "activity", "shop"], &up.env());
+        let last = v["items"].as_array()?.last()?.clone();
+        let grew = last["databaseBytes"].as_i64()? > first_size + 5_000_000;
+        let connected = last["connections"].as_i64()? >= 1;
+        (grew && connected).then_some(last)
+    });
+    assert!(last["transactionsPerSecond"].as_f64().is_some(), "{last}");
+    b.client
+        .goto(&format!("{endpoint}/instances/shop"))
+        .await
+        .unwrap();
+    for chart in ["#connections-chart", "#tps-chart", "#size-chart"] {
+        let points: usize = b
+            .find(chart)
+            .await
+            .attr("data-points")
+            .await
+            .unwrap()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(points >= 2, "{chart}: {points} points");
+    }
+    assert!(text(&b, "#connections-text")
+        .await
+        .starts_with("Client connections: now "));
+    let size = text(&b, "#size-text").await;
+    assert!(size.contains("MiB"), "{size}");
+    b.screenshot("instance-activity").await;
+    drop(client);
+
     // GitOps: a source, synced now from the page, its history per commit.
     let repo = Repo::new(&up, "orders", "16MB");
     ok(

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::layout::{self, badge, csrf_field, timestamp};
 use super::session::{Protected, Session};
-use super::{timeline, Result};
+use super::{activity, timeline, Result};
 use crate::commands::{self, Command};
 use crate::error::ApiError;
 use crate::store::{self, InstanceRow};
@@ -23,6 +23,7 @@ use crate::AppState;
 struct View {
     row: InstanceRow,
     history: Vec<HistoryEntry>,
+    activity: Vec<api::ActivitySample>,
     drift: InstanceDrift,
     now: DateTime<Utc>,
 }
@@ -31,6 +32,7 @@ async fn read(state: &AppState, session: &Session, name: &str) -> Result<View> {
     let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
     let row = store::find_instance(&mut conn, &session.caller.org, name, false).await?;
     let history = store::history(&mut conn, row.id).await?;
+    let activity = store::activity(&mut conn, row.id).await?;
     let now: DateTime<Utc> = sqlx::query_scalar("select now()")
         .fetch_one(&mut *conn)
         .await
@@ -39,6 +41,7 @@ async fn read(state: &AppState, session: &Session, name: &str) -> Result<View> {
     Ok(View {
         row,
         history,
+        activity,
         drift,
         now,
     })
@@ -222,6 +225,10 @@ fn render(session: &Session, view: &View, extra: Extra) -> Markup {
                 section aria-labelledby="h-drift" {
                     h2 #h-drift { "Drift" }
                     (drift(&view.drift))
+                }
+                section aria-labelledby="h-activity" {
+                    h2 #h-activity { "Activity" }
+                    (activity::render(&view.activity))
                 }
                 section aria-labelledby="h-timeline" {
                     h2 #h-timeline { "Timeline" }

@@ -148,9 +148,16 @@ pub async fn list_page_rows(
     } else {
         "asc"
     };
+    // The page is chosen on narrow rows (the sort never spills whole
+    // instances to disk), then its 50 rows are read by id.
     let rows = sqlx::query_as::<_, InstanceRow>(&format!(
-        "select {} from instances where {filter_sql}
-         order by {column} {dir}, name {dir}, created_at desc limit $5 offset $6",
+        "select {} from (
+             select id as page_id, {column} as page_key, name as page_name,
+                    created_at as page_created
+             from instances where {filter_sql}
+             order by page_key {dir}, page_name {dir}, page_created desc limit $5 offset $6
+         ) page join instances on id = page_id
+         order by page_key {dir}, page_name {dir}, page_created desc",
         crate::store::COLUMNS
     ))
     .bind(org)

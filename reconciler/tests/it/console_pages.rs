@@ -33,16 +33,8 @@ async fn report(t: &TestApp, id: &str, generation: i64, kind: ReportKind, config
         archive: None,
     };
     let report = StatusReport {
-        instance_id: Uuid::parse_str(id).unwrap(),
-        generation,
-        kind,
         observed: Some(observed),
-        connection: None,
-        error: None,
-        restarted: false,
-        prediction_note: None,
-        note: None,
-        backups: None,
+        ..StatusReport::new(Uuid::parse_str(id).unwrap(), generation, kind)
     };
     reconciler::status::apply_report(&t.state, &report)
         .await

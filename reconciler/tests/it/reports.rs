@@ -1,6 +1,7 @@
 //! Data-plane reports through the state machine.
 
-use domain::{ReportKind, StatusReport};
+use axum::http::StatusCode;
+use domain::{Activity, ReportKind, StatusReport};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -10,16 +11,8 @@ use crate::support::{test_app, TestApp};
 pub async fn report(t: &TestApp, id: &str, generation: i64, kind: &str) {
     let kind: ReportKind = serde_json::from_value(json!(kind)).unwrap();
     let report = StatusReport {
-        instance_id: Uuid::parse_str(id).unwrap(),
-        generation,
-        kind,
-        observed: None,
-        connection: None,
         error: (kind == ReportKind::Failed).then(|| "disk full".to_owned()),
-        restarted: false,
-        prediction_note: None,
-        note: None,
-        backups: None,
+        ..StatusReport::new(Uuid::parse_str(id).unwrap(), generation, kind)
     };
     reconciler::status::apply_report(&t.state, &report)
         .await
@@ -175,16 +168,8 @@ async fn a_redelivered_report_records_nothing_and_a_note_is_recorded(pool: PgPoo
     report(&t, &id, 1, "Created").await;
     report(&t, &id, 1, "Created").await;
     let recovered = StatusReport {
-        instance_id: Uuid::parse_str(&id).unwrap(),
-        generation: 1,
-        kind: ReportKind::Recovered,
-        observed: None,
-        connection: None,
-        error: None,
-        restarted: false,
-        prediction_note: None,
         note: Some("crashed: killed by signal 9 (SIGKILL); restarted in 0.2 s".into()),
-        backups: None,
+        ..StatusReport::new(Uuid::parse_str(&id).unwrap(), 1, ReportKind::Recovered)
     };
     reconciler::status::apply_report(&t.state, &recovered)
         .await
@@ -231,4 +216,66 @@ async fn unparseable_status_messages_are_dead_lettered(pool: PgPool) {
         }
         other => panic!("expected a dead letter, got {other:?}"),
     }
+}
+
+#[sqlx::test(migrations = false)]
+async fn activity_samples_are_kept_newest_first_with_rates_and_go_with_the_instance(pool: PgPool) {
+    let t = test_app(pool).await;
+    let id = create(&t).await;
+    report(&t, &id, 1, "Created").await;
+    let instance_id = Uuid::parse_str(&id).unwrap();
+    let sample = |connections: i64, transactions: i64| StatusReport {
+        activity: Some(Activity {
+            connections,
+            transactions,
+            database_bytes: 7_500_000 + transactions,
+        }),
+        ..StatusReport::new(instance_id, 1, ReportKind::Observed)
+    };
+    let total = reconciler::store::ACTIVITY_SAMPLES + 5;
+    for i in 0..total {
+        reconciler::status::apply_report(&t.state, &sample(i % 4, i * 10))
+            .await
+            .unwrap();
+    }
+    let (status, body) = t
+        .call("GET", "/api/v1/instances/orders/activity", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len() as i64, reconciler::store::ACTIVITY_SAMPLES);
+    // The oldest five are gone; the kept ones are oldest first.
+    assert_eq!(items[0]["transactions"], 50);
+    assert_eq!(items.last().unwrap()["transactions"], (total - 1) * 10);
+    assert!(items[0]["transactionsPerSecond"].is_null(), "{}", items[0]);
+    assert!(items[1]["transactionsPerSecond"].as_f64().unwrap() > 0.0);
+
+    // A counter that went backwards (statistics reset) has no rate.
+    reconciler::status::apply_report(&t.state, &sample(1, 3))
+        .await
+        .unwrap();
+    let (_, body) = t
+        .call("GET", "/api/v1/instances/orders/activity", None)
+        .await;
+    let last = body["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["transactions"], 3);
+    assert!(last["transactionsPerSecond"].is_null(), "{last}");
+
+    // Another organisation cannot see them.
+    let globex = t.token_for("globex").await;
+    let (status, _) = t
+        .call_as(&globex, "GET", "/api/v1/instances/orders/activity", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Deleted, the instance keeps no samples.
+    t.call("DELETE", "/api/v1/instances/orders", None).await;
+    report(&t, &id, 2, "Deleted").await;
+    let left: i64 =
+        sqlx::query_scalar("select count(*) from instance_activity where instance_id = $1")
+            .bind(instance_id)
+            .fetch_one(&t.state.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
 }
