@@ -2,6 +2,8 @@
 # Installs what pgplane and its tests need, idempotently:
 #   - PostgreSQL 15 server binaries and contrib, pgBackRest, git, and the OpenSSL headers
 #     git2 builds against (Debian packages) when missing;
+#   - the container runtime and CNI plugins of the tests' Kubernetes node
+#     (containerd, runc, containernetworking-plugins; see scripts/setup-kube.sh);
 #   - the unprivileged OS user Postgres runs as when pgplane runs as root;
 #   - rustfmt and clippy.
 # Safe to run again; it only does what is missing.
@@ -18,6 +20,10 @@ command -v stunnel >/dev/null || need_apt+=(stunnel4)         # TLS in front of 
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)   # git2's https transport
+command -v containerd >/dev/null || need_apt+=(containerd)   # the tests' Kubernetes node
+command -v runc >/dev/null || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || need_apt+=(containernetworking-plugins)
+command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)          # the pause image's static binary
 command -v chromedriver >/dev/null || need_apt+=(chromium chromium-driver)   # the console's browser tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
@@ -29,6 +35,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
   # Debian's package starts a cluster of its own; pgplane does not need it.
   service postgresql stop >/dev/null 2>&1 || true
+  # Nor a containerd of its own: each test cluster starts one in its own directory.
+  service containerd stop >/dev/null 2>&1 || true
 fi
 if [ "$(id -u)" = 0 ] && ! id "$pguser" >/dev/null 2>&1; then
   echo "setup: creating system user $pguser" >&2

@@ -27,6 +27,11 @@ pub const RESTART_HASH_ANNOTATION: &str = "pgplane.io/restart-hash";
 /// Key of the password in the instance's Secret.
 pub const PASSWORD_KEY: &str = "password";
 pub const SUPERUSER: &str = "postgres";
+/// The uid and gid of the instance image's `postgres` user (fixed in
+/// examples/kubernetes/Dockerfile). As the pod's fsGroup it makes the
+/// credentials file (mode 0400, owned by root) and the data volume
+/// readable by the agent, which runs as that user.
+pub const POSTGRES_UID: i64 = 999;
 const SPEC_FILE_DIR: &str = "/etc/pgplane";
 /// Where the credentials Secret is mounted (the agent follows the file).
 const CREDENTIALS_DIR: &str = "/etc/pgplane-credentials";
@@ -109,6 +114,12 @@ pub fn statefulset(pi: &PostgresInstance, settings: &Settings) -> StatefulSet {
                     "annotations": { RESTART_HASH_ANNOTATION: restart_hash(pi) },
                 },
                 "spec": {
+                    "securityContext": {
+                        "runAsUser": POSTGRES_UID,
+                        "runAsGroup": POSTGRES_UID,
+                        "fsGroup": POSTGRES_UID,
+                        "runAsNonRoot": true,
+                    },
                     "containers": [{
                         "name": "postgres",
                         "image": settings.instance_image,

@@ -1,5 +1,7 @@
-// Command pgplane-kube-apiserver runs a real kube-apiserver and an embedded
-// etcd in one process, on loopback only, for pgplane's envtest-style tests.
+package main
+
+// The apiserver mode: a real kube-apiserver and an embedded etcd in one
+// process, on loopback only.
 //
 // It generates (once per data directory) a CA, a serving certificate for
 // 127.0.0.1/localhost, a service-account signing key and a static admin
@@ -7,7 +9,6 @@
 // a kubeconfig to --kubeconfig (atomically, so its existence means "ready")
 // and prints "ready" on stdout. Restarting it with the same --data-dir and
 // --port keeps the data and the credentials.
-package main
 
 import (
 	"context"
@@ -33,29 +34,30 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"k8s.io/component-base/cli"
-	_ "k8s.io/component-base/metrics/prometheus/clientgo"
-	_ "k8s.io/component-base/metrics/prometheus/version"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 )
 
-func main() {
-	dataDir := flag.String("data-dir", "", "directory for etcd data and generated credentials (required)")
-	kubeconfig := flag.String("kubeconfig", "", "path to write the admin kubeconfig to once ready (required)")
-	port := flag.Int("port", 0, "API server secure port on 127.0.0.1 (0: pick a free one)")
-	etcdPort := flag.Int("etcd-port", 0, "etcd client port on 127.0.0.1 (0: pick a free one)")
-	verbosity := flag.Int("v", 0, "kube-apiserver log verbosity")
-	flag.Parse()
+func apiserverMain(args []string) int {
+	fs := flag.NewFlagSet("apiserver", flag.ExitOnError)
+	dataDir := fs.String("data-dir", "", "directory for etcd data and generated credentials (required)")
+	kubeconfig := fs.String("kubeconfig", "", "path to write the admin kubeconfig to once ready (required)")
+	port := fs.Int("port", 0, "API server secure port on 127.0.0.1 (0: pick a free one)")
+	etcdPort := fs.Int("etcd-port", 0, "etcd client port on 127.0.0.1 (0: pick a free one)")
+	verbosity := fs.Int("v", 0, "kube-apiserver log verbosity")
+	node := fs.Bool("node", false, "serve a cluster with a controller manager and nodes: the ServiceAccount admission plugin on (the controller manager creates the accounts it requires)")
+	_ = fs.Parse(args)
 	if *dataDir == "" || *kubeconfig == "" {
-		fmt.Fprintln(os.Stderr, "usage: pgplane-kube-apiserver --data-dir DIR --kubeconfig PATH [--port N] [--etcd-port N]")
-		os.Exit(2)
+		fmt.Fprintln(os.Stderr, "usage: pgplane-kube apiserver --data-dir DIR --kubeconfig PATH [--port N] [--etcd-port N] [--node]")
+		return 2
 	}
-	if err := run(*dataDir, *kubeconfig, *port, *etcdPort, *verbosity); err != nil {
-		fmt.Fprintf(os.Stderr, "pgplane-kube-apiserver: %v\n", err)
-		os.Exit(1)
+	if err := runAPIServer(*dataDir, *kubeconfig, *port, *etcdPort, *verbosity, *node); err != nil {
+		fmt.Fprintf(os.Stderr, "pgplane-kube apiserver: %v\n", err)
+		return 1
 	}
+	return 0
 }
 
-func run(dataDir, kubeconfig string, port, etcdPort, verbosity int) error {
+func runAPIServer(dataDir, kubeconfig string, port, etcdPort, verbosity int, node bool) error {
 	dataDir, err := filepath.Abs(dataDir)
 	if err != nil {
 		return err
@@ -89,6 +91,10 @@ func run(dataDir, kubeconfig string, port, etcdPort, verbosity int) error {
 	}
 	defer etcd.Close()
 
+	admission := "--disable-admission-plugins=ServiceAccount"
+	if node {
+		admission = "--enable-admission-plugins=ServiceAccount"
+	}
 	cmd := app.NewAPIServerCommand()
 	cmd.SetArgs([]string{
 		"--advertise-address=127.0.0.1",
@@ -106,7 +112,7 @@ func run(dataDir, kubeconfig string, port, etcdPort, verbosity int) error {
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--authorization-mode=RBAC",
 		"--allow-privileged=true",
-		"--disable-admission-plugins=ServiceAccount",
+		admission,
 		"--enable-priority-and-fairness=false",
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
@@ -115,11 +121,11 @@ func run(dataDir, kubeconfig string, port, etcdPort, verbosity int) error {
 
 	go func() {
 		if err := waitReady(port, creds); err != nil {
-			fmt.Fprintf(os.Stderr, "pgplane-kube-apiserver: %v\n", err)
+			fmt.Fprintf(os.Stderr, "pgplane-kube apiserver: %v\n", err)
 			os.Exit(1)
 		}
 		if err := writeKubeconfig(kubeconfig, port, creds); err != nil {
-			fmt.Fprintf(os.Stderr, "pgplane-kube-apiserver: writing kubeconfig: %v\n", err)
+			fmt.Fprintf(os.Stderr, "pgplane-kube apiserver: writing kubeconfig: %v\n", err)
 			os.Exit(1)
 		}
 		fmt.Printf("ready https://127.0.0.1:%d kubeconfig=%s\n", port, kubeconfig)
