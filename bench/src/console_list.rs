@@ -42,6 +42,8 @@ pub async fn console_list(instances: usize, requests: usize) -> anyhow::Result<(
         .collect()
         .await;
     results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    // Measured once the fleet is steady: every create reported.
+    none_submitted(&client, Duration::from_secs(600)).await?;
     let pages = instances.div_ceil(50).max(1);
     let paths = [
         "/instances".to_owned(),

@@ -243,3 +243,19 @@ impl SimulatedPlane {
         })
     }
 }
+
+/// Waits until no instance is still `Submitted` (every create reported),
+/// looking twice a second.
+pub async fn none_submitted(client: &api::Client, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let pending = client.list_instances(Some("Submitted")).await?.items.len();
+        if pending == 0 {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            anyhow::bail!("{pending} instances still Submitted after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -284,16 +284,7 @@ pub async fn memory(instances: usize) -> anyhow::Result<()> {
         .await;
     results.into_iter().collect::<Result<Vec<_>, _>>()?;
     let created = t0.elapsed();
-    loop {
-        let pending = client.list_instances(Some("Submitted")).await?.items.len();
-        if pending == 0 {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(600) {
-            bail!("{pending} instances still Submitted");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    none_submitted(&client, Duration::from_secs(600)).await?;
     let all_up = t0.elapsed();
     let (rss_after, _) = server.memory_kib()?;
     let listed = client.list_instances(None).await?.items.len();

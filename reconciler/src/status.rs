@@ -154,6 +154,9 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     };
     // A deleted instance runs nothing and has nowhere to connect to.
     let gone = next == Some(State::Deleted);
+    // `updated_at` (what the event stream follows) moves only when
+    // something a reader can see changed: a periodic re-observation that
+    // finds the same server writes its time and nothing else.
     sqlx::query(
         "update instances set state = $2,
                 observed = case when $7 then null else coalesce($3, observed) end,
@@ -162,7 +165,16 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
                 resends = case when $4 > observed_generation then 0 else resends end,
                 connection = case when $7 then null else coalesce($5, connection) end,
                 backups = coalesce($8, backups),
-                error = $6, updated_at = now()
+                error = $6,
+                updated_at = case
+                    when $9
+                      or (state, observed_generation, error) is distinct from ($2, $4, $6)
+                      or observed is distinct from
+                           (case when $7 then null else coalesce($3, observed) end)
+                      or connection is distinct from
+                           (case when $7 then null else coalesce($5, connection) end)
+                      or backups is distinct from coalesce($8, backups)
+                    then now() else updated_at end
          where id = $1",
     )
     .bind(row.id)
@@ -173,6 +185,7 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     .bind(&error)
     .bind(gone)
     .bind(report.backups.as_ref().map(Json))
+    .bind(has_news || settled.record || report.kind == domain::ReportKind::Backup)
     .execute(&mut *tx)
     .await?;
     match (&report.activity, gone) {

@@ -279,3 +279,44 @@ async fn activity_samples_are_kept_newest_first_with_rates_and_go_with_the_insta
             .unwrap();
     assert_eq!(left, 0);
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_re_observation_that_finds_the_same_server_moves_only_its_time(pool: PgPool) {
+    let t = test_app(pool).await;
+    let id = create(&t).await;
+    report(&t, &id, 1, "Created").await;
+    let instance_id = Uuid::parse_str(&id).unwrap();
+    let observe = |work_mem: &str| StatusReport {
+        observed: Some(domain::ObservedSpec {
+            postgres_version: "15".into(),
+            config: [("work_mem".to_owned(), work_mem.to_owned())].into(),
+            running: true,
+            ..domain::ObservedSpec::default()
+        }),
+        ..StatusReport::new(instance_id, 1, ReportKind::Observed)
+    };
+    let times = || async {
+        sqlx::query_as::<_, (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>(
+            "select updated_at, observed_at from instances where id = $1",
+        )
+        .bind(instance_id)
+        .fetch_one(&t.state.pool)
+        .await
+        .unwrap()
+    };
+    reconciler::status::apply_report(&t.state, &observe("4MB"))
+        .await
+        .unwrap();
+    let (updated, observed) = times().await;
+    reconciler::status::apply_report(&t.state, &observe("4MB"))
+        .await
+        .unwrap();
+    let (same_updated, later_observed) = times().await;
+    assert_eq!(same_updated, updated, "nothing a reader sees changed");
+    assert!(later_observed > observed, "the observation's time moves");
+    reconciler::status::apply_report(&t.state, &observe("64MB"))
+        .await
+        .unwrap();
+    let (changed, _) = times().await;
+    assert!(changed > updated, "a changed observation is news");
+}
