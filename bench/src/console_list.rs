@@ -45,12 +45,22 @@ pub async fn console_list(instances: usize, requests: usize) -> anyhow::Result<(
     // Measured once the fleet is steady: every create reported.
     none_submitted(&client, Duration::from_secs(600)).await?;
     let pages = instances.div_ceil(50).max(1);
+    // The pages the pager reaches: the first, the middle one by its "Next"
+    // link, the last by "Last", a filter, a sort and its next page.
+    let middle = next_link(
+        &plane.listen,
+        &format!("/instances?page={}", pages / 2),
+        &cookie,
+    )
+    .await?;
+    let older = next_link(&plane.listen, "/instances?sort=age&dir=desc", &cookie).await?;
     let paths = [
         "/instances".to_owned(),
-        format!("/instances?page={}", pages / 2 + 1),
-        format!("/instances?page={pages}"),
+        middle,
+        "/instances?page=last".to_owned(),
         "/instances?q=c-0999&state=all".to_owned(),
         "/instances?sort=age&dir=desc".to_owned(),
+        older,
     ];
     let mut times = Vec::new();
     let mut bytes = Vec::new();
@@ -69,6 +79,21 @@ pub async fn console_list(instances: usize, requests: usize) -> anyhow::Result<(
             ms(t[t.len() - 1])
         );
     }
+    // A typed-in `?page=N` skips rows by offset: measured apart, as it is
+    // not what the pager links to.
+    let mut direct = Vec::new();
+    for _ in 0..requests.div_ceil(10) {
+        direct.push(
+            get(
+                &plane.listen,
+                &format!("/instances?page={}", pages / 2 + 1),
+                &cookie,
+            )
+            .await?
+            .0,
+        );
+    }
+    direct.sort();
     times.sort();
     bytes.sort();
     let pct = |v: &[Duration], p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
@@ -78,6 +103,12 @@ pub async fn console_list(instances: usize, requests: usize) -> anyhow::Result<(
         ms(pct(&times, 0.99)),
         bytes[0],
         bytes[bytes.len() - 1]
+    );
+    println!(
+        "direct   /instances?page={} (offset, typed in): p50 {} p99 {}",
+        pages / 2 + 1,
+        ms(pct(&direct, 0.5)),
+        ms(pct(&direct, 0.99))
     );
     println!(
         "floor    1 instance: p50 {} p99 {}",
@@ -116,8 +147,27 @@ async fn sign_in(listen: &str, token: &str) -> anyhow::Result<String> {
     Ok(cookie)
 }
 
+/// The page's "Next →" link.
+async fn next_link(listen: &str, path: &str, cookie: &str) -> anyhow::Result<String> {
+    let (_, response) = fetch(listen, path, cookie).await?;
+    let response = String::from_utf8(response)?;
+    let marker = "rel=\"next\" href=\"";
+    let at = response
+        .find(marker)
+        .with_context(|| format!("no next link on {path}"))?;
+    let rest = &response[at + marker.len()..];
+    Ok(rest[..rest.find('"').context("unterminated link")?].replace("&amp;", "&"))
+}
+
 /// GET `path` with the cookie: the time to the whole answer, and its size.
 async fn get(listen: &str, path: &str, cookie: &str) -> anyhow::Result<(Duration, usize)> {
+    let (took, response) = fetch(listen, path, cookie).await?;
+    Ok((took, response.len()))
+}
+
+/// GET `path` with the cookie: the time to the whole answer, and the answer
+/// (a 200, or an error).
+async fn fetch(listen: &str, path: &str, cookie: &str) -> anyhow::Result<(Duration, Vec<u8>)> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {listen}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
     );
@@ -130,7 +180,7 @@ async fn get(listen: &str, path: &str, cookie: &str) -> anyhow::Result<(Duration
             String::from_utf8_lossy(&response[..response.len().min(200)])
         );
     }
-    Ok((took, response.len()))
+    Ok((took, response))
 }
 
 async fn exchange(listen: &str, request: &str) -> anyhow::Result<Vec<u8>> {

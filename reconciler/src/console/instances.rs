@@ -3,11 +3,12 @@
 
 use api::DriftStatus;
 use axum::extract::{Query, State as AxumState};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use domain::State;
 use maud::{html, Markup};
 use serde::Deserialize;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::layout::{self, badge};
 use super::session::Session;
@@ -32,8 +33,16 @@ pub struct ListQuery {
     pub sort: String,
     #[serde(default)]
     pub dir: String,
+    /// A page number (a direct link, read by offset) or `last`.
     #[serde(default)]
-    pub page: Option<i64>,
+    pub page: Option<String>,
+    /// The pager's links: the page just after (or before) a row, read
+    /// through the sort order's index instead of counted past. `page` then
+    /// only numbers it.
+    #[serde(default)]
+    pub after: Option<String>,
+    #[serde(default)]
+    pub before: Option<String>,
 }
 
 /// A column the list sorts by, and the SQL it sorts on (never user text).
@@ -77,6 +86,36 @@ impl SortKey {
         }
     }
 
+    /// The sort order's columns, most significant first: the key, then
+    /// name, creation time and id, so that every row has one place.
+    fn columns(self) -> Vec<&'static str> {
+        match self {
+            SortKey::Name => vec!["name", "created_at", "id"],
+            SortKey::Age => vec!["created_at", "id"],
+            key => vec![key.sql().0, "name", "created_at", "id"],
+        }
+    }
+
+    /// The parameters a [`Cursor`] binds for [`SortKey::columns`]: `$6`
+    /// key, `$7` name, `$8` created, `$9` id.
+    fn cursor_params(self) -> &'static str {
+        match self {
+            SortKey::Name => "($7, $8, $9)",
+            SortKey::Age => "($8, $9)",
+            _ => "($6, $7, $8, $9)",
+        }
+    }
+
+    /// A row's value of the sort key, as the SQL compares it.
+    fn key_of(self, row: &InstanceRow) -> String {
+        match self {
+            SortKey::State => row.state.clone(),
+            SortKey::Version => row.spec.0.postgres_version.clone(),
+            SortKey::Owner => row.owner.clone(),
+            SortKey::Name | SortKey::Age => String::new(),
+        }
+    }
+
     fn parse(s: &str) -> SortKey {
         SortKey::ALL
             .into_iter()
@@ -112,7 +151,186 @@ pub struct Listing {
     pub page: i64,
 }
 
+/// A row's place in a sort order, carried by the pager's links.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    key: String,
+    name: String,
+    created: DateTime<Utc>,
+    id: Uuid,
+}
+
+impl Cursor {
+    fn of(row: &InstanceRow, sort: SortKey) -> Cursor {
+        Cursor {
+            key: sort.key_of(row),
+            name: row.name.clone(),
+            created: row.created_at,
+            id: row.id,
+        }
+    }
+
+    /// `MICROS.ID.NAME.KEY` (names never hold a dot; the key comes last).
+    fn encode(&self) -> String {
+        format!(
+            "{}.{}.{}.{}",
+            self.created.timestamp_micros(),
+            self.id,
+            self.name,
+            self.key
+        )
+    }
+
+    fn parse(s: &str) -> Option<Cursor> {
+        let mut parts = s.splitn(4, '.');
+        let created = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
+        let id = Uuid::parse_str(parts.next()?).ok()?;
+        let name = parts.next()?.to_owned();
+        let key = parts.next()?.to_owned();
+        Some(Cursor {
+            key,
+            name,
+            created,
+            id,
+        })
+    }
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Anchor {
+    /// The n-th page, counted from the first (a direct link).
+    Page(i64),
+    /// The page after this row; its number, for display.
+    After(Cursor, i64),
+    /// The page before this row; its number, for display.
+    Before(Cursor, i64),
+    Last,
+}
+
+impl Anchor {
+    /// From the query string; a malformed value names its parameter.
+    pub fn parse(query: &ListQuery) -> Result<Anchor> {
+        let number = || -> Result<i64> {
+            match query.page.as_deref().map(str::trim) {
+                None | Some("") => Ok(1),
+                Some(n) => n.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    ApiError::invalid("page", format!("{n:?} is not a page number or \"last\""))
+                        .into()
+                }),
+            }
+        };
+        let cursor = |field: &str, value: &str| -> Result<Cursor> {
+            Cursor::parse(value).ok_or_else(|| {
+                ApiError::invalid(
+                    field,
+                    "not a position in this list; start from the first page",
+                )
+                .into()
+            })
+        };
+        if query.page.as_deref() == Some("last") {
+            return Ok(Anchor::Last);
+        }
+        match (&query.after, &query.before) {
+            (Some(a), _) => Ok(Anchor::After(cursor("after", a)?, number()?)),
+            (None, Some(b)) => Ok(Anchor::Before(cursor("before", b)?, number()?)),
+            (None, None) => Ok(Anchor::Page(number()?)),
+        }
+    }
+}
+
+/// What every read of one list shares: the organisation, the filters and
+/// the order.
+struct Selection<'a> {
+    org: &'a str,
+    needle: String,
+    only: Option<&'static str>,
+    with_deleted: bool,
+    sort: SortKey,
+    /// Whether the display order is ascending in [`SortKey::columns`].
+    ascending: bool,
+}
+
+const FILTER_SQL: &str = "org = $1 and strpos(name, $2) > 0 \
+     and ($3::text is null or state = $3) and ($4 or state <> 'Deleted')";
+
+impl Selection<'_> {
+    async fn count(&self, conn: &mut PgConnection) -> Result<i64> {
+        Ok(sqlx::query_scalar(&format!(
+            "select count(*) from instances where {FILTER_SQL}"
+        ))
+        .bind(self.org)
+        .bind(&self.needle)
+        .bind(self.only)
+        .bind(self.with_deleted)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(ApiError::from)?)
+    }
+
+    /// Up to `limit` rows in display order: after `offset` rows from the
+    /// start (`forward`) or the end, or just after (`forward`) or before
+    /// `from`. The page is chosen on ids alone, so the sort never carries
+    /// whole instances, then its rows are read by id.
+    async fn read(
+        &self,
+        conn: &mut PgConnection,
+        forward: bool,
+        limit: i64,
+        from: Option<&Cursor>,
+        offset: i64,
+    ) -> Result<Vec<InstanceRow>> {
+        let columns = self.sort.columns();
+        let inner_asc = self.ascending == forward;
+        let order = |asc: bool| {
+            let dir = if asc { "asc" } else { "desc" };
+            columns
+                .iter()
+                .map(|c| format!("{c} {dir}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let seek = match from {
+            Some(_) => format!(
+                " and ({}) {} {}",
+                columns.join(", "),
+                if inner_asc { ">" } else { "<" },
+                self.sort.cursor_params()
+            ),
+            None => String::new(),
+        };
+        let sql = format!(
+            "select {} from (
+                 select id from instances where {FILTER_SQL}{seek}
+                 order by {} limit $5 offset $10
+             ) page join instances using (id)
+             order by {}",
+            crate::store::COLUMNS,
+            order(inner_asc),
+            order(self.ascending)
+        );
+        Ok(sqlx::query_as::<_, InstanceRow>(&sql)
+            .bind(self.org)
+            .bind(&self.needle)
+            .bind(self.only)
+            .bind(self.with_deleted)
+            .bind(limit)
+            .bind(from.map(|c| c.key.as_str()))
+            .bind(from.map(|c| c.name.as_str()))
+            .bind(from.map(|c| c.created))
+            .bind(from.map(|c| c.id))
+            .bind(offset)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(ApiError::from)?)
+    }
+}
+
 /// Reads one page. The organisation scopes every row, as in the API.
+/// The pager's links (next, previous, last) are read from a place in the
+/// sort order, so their cost does not grow with depth; only a direct
+/// `?page=N` link counts rows past an offset.
 pub async fn list_page_rows(
     conn: &mut PgConnection,
     org: &str,
@@ -120,55 +338,70 @@ pub async fn list_page_rows(
     filter: StateFilter,
     sort: SortKey,
     descending: bool,
-    page: i64,
+    anchor: Anchor,
 ) -> Result<Listing> {
     let (only, with_deleted) = match filter {
         StateFilter::Live => (None, false),
         StateFilter::All => (None, true),
         StateFilter::Only(s) => (Some(s.as_str()), true),
     };
-    let filter_sql = "org = $1 and strpos(name, $2) > 0 \
-         and ($3::text is null or state = $3) and ($4 or state <> 'Deleted')";
-    let needle = name_contains.trim().to_ascii_lowercase();
-    let total: i64 = sqlx::query_scalar(&format!(
-        "select count(*) from instances where {filter_sql}"
-    ))
-    .bind(org)
-    .bind(&needle)
-    .bind(only)
-    .bind(with_deleted)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(ApiError::from)?;
-    let last_page = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
-    let page = page.clamp(1, last_page);
-    let (column, inverted) = sort.sql();
-    let dir = if descending != inverted {
-        "desc"
-    } else {
-        "asc"
+    let selection = Selection {
+        org,
+        needle: name_contains.trim().to_ascii_lowercase(),
+        only,
+        with_deleted,
+        sort,
+        ascending: descending == sort.sql().1,
     };
-    // The page is chosen on narrow rows (the sort never spills whole
-    // instances to disk), then its 50 rows are read by id.
-    let rows = sqlx::query_as::<_, InstanceRow>(&format!(
-        "select {} from (
-             select id as page_id, {column} as page_key, name as page_name,
-                    created_at as page_created
-             from instances where {filter_sql}
-             order by page_key {dir}, page_name {dir}, page_created desc limit $5 offset $6
-         ) page join instances on id = page_id
-         order by page_key {dir}, page_name {dir}, page_created desc",
-        crate::store::COLUMNS
-    ))
-    .bind(org)
-    .bind(&needle)
-    .bind(only)
-    .bind(with_deleted)
-    .bind(PAGE_SIZE)
-    .bind((page - 1) * PAGE_SIZE)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(ApiError::from)?;
+    let total = selection.count(conn).await?;
+    let last_page = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+    let on_last = total - (last_page - 1) * PAGE_SIZE;
+    let first = |page: i64| (page.clamp(1, last_page) - 1) * PAGE_SIZE;
+    let (rows, page) = match anchor {
+        Anchor::Page(n) => {
+            let rows = selection
+                .read(conn, true, PAGE_SIZE, None, first(n))
+                .await?;
+            (rows, n.clamp(1, last_page))
+        }
+        Anchor::Last => (
+            selection.read(conn, false, on_last, None, 0).await?,
+            last_page,
+        ),
+        Anchor::After(cursor, n) => {
+            let rows = selection
+                .read(conn, true, PAGE_SIZE, Some(&cursor), 0)
+                .await?;
+            if rows.is_empty() {
+                // Past the end now (rows went away): the last page.
+                (
+                    selection.read(conn, false, on_last, None, 0).await?,
+                    last_page,
+                )
+            } else {
+                let last = rows.len() < PAGE_SIZE as usize;
+                (
+                    rows,
+                    if last {
+                        last_page
+                    } else {
+                        n.clamp(1, last_page)
+                    },
+                )
+            }
+        }
+        Anchor::Before(cursor, n) => {
+            let rows = selection
+                .read(conn, false, PAGE_SIZE, Some(&cursor), 0)
+                .await?;
+            if rows.len() < PAGE_SIZE as usize {
+                // At the start (or rows went away): the first page.
+                (selection.read(conn, true, PAGE_SIZE, None, 0).await?, 1)
+            } else {
+                (rows, n.clamp(1, last_page))
+            }
+        }
+    };
     Ok(Listing { rows, total, page })
 }
 
@@ -192,7 +425,7 @@ pub async fn list_page(
         filter,
         sort,
         descending,
-        query.page.unwrap_or(1),
+        Anchor::parse(&query)?,
     )
     .await?;
     Ok(layout::page(
@@ -209,7 +442,9 @@ fn render(
     listing: &Listing,
     now: chrono::DateTime<Utc>,
 ) -> Markup {
-    let link = |page: i64, sort: SortKey, descending: bool| {
+    // `place`: the pager's `after=`/`before=` cursor; `page`: the number
+    // shown, or `last`.
+    let link = |page: &str, place: Option<(&str, Cursor)>, sort: SortKey, descending: bool| {
         let mut params = vec![];
         if !query.q.is_empty() {
             params.push(format!("q={}", encode(&query.q)));
@@ -221,7 +456,10 @@ fn render(
         if descending {
             params.push("dir=desc".to_owned());
         }
-        if page > 1 {
+        if let Some((name, cursor)) = place {
+            params.push(format!("{name}={}", encode(&cursor.encode())));
+        }
+        if page != "1" {
             params.push(format!("page={page}"));
         }
         format!("/instances?{}", params.join("&"))
@@ -236,7 +474,7 @@ fn render(
         };
         html! {
             th scope="col" aria-sort=(aria) {
-                a href=(link(1, key, next_desc)) data-sort=(key.param()) {
+                a href=(link("1", None, key, next_desc)) data-sort=(key.param()) {
                     (label)
                     @if active { span.arrow aria-hidden="true" { @if descending { " ▼" } @else { " ▲" } } }
                 }
@@ -293,12 +531,24 @@ fn render(
         }
         @if pages > 1 {
             nav.pager aria-label="Pages" {
-                @if listing.page > 1 {
-                    a rel="prev" href=(link(listing.page - 1, sort, descending)) { "← Previous" }
+                @if let (true, Some(top)) = (listing.page > 1, listing.rows.first()) {
+                    a rel="first" href=(link("1", None, sort, descending)) { "« First" }
+                    a rel="prev" href=(link(
+                        &(listing.page - 1).to_string(),
+                        Some(("before", Cursor::of(top, sort))),
+                        sort,
+                        descending,
+                    )) { "← Previous" }
                 }
                 span { "Page " (listing.page) " of " (pages) }
-                @if listing.page < pages {
-                    a rel="next" href=(link(listing.page + 1, sort, descending)) { "Next →" }
+                @if let (true, Some(bottom)) = (listing.page < pages, listing.rows.last()) {
+                    a rel="next" href=(link(
+                        &(listing.page + 1).to_string(),
+                        Some(("after", Cursor::of(bottom, sort))),
+                        sort,
+                        descending,
+                    )) { "Next →" }
+                    a rel="last" href=(link("last", None, sort, descending)) { "Last »" }
                 }
             }
         }

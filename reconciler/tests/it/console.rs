@@ -346,6 +346,53 @@ async fn the_list_reads_one_page_of_ten_thousand(pool: PgPool) {
     assert!(last.body.contains("Showing 9951–10000 of 10000"));
     assert!(last.body.contains("db-10000"));
 
+    // The pager's links read from a place in the order, not an offset.
+    let link = |body: &str, rel: &str| -> String {
+        let at = body
+            .find(&format!("rel=\"{rel}\" href=\""))
+            .unwrap_or_else(|| panic!("no {rel} link"));
+        let rest = &body[at + rel.len() + 13..];
+        rest[..rest.find('"').unwrap()].replace("&amp;", "&")
+    };
+    let first = b.get("/instances").await;
+    let next = link(&first.body, "next");
+    assert!(next.contains("after="), "{next}");
+    let second = b.get(&next).await;
+    assert!(second.body.contains("Showing 51–100 of 10000"), "{next}");
+    assert!(second.body.contains("Page 2 of 200"));
+    assert!(second.body.contains("db-00051") && second.body.contains("db-00100"));
+    assert!(!second.body.contains("db-00050") && !second.body.contains("db-00101"));
+    let third = b.get(&link(&second.body, "next")).await;
+    assert!(third.body.contains("db-00101") && third.body.contains("Page 3 of 200"));
+    let back = b.get(&link(&third.body, "prev")).await;
+    assert_eq!(rows(&back.body), 50);
+    assert!(back.body.contains("db-00051") && back.body.contains("db-00100"));
+    assert!(back.body.contains("Showing 51–100 of 10000"));
+    let end = b.get(&link(&first.body, "last")).await;
+    assert!(end.body.contains("Showing 9951–10000 of 10000"));
+    assert!(end.body.contains("db-09951") && end.body.contains("db-10000"));
+    assert!(!end.body.contains("rel=\"next\""));
+    let before_end = b.get(&link(&end.body, "prev")).await;
+    assert!(before_end.body.contains("db-09901") && before_end.body.contains("db-09950"));
+    // Sorted another way, the cursor follows that order.
+    let newest = b.get("/instances?sort=age").await;
+    let older = b.get(&link(&newest.body, "next")).await;
+    assert!(older.body.contains("db-00051") && !older.body.contains("db-00050"));
+    let by_state = b.get("/instances?sort=state&dir=desc").await;
+    let after_state = b.get(&link(&by_state.body, "next")).await;
+    assert_eq!(rows(&after_state.body), 50);
+    assert!(after_state.body.contains("Page 2 of 200"));
+    // A malformed place or page is a client's error that names it.
+    for (query, field) in [
+        ("after=yesterday", "after"),
+        ("before=1.2.3", "before"),
+        ("page=zero", "page"),
+    ] {
+        let page = b.get(&format!("/instances?{query}")).await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert!(page.body.contains(field), "{query}: {}", page.body);
+    }
+
     let errors = b.get("/instances?state=Error&sort=name&dir=desc").await;
     assert!(errors.body.contains("Showing 1–50 of 1000<"), "every tenth");
     let first = errors.body.find("db-10000").unwrap();
