@@ -94,7 +94,16 @@ if [ ! -f "$instance_tar" ]; then
   # runs without JIT when llvmjit.so is absent.
   rm -rf usr/lib/postgresql/$pg/lib/llvmjit*.so usr/lib/postgresql/$pg/lib/bitcode
   cp -a "/usr/share/postgresql/$pg" usr/share/postgresql/
+  # Debian links some extensions' files through /etc/alternatives, which the
+  # image has not: copy what such absolute links point to.
+  find usr/lib/postgresql usr/share/postgresql -type l -lname '/*' | while read -r link; do
+    if [ -e "/$link" ]; then cp -L --remove-destination "/$link" "$link"; else rm -f "$link"; fi
+  done
   cp -a /usr/share/zoneinfo usr/share/
+  # PostGIS's coordinate systems (proj.db) and GDAL's data, when installed.
+  for d in /usr/share/proj /usr/share/gdal; do
+    if [ -d "$d" ]; then cp -a "$d" usr/share/; fi
+  done
   cp -L /usr/bin/pgbackrest usr/bin/
   cp -L /bin/sh usr/bin/sh
   objcopy --strip-debug "$pgplane" usr/local/bin/pgplane

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pgplane and its tests need, idempotently:
-#   - PostgreSQL 15 server binaries and contrib, pgBackRest, git, and the OpenSSL headers
+#   - PostgreSQL 15 server binaries and contrib, the extensions beyond contrib the
+#     data planes offer (pg_cron, pgaudit, PostGIS, pg_partman, pg_repack, hll, rum,
+#     wal2json), pgBackRest, git, and the OpenSSL headers
 #     git2 builds against (Debian packages) when missing;
 #   - the container runtime and CNI plugins of the tests' Kubernetes node
 #     (containerd, runc, containernetworking-plugins; see scripts/setup-kube.sh);
@@ -14,6 +16,16 @@ bindir=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 [ -x "$bindir/initdb" ] && [ -x "$bindir/postgres" ] || need_apt+=(postgresql-15)
 [ -f /usr/share/postgresql/15/extension/hstore.control ] || need_apt+=(postgresql-contrib)
 command -v psql >/dev/null || need_apt+=(postgresql-client-15)
+# Extensions beyond contrib the data planes offer (the instance image copies them).
+ext=/usr/share/postgresql/15/extension
+[ -f "$ext/pg_cron.control" ] || need_apt+=(postgresql-15-cron)
+[ -f "$ext/pgaudit.control" ] || need_apt+=(postgresql-15-pgaudit)
+[ -f "$ext/postgis.control" ] || need_apt+=(postgresql-15-postgis-3 postgresql-15-postgis-3-scripts)
+[ -f "$ext/pg_partman.control" ] || need_apt+=(postgresql-15-partman)
+[ -f "$ext/pg_repack.control" ] || need_apt+=(postgresql-15-repack)
+[ -f "$ext/hll.control" ] || need_apt+=(postgresql-15-hll)
+[ -f "$ext/rum.control" ] || need_apt+=(postgresql-15-rum)
+[ -f "$bindir/../lib/wal2json.so" ] || need_apt+=(postgresql-15-wal2json)
 command -v git >/dev/null || need_apt+=(git)
 command -v pgbackrest >/dev/null || need_apt+=(pgbackrest)   # WAL archiving, backups, restores
 command -v stunnel >/dev/null || need_apt+=(stunnel4)         # TLS in front of the tests' S3 server

@@ -56,15 +56,31 @@ impl PostgresBinaries {
     /// --pkglibdir` next to the binaries, else the Debian layout beside
     /// `bindir` (`/usr/lib/postgresql/15/lib`).
     pub fn pkglibdir(&self) -> PathBuf {
-        let from_pg_config = std::process::Command::new(self.bindir.join("pg_config"))
-            .arg("--pkglibdir")
+        self.pg_config_dir("--pkglibdir")
+            .unwrap_or_else(|| self.bindir.with_file_name("lib"))
+    }
+
+    /// Where the server's shared files are (`pg_config --sharedir`), else
+    /// the Debian layout (`/usr/share/postgresql/15`).
+    pub fn sharedir(&self) -> Result<PathBuf> {
+        match self.pg_config_dir("--sharedir") {
+            Some(d) => Ok(d),
+            None => Ok(PathBuf::from(format!(
+                "/usr/share/postgresql/{}",
+                self.version()?
+            ))),
+        }
+    }
+
+    /// A directory `pg_config` next to the binaries names, when it exists.
+    fn pg_config_dir(&self, option: &str) -> Option<PathBuf> {
+        std::process::Command::new(self.bindir.join("pg_config"))
+            .arg(option)
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-        from_pg_config
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
             .filter(|d| d.is_dir())
-            .unwrap_or_else(|| self.bindir.with_file_name("lib"))
     }
 
     pub fn initdb(&self) -> PathBuf {

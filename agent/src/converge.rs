@@ -2,11 +2,12 @@
 //! `ALTER SYSTEM` + reload, a restart when Postgres says one is pending, then
 //! extensions.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use domain::restart::effective_config;
-use domain::{InstanceSpec, ObservedSpec};
+use domain::{Ensure, InstanceSpec, ObservedSpec};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
@@ -40,7 +41,8 @@ impl Agent {
     ///    wanted, reload and wait until the reload took effect.
     /// 4. Restart when `pg_settings.pending_restart` names anything, or when
     ///    `force_restart`.
-    /// 5. `CREATE EXTENSION` the wanted ones, `DROP EXTENSION` the others.
+    /// 5. Extensions: create the declared ones (at their versions), update
+    ///    those at another version, drop those declared absent.
     ///
     /// Steps 3–4 are one transaction: when a value is refused, a reload
     /// reports an error, or the server does not come back up, the previous
@@ -182,6 +184,31 @@ impl Agent {
         self.write_owned(&path, text)
     }
 
+    /// Sets `name` in `postgresql.auto.conf` as ALTER SYSTEM would write it,
+    /// replacing any line for it.
+    fn set_in_auto_conf(&self, name: &str, value: &str) -> Result<()> {
+        let text = self.read_auto_conf()?.unwrap_or_default();
+        let mut out: String = text
+            .lines()
+            .filter(|line| {
+                line.split_once('=')
+                    .is_none_or(|(key, _)| !key.trim().eq_ignore_ascii_case(name))
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        if value.contains(['\n', '\r', '\0']) {
+            return Err(Error::ConfigInvalid {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                message: "a value must be a single line".to_owned(),
+            });
+        }
+        // As ALTER SYSTEM writes values: quotes and backslashes doubled.
+        let quoted = value.replace('\\', "\\\\").replace('\'', "''");
+        out.push_str(&format!("{name} = '{quoted}'\n"));
+        self.write_auto_conf(Some(&out))
+    }
+
     /// Remembers the configuration the server runs with now, as the one to
     /// go back to when a later one does not start.
     fn remember_started_config(&self) -> Result<()> {
@@ -275,25 +302,42 @@ impl Agent {
         client.batch_execute(&sql).await.map_err(err)
     }
 
+    /// Refuses declared extensions, and versions of them, the server cannot
+    /// install (`pg_available_extension_versions`), before anything changes.
     async fn check_extensions_available(&self, client: &Client, spec: &InstanceSpec) -> Result<()> {
         let rows = client
             .query(
-                "SELECT name FROM pg_available_extensions ORDER BY name",
+                "SELECT name::text, version FROM pg_available_extension_versions",
                 &[],
             )
             .await
             .map_err(|e| self.sql_error("listing available extensions", e))?;
-        let available: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        match spec
-            .extension_names()
-            .find(|n| !available.iter().any(|a| a == n))
-        {
-            Some(name) => Err(Error::ExtensionUnavailable {
-                name: name.to_owned(),
-                available,
-            }),
-            None => Ok(()),
+        let mut available: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &rows {
+            available.entry(r.get(0)).or_default().push(r.get(1));
         }
+        for ext in spec
+            .extensions
+            .iter()
+            .filter(|e| e.ensure == Ensure::Present)
+        {
+            let Some(versions) = available.get(&ext.name) else {
+                return Err(Error::ExtensionUnavailable {
+                    name: ext.name.clone(),
+                    available: available.keys().cloned().collect(),
+                });
+            };
+            if let Some(v) = ext.version.as_ref().filter(|v| !versions.contains(v)) {
+                let mut versions = versions.clone();
+                versions.sort_by(|a, b| domain::extension::compare_versions(a, b));
+                return Err(Error::ExtensionVersionUnavailable {
+                    name: ext.name.clone(),
+                    version: v.clone(),
+                    available: versions,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// `ALTER SYSTEM SET` what differs from `postgresql.auto.conf`, `RESET`
@@ -323,15 +367,25 @@ impl Agent {
             }
             tracing::info!(name, value, "ALTER SYSTEM SET");
             let sql = format!("ALTER SYSTEM SET {name} = {}", quote_literal(value));
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|source| Error::ConfigRejected {
-                    data_dir: self.layout.data_dir.clone(),
-                    name: name.clone(),
-                    value: value.clone(),
-                    source,
-                })?;
+            match client.batch_execute(&sql).await {
+                Ok(()) => {}
+                // PostgreSQL 15's ALTER SYSTEM knows an extension's
+                // parameters only once its library is loaded, which for a
+                // preloaded one is after the restart this change causes.
+                // The server reads the line at that start.
+                Err(e) if name.contains('.') && e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
+                    tracing::info!(name, "not loaded yet: written to postgresql.auto.conf");
+                    self.set_in_auto_conf(name, value)?;
+                }
+                Err(source) => {
+                    return Err(Error::ConfigRejected {
+                        data_dir: self.layout.data_dir.clone(),
+                        name: name.clone(),
+                        value: value.clone(),
+                        source,
+                    })
+                }
+            }
             changed = true;
         }
         for name in current.keys().filter(|n| !desired.contains_key(*n)) {
@@ -377,55 +431,113 @@ impl Agent {
         }
     }
 
-    /// `CREATE EXTENSION` what the spec wants, `DROP EXTENSION` the rest,
-    /// keeping `plpgsql` and whatever the wanted extensions depend on.
+    /// `CREATE EXTENSION` (at the declared version) what the spec wants and
+    /// is not installed, `ALTER EXTENSION … UPDATE TO` what is installed at
+    /// another version than declared, `DROP EXTENSION` (never cascading) what
+    /// the spec declares absent. Extensions the spec does not name are left
+    /// as they are.
     async fn converge_extensions(&self, client: &Client, spec: &InstanceSpec) -> Result<()> {
-        for name in spec.extension_names() {
+        let installed = installed_extensions(client)
+            .await
+            .map_err(|e| self.sql_error("listing installed extensions", e))?;
+        let failed = |op: &'static str, name: &str| {
+            let data_dir = self.layout.data_dir.clone();
+            let name = name.to_owned();
+            move |source| Error::Extension {
+                data_dir,
+                op,
+                name,
+                source,
+            }
+        };
+        for ext in &spec.extensions {
+            let name = ext.name.as_str();
+            let version = ext.version.as_deref();
+            let change = match (ext.ensure, installed.get(name)) {
+                (Ensure::Present, None) => {
+                    let mut sql = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_ident(name));
+                    if let Some(v) = version {
+                        sql.push_str(&format!(" VERSION {}", quote_literal(v)));
+                    }
+                    sql.push_str(" CASCADE");
+                    Some(("creating", sql))
+                }
+                (Ensure::Present, Some(current)) => version.filter(|v| v != current).map(|v| {
+                    let sql = format!(
+                        "ALTER EXTENSION {} UPDATE TO {}",
+                        quote_ident(name),
+                        quote_literal(v)
+                    );
+                    ("updating", sql)
+                }),
+                (Ensure::Absent, Some(_)) => {
+                    tracing::info!(name, "DROP EXTENSION");
+                    let sql = format!("DROP EXTENSION {} RESTRICT", quote_ident(name));
+                    if let Err(source) = client.batch_execute(&sql).await {
+                        let dependents = source
+                            .as_db_error()
+                            .filter(|d| *d.code() == SqlState::DEPENDENT_OBJECTS_STILL_EXIST)
+                            .and_then(|d| d.detail())
+                            .map(|d| d.replace('\n', "; "));
+                        return Err(match dependents {
+                            Some(dependents) => Error::ExtensionInUse {
+                                name: name.to_owned(),
+                                dependents,
+                            },
+                            None => failed("dropping", name)(source),
+                        });
+                    }
+                    continue;
+                }
+                (Ensure::Absent, None) => continue,
+            };
+            if let Some((op, sql)) = change {
+                tracing::info!(name, %sql, "extension");
+                client.batch_execute(&sql).await.map_err(failed(op, name))?;
+            }
+            self.grant_usage(client, name).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Agent {
+    /// Lets the client role use the schemas of `extension` the reviewed
+    /// table names (`GRANT USAGE`, idempotent).
+    async fn grant_usage(&self, client: &Client, extension: &str) -> Result<()> {
+        let Some(reviewed) = domain::extension::reviewed(extension) else {
+            return Ok(());
+        };
+        for schema in reviewed.usage_schemas {
             let sql = format!(
-                "CREATE EXTENSION IF NOT EXISTS {} CASCADE",
-                quote_ident(name)
+                "GRANT USAGE ON SCHEMA {} TO {USER_ROLE}",
+                quote_ident(schema)
             );
             client
                 .batch_execute(&sql)
                 .await
                 .map_err(|source| Error::Extension {
                     data_dir: self.layout.data_dir.clone(),
-                    op: "creating",
-                    name: name.to_owned(),
+                    op: "granting the use of",
+                    name: extension.to_owned(),
                     source,
                 })?;
         }
-        let wanted: Vec<&str> = spec.extension_names().collect();
-        let rows = client
-            .query(
-                "WITH RECURSIVE keep(oid) AS ( \
-                   SELECT oid FROM pg_extension WHERE extname = ANY($1) OR extname = 'plpgsql' \
-                   UNION \
-                   SELECT d.refobjid FROM pg_depend d JOIN keep k ON d.objid = k.oid \
-                   WHERE d.classid = 'pg_extension'::regclass \
-                     AND d.refclassid = 'pg_extension'::regclass) \
-                 SELECT extname FROM pg_extension WHERE oid NOT IN (SELECT oid FROM keep) \
-                 ORDER BY extname",
-                &[&wanted],
-            )
-            .await
-            .map_err(|e| self.sql_error("listing extensions to drop", e))?;
-        let unwanted: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
-        if unwanted.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(?unwanted, "DROP EXTENSION");
-        let list: Vec<String> = unwanted.iter().map(|n| quote_ident(n)).collect();
-        client
-            .batch_execute(&format!("DROP EXTENSION {}", list.join(", ")))
-            .await
-            .map_err(|source| Error::Extension {
-                data_dir: self.layout.data_dir.clone(),
-                op: "dropping",
-                name: unwanted.into_iter().collect::<Vec<_>>().join(", "),
-                source,
-            })
+        Ok(())
     }
+}
+
+/// `pg_extension`: name → installed version.
+pub(crate) async fn installed_extensions(
+    client: &Client,
+) -> Result<BTreeMap<String, String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT extname::text, extversion FROM pg_extension WHERE extname <> 'plpgsql'",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 fn check_parameters(desired: &BTreeMap<String, String>) -> Result<()> {

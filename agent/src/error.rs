@@ -107,6 +107,19 @@ pub enum Error {
         available: Vec<String>,
     },
 
+    #[error(
+        "version {version:?} of extension {name:?} is not available on this data plane; available: {}",
+        available.join(", ")
+    )]
+    ExtensionVersionUnavailable {
+        name: String,
+        version: String,
+        available: Vec<String>,
+    },
+
+    #[error("extension {name:?} is not dropped because objects depend on it: {dependents}; drop or change those first (pgplane never drops with CASCADE)")]
+    ExtensionInUse { name: String, dependents: String },
+
     #[error("instance at {data_dir}: {op} extension {name:?} failed")]
     Extension {
         data_dir: PathBuf,
@@ -204,6 +217,8 @@ impl Error {
             Error::ReservedParameter { .. } => "reserved_parameter",
             Error::ExtensionUnavailable { .. } => "extension_unavailable",
             Error::Extension { .. } => "extension",
+            Error::ExtensionVersionUnavailable { .. } => "extension_version_unavailable",
+            Error::ExtensionInUse { .. } => "extension_in_use",
             Error::Timeout { .. } => "timeout",
             Error::Task { .. } => "task",
             Error::Backup { .. } => "backup",

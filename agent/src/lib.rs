@@ -12,6 +12,7 @@
 
 mod backup;
 mod binaries;
+mod catalog;
 mod cgroup;
 mod converge;
 mod create;
@@ -30,6 +31,7 @@ pub use backup::{
     catalog_of, prepare_repository, remove_stanza, seal_stanza, Archiving, Repository, S3Repository,
 };
 pub use binaries::PostgresBinaries;
+pub use catalog::{library_present, read_catalog};
 pub use cgroup::{MemoryController, MemoryLimit};
 pub use converge::ConvergeOutcome;
 pub use error::{error_chain, Error, Result};

@@ -44,6 +44,29 @@ impl Agent {
         Ok((observed, Some(activity)))
     }
 
+    /// Observes the instance as [`Agent::observe`] does, with the running
+    /// server's start time (`pg_postmaster_start_time()`; `None` while it is
+    /// stopped, so a changed time means the server restarted).
+    pub async fn observe_started(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Result<(ObservedSpec, Option<DateTime<Utc>>)> {
+        if self.running_pid().is_none() {
+            return Ok((self.observe(spec).await?, None));
+        }
+        let client = self.start_connected().await?;
+        let observed = self.observe_with(&client, spec).await?;
+        let micros: i64 = client
+            .query_one(
+                "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8",
+                &[],
+            )
+            .await
+            .map_err(|e| self.sql_error("reading the start time", e))?
+            .get(0);
+        Ok((observed, Utc.timestamp_micros(micros).single()))
+    }
+
     pub(crate) async fn observe_with(
         &self,
         client: &Client,
@@ -58,16 +81,10 @@ impl Agent {
             .await
             .map_err(err)?
             .get(0);
-        let extensions = client
-            .query(
-                "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
-                &[],
-            )
+        let extension_versions = crate::converge::installed_extensions(client)
             .await
-            .map_err(err)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map_err(err)?;
+        let extensions = extension_versions.keys().cloned().collect();
         let desired = effective_config(spec);
         let names: Vec<&str> = desired.keys().map(String::as_str).collect();
         let rows = client
@@ -91,6 +108,7 @@ impl Agent {
         Ok(ObservedSpec {
             postgres_version: version.to_string(),
             extensions,
+            extension_versions,
             config,
             running: true,
             pending_restart: pending_restart(client).await.map_err(err)?,

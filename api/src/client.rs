@@ -299,6 +299,10 @@ impl Client {
             .await
     }
 
+    pub async fn status(&self) -> Result<ServerStatus, ClientError> {
+        self.call::<(), _>(Method::GET, "/status", None).await
+    }
+
     pub async fn activity(&self, name: &str) -> Result<ActivityList, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/instances/{name}/activity"), None)
             .await
@@ -312,11 +316,42 @@ impl Client {
     pub async fn create_token(&self, req: &CreateToken) -> Result<TokenCreated, ClientError> {
         self.call(Method::POST, "/tokens", Some(req)).await
     }
+
+    pub async fn list_tokens(&self) -> Result<TokenList, ClientError> {
+        self.call::<(), _>(Method::GET, "/tokens", None).await
+    }
+
+    /// Revokes a token by id, or by name within `org` (the caller's
+    /// organisation when `None`).
+    pub async fn revoke_token(
+        &self,
+        token: &str,
+        org: Option<&str>,
+    ) -> Result<TokenInfo, ClientError> {
+        let path = match org {
+            Some(org) => format!("/tokens/{token}?org={org}"),
+            None => format!("/tokens/{token}"),
+        };
+        self.call::<(), _>(Method::DELETE, &path, None).await
+    }
 }
 
 impl Client {
     pub async fn drift(&self) -> Result<DriftReport, ClientError> {
         self.call::<(), _>(Method::GET, "/drift", None).await
+    }
+
+    /// The extension catalog of `data_plane` (the default data plane for
+    /// `None`).
+    pub async fn extensions(
+        &self,
+        data_plane: Option<&str>,
+    ) -> Result<ExtensionCatalog, ClientError> {
+        let path = match data_plane {
+            Some(d) => format!("/extensions?dataPlane={}", query_escape(d)),
+            None => "/extensions".to_owned(),
+        };
+        self.call::<(), _>(Method::GET, &path, None).await
     }
 }
 
@@ -346,9 +381,28 @@ impl Client {
     }
 }
 
+/// Percent-encodes a query value (everything but unreserved characters).
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(query_escape("eu-west_1.a~"), "eu-west_1.a~");
+        assert_eq!(query_escape("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
 
     #[test]
     fn host_and_port_mean_http() {

@@ -135,6 +135,39 @@ pub struct History {
     pub items: Vec<HistoryEntry>,
 }
 
+/// `GET /api/v1/extensions`: what one data plane can install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionCatalog {
+    pub data_plane: String,
+    /// Whether the data plane has registered; an unregistered one lists
+    /// nothing and refuses no extension yet.
+    pub registered: bool,
+    /// Sorted by name.
+    pub items: Vec<domain::AvailableExtension>,
+}
+
+/// `GET /api/v1/status`: who the token is and how the control plane is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStatus {
+    /// The control plane's version.
+    pub version: String,
+    /// The token's organisation.
+    pub org: String,
+    /// Whether the token is an admin token.
+    pub admin: bool,
+    /// The data planes that registered, and when each last did.
+    pub data_planes: Vec<DataPlaneSeen>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPlaneSeen {
+    pub name: String,
+    pub last_seen: DateTime<Utc>,
+}
+
 /// One sample of a running instance's activity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -193,6 +226,13 @@ pub struct CreateToken {
     pub admin: bool,
     #[serde(default)]
     pub description: Option<String>,
+    /// Unique within the organisation (DNS-1123 label); the history names
+    /// the token by it.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// After this the token is refused (and its console sessions end).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
@@ -201,6 +241,30 @@ pub struct TokenCreated {
     pub org: String,
     /// Shown once; only its hash is stored.
     pub token: String,
+    #[serde(default)]
+    pub id: Option<Uuid>,
+}
+
+/// A token as listed: never the token itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    pub id: Uuid,
+    pub org: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub admin: bool,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Whether `expires_at` has passed.
+    pub expired: bool,
+}
+
+/// `GET /api/v1/tokens` (admin tokens only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenList {
+    pub items: Vec<TokenInfo>,
 }
 
 /// Every error response.

@@ -1,10 +1,14 @@
 //! `pgplane agent`: the instance agent as a long-running process, for the
 //! pod the Kubernetes operator creates. It creates the data directory once,
 //! runs Postgres, and converges it to the spec file the operator mounts from
-//! a ConfigMap, again whenever the file changes. SIGTERM stops Postgres
-//! with a fast shutdown.
+//! a ConfigMap, again whenever the file changes. It answers what Postgres
+//! runs on a read-only status endpoint ([`status`]) that the operator reads.
+//! SIGTERM stops Postgres with a fast shutdown.
 
-use std::path::PathBuf;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent::{Agent, InstanceConfig, PostgresBinaries, RunAs, Secret, Template};
@@ -50,9 +54,23 @@ pub struct AgentArgs {
     /// How often the spec file is checked for changes.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub poll: Duration,
+    /// File holding the resource generation of the spec file (the operator
+    /// writes it into the same ConfigMap) [default: `generation` beside the
+    /// spec file]. Reported on the status endpoint once converged.
+    #[arg(long, env = "PGPLANE_GENERATION_FILE")]
+    pub generation_file: Option<PathBuf>,
+    /// Address of the read-only status endpoint (`GET /status`).
+    #[arg(long, env = "PGPLANE_STATUS_ADDR", default_value = status::DEFAULT_ADDR)]
+    pub status_addr: String,
 }
 
-fn read_spec(path: &std::path::Path) -> anyhow::Result<InstanceSpec> {
+/// The generation in `path`; `None` when the file is absent or unreadable
+/// (a ConfigMap from an operator that does not write it).
+fn read_generation(path: &Path) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn read_spec(path: &Path) -> anyhow::Result<InstanceSpec> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let spec: InstanceSpec = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a valid instance spec", path.display()))?;
@@ -96,7 +114,24 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let template = Template::ensure(&parent.join("pgplane-template"), &bins, &run_as).await?;
     let mut config = InstanceConfig::new(&args.data_dir, args.port);
     config.listen_address = args.listen_address.clone();
-    let agent = Agent::new(bins, run_as, config);
+    let agent = Arc::new(Agent::new(bins, run_as, config));
+    // Listening before Postgres starts: by the time the pod is ready, the
+    // operator can ask.
+    let listener = tokio::net::TcpListener::bind(&args.status_addr)
+        .await
+        .with_context(|| format!("binding the status endpoint {}", args.status_addr))?;
+    let converged = status::Shared::default();
+    let stop_serving = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(status::serve(
+        listener,
+        agent.clone(),
+        converged.clone(),
+        stop_serving.clone(),
+    ));
+    let generation_file = args
+        .generation_file
+        .clone()
+        .unwrap_or_else(|| args.spec_file.with_file_name("generation"));
     let passwords = PasswordSource::of(&args);
     let password = passwords.read()?;
     agent.create(&template, &password).await?;
@@ -108,24 +143,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut applied_password = password.expose().to_owned();
     tracing::info!(data_dir = %args.data_dir.display(), port = args.port, "postgres running");
 
-    let mut applied: Option<InstanceSpec> = None;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        match read_spec(&args.spec_file) {
-            Ok(spec) if applied.as_ref() != Some(&spec) => match agent.converge(&spec, false).await
-            {
-                Ok(outcome) => {
-                    tracing::info!(restarted = outcome.restarted, pending = ?outcome.pending_restart_before, "converged to the spec file");
-                    applied = Some(spec);
-                }
-                Err(e) => tracing::warn!(error = %e, "converging failed; will retry"),
-            },
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "spec file unusable; keeping the last good spec")
-            }
-        }
+        converge_to_file(&agent, &args.spec_file, &generation_file, &converged).await;
         if let PasswordSource::File(_) = passwords {
             match passwords.read() {
                 Ok(password) if password.expose() != applied_password => {
@@ -150,7 +171,54 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(args.poll) => {}
         }
     }
+    stop_serving.cancel();
+    let _ = server.await;
     tracing::info!("stopping postgres");
     agent.stop().await?;
     Ok(())
+}
+
+/// Converges to the spec file when it or its generation changed, holding
+/// the status lock throughout, and records what was converged.
+async fn converge_to_file(
+    agent: &Agent,
+    spec_file: &Path,
+    generation_file: &Path,
+    converged: &status::Shared,
+) {
+    let mut converged = converged.lock().await;
+    // The kubelet swaps a ConfigMap's files all at once: a generation read
+    // the same before and after the spec belongs to that spec.
+    let generation = read_generation(generation_file);
+    let spec = match read_spec(spec_file) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::warn!(%error, "spec file unusable; keeping the last good spec");
+            converged.error = Some(error);
+            return;
+        }
+    };
+    if read_generation(generation_file) != generation {
+        return;
+    }
+    if converged.spec.as_ref() == Some(&spec) {
+        // The generation may move without a change for the server.
+        converged.generation = generation;
+        converged.error = None;
+        return;
+    }
+    match agent.converge(&spec, false).await {
+        Ok(outcome) => {
+            tracing::info!(restarted = outcome.restarted, pending = ?outcome.pending_restart_before, ?generation, "converged to the spec file");
+            converged.spec = Some(spec);
+            converged.generation = generation;
+            converged.error = None;
+        }
+        Err(e) => {
+            let error = format!("{:#}", anyhow::Error::new(e));
+            tracing::warn!(%error, "converging failed; will retry");
+            converged.error = Some(format!("converging: {error}"));
+        }
+    }
 }

@@ -4,14 +4,16 @@
 //! Results go to stdout (a table, or JSON with `-o json`); progress, notes
 //! and errors go to stderr, so stdout stays parseable.
 
+mod connect;
+mod export;
 pub(crate) mod failure;
 mod spec;
 mod view;
-mod wait;
+pub(crate) mod wait;
 
 use std::time::Duration;
 
-use api::{Client, CreateInstance, Instance, UpdateInstance};
+use api::{Client, ClientError, CreateInstance, Instance, UpdateInstance};
 use chrono::Utc;
 use domain::spec::{DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_POSTGRES_VERSION, DEFAULT_STORAGE};
 use domain::State;
@@ -56,9 +58,15 @@ pub enum InstanceCommand {
         wait: WaitArgs,
     },
     /// Delete an instance and its data.
+    ///
+    ///   pgplane instance delete orders --wait
+    ///   pgplane instance delete orders --ignore-not-found   # for scripts: gone already is fine
     Delete {
         /// Instance name (or id).
         name: String,
+        /// Succeed when there is no such instance or it is deleted already.
+        #[arg(long)]
+        ignore_not_found: bool,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -67,10 +75,39 @@ pub enum InstanceCommand {
         /// Instance name (or id).
         name: String,
     },
-    /// Print the connection URI, password included: `psql "$(pgplane instance credentials NAME)"`.
+    /// Print how to connect, password included: a URI (the default), libpq
+    /// environment variables, or a `.pgpass` line.
+    ///
+    ///   psql "$(pgplane instance credentials orders)"
+    ///   eval "$(pgplane instance credentials orders --format env)"; psql
+    ///   pgplane instance credentials orders --format pgpass >> ~/.pgpass
     Credentials {
         /// Instance name (or id).
         name: String,
+        #[arg(long, value_enum, default_value_t = connect::CredentialsFormat::Uri)]
+        format: connect::CredentialsFormat,
+    },
+    /// Print the instance's declared spec as a manifest, to move it into
+    /// git: commit the file to a source's path, then sync that source with
+    /// adopt on (`pgplane source add … --adopt`) so it takes the instance over.
+    ///
+    ///   pgplane instance export orders > instances/orders.yaml
+    Export {
+        /// Instance name (or id).
+        name: String,
+    },
+    /// Open `psql` on the instance (PostgreSQL's client; `scripts/setup.sh`
+    /// installs it). Arguments after `--` go to psql. The password reaches
+    /// psql through its environment, never its command line.
+    ///
+    ///   pgplane instance psql orders
+    ///   pgplane instance psql orders -- -c 'select version()'
+    Psql {
+        /// Instance name (or id).
+        name: String,
+        /// Arguments for psql.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// One instance's health at a glance: state, drift, WAL archiving, the
     /// last backup and the window a restore can reach. Exits 1 when
@@ -119,8 +156,13 @@ pub enum InstanceCommand {
 pub struct CreateArgs {
     /// Instance name: lower-case letters, digits and '-', starting with a letter.
     pub name: String,
-    /// Enable a Postgres extension; repeat or separate with commas.
-    #[arg(long = "extension", value_name = "NAME", value_delimiter = ',')]
+    /// Enable a Postgres extension, `NAME` or `NAME=VERSION`; repeat or
+    /// separate with commas.
+    #[arg(
+        long = "extension",
+        value_name = "NAME[=VERSION]",
+        value_delimiter = ','
+    )]
     pub extensions: Vec<String>,
     /// Set a postgresql.conf parameter, e.g. `--config work_mem=16MB`; repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = spec::parse_key_value)]
@@ -195,12 +237,22 @@ pub struct ListArgs {
 pub struct UpdateArgs {
     /// Instance name (or id).
     pub name: String,
-    /// Enable a Postgres extension; repeat or separate with commas.
-    #[arg(long = "extension", value_name = "NAME", value_delimiter = ',')]
+    /// Enable a Postgres extension, `NAME` or `NAME=VERSION` (a new version
+    /// of an installed one updates it); repeat or separate with commas.
+    #[arg(
+        long = "extension",
+        value_name = "NAME[=VERSION]",
+        value_delimiter = ','
+    )]
     pub extensions: Vec<String>,
-    /// Disable a Postgres extension; repeat or separate with commas.
+    /// Take an extension out of the spec; it stays installed. Repeat or
+    /// separate with commas.
     #[arg(long = "remove-extension", value_name = "NAME", value_delimiter = ',')]
     pub remove_extensions: Vec<String>,
+    /// Drop an extension (`ensure: absent`); refused while objects depend on
+    /// it. Repeat or separate with commas.
+    #[arg(long = "drop-extension", value_name = "NAME", value_delimiter = ',')]
+    pub drop_extensions: Vec<String>,
     /// Set a postgresql.conf parameter, e.g. `--config work_mem=16MB`; repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = spec::parse_key_value)]
     pub config: Vec<(String, String)>,
@@ -236,7 +288,8 @@ pub struct WaitArgs {
     /// printing each state change to stderr.
     #[arg(long)]
     pub wait: bool,
-    /// Give up waiting after this long, e.g. `90s`, `5m`, `1h`.
+    /// Give up waiting after this long, e.g. `90s`, `5m`, `1h` (then exit
+    /// 3; a refusal or a failure exits 1).
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = wait::parse_duration)]
     pub timeout: Duration,
 }
@@ -256,7 +309,7 @@ pub async fn run(cmd: InstanceCommand, client: &Client, output: OutputFormat) ->
         Ok(()) => 0,
         Err(failure) => {
             eprint!("{}", failure.render());
-            1
+            failure.exit_code()
         }
     }
 }
@@ -280,11 +333,31 @@ async fn execute(
         InstanceCommand::Start { name, wait } => {
             action(client, &name, Action::Start, wait, output).await
         }
-        InstanceCommand::Delete { name, wait } => {
-            action(client, &name, Action::Delete, wait, output).await
-        }
+        InstanceCommand::Delete {
+            name,
+            ignore_not_found,
+            wait,
+        } => match action(client, &name, Action::Delete, wait, output).await {
+            Err(Failure::Deleted { .. }) if ignore_not_found => {
+                eprintln!("{name}: deleted already; nothing to do");
+                Ok(())
+            }
+            Err(Failure::Client { error, .. }) if ignore_not_found && error.is_not_found() => {
+                eprintln!("{name}: no such instance; nothing to do");
+                Ok(())
+            }
+            other => other,
+        },
         InstanceCommand::History { name } => history(client, &name, output).await,
-        InstanceCommand::Credentials { name } => credentials(client, &name, output).await,
+        InstanceCommand::Credentials { name, format } => {
+            credentials(client, &name, format, output).await
+        }
+        InstanceCommand::Psql { name, args } => psql(client, &name, &args).await,
+        InstanceCommand::Export { name } => {
+            let inst = fetch(client, &name).await?;
+            output::print_text(&export::manifest(&inst))?;
+            Ok(())
+        }
         InstanceCommand::Status { name } => status(client, &name, output).await,
         InstanceCommand::Backup { name, wait } => backup(client, &name, wait, output).await,
         InstanceCommand::Backups { name } => backups(client, &name, output).await,
@@ -424,7 +497,14 @@ async fn create(client: &Client, args: CreateArgs, output: OutputFormat) -> Resu
     let (mut extensions, mut config) = (Vec::new(), Vec::new());
     if let Some(from) = &args.restore_from {
         let source = fetch(client, from).await?;
-        extensions.extend(source.spec.extension_names().map(str::to_owned));
+        extensions.extend(
+            source
+                .spec
+                .extensions
+                .iter()
+                .filter(|e| e.ensure == domain::Ensure::Present)
+                .map(|e| e.display()),
+        );
         config.extend(source.spec.config.clone());
     }
     extensions.extend(args.extensions.iter().cloned());
@@ -495,6 +575,7 @@ async fn update(client: &Client, args: UpdateArgs, output: OutputFormat) -> Resu
     let spec = SpecChange {
         add_extensions: &args.extensions,
         remove_extensions: &args.remove_extensions,
+        drop_extensions: &args.drop_extensions,
         set_config: &args.config,
         unset_config: &args.unset_config,
         cpu: args.cpu.as_deref(),
@@ -561,7 +642,34 @@ async fn action(
         Action::Start => client.instance_action(name, "start").await,
         Action::Delete => client.delete_instance(name).await,
     };
-    let inst = result.map_err(|e| Failure::client(name, e))?;
+    let inst = match (result, action) {
+        // Stopping a stopped instance (or starting a running one) asks for
+        // what is already declared: nothing to do, and --wait still waits
+        // for the instance to get there.
+        (Err(e @ ClientError::Api { status: 409, .. }), Action::Stop | Action::Start) => {
+            let inst = fetch(client, name).await?;
+            let there = match action {
+                Action::Stop => matches!(inst.state, State::Stopped | State::Stopping),
+                _ => matches!(
+                    inst.state,
+                    State::Up | State::Starting | State::Configuring | State::Restarting
+                ),
+            };
+            if !there {
+                return Err(Failure::client(name, e));
+            }
+            eprintln!(
+                "{name}: already {}; nothing to do",
+                if inst.spec.stopped {
+                    "stopped"
+                } else {
+                    "running"
+                }
+            );
+            inst
+        }
+        (result, _) => result.map_err(|e| Failure::client(name, e))?,
+    };
     let goal = match action {
         Action::Delete => Goal::Deleted,
         Action::Restart | Action::Stop | Action::Start => Goal::Settled,
@@ -582,16 +690,38 @@ async fn history(client: &Client, name: &str, output: OutputFormat) -> Result<()
 }
 
 /// Only the URI in table mode, so `psql "$(pgplane instance credentials x)"` works.
-async fn credentials(client: &Client, name: &str, output: OutputFormat) -> Result<(), Failure> {
+async fn credentials(
+    client: &Client,
+    name: &str,
+    format: connect::CredentialsFormat,
+    output: OutputFormat,
+) -> Result<(), Failure> {
     let creds = client
         .credentials(name)
         .await
         .map_err(|e| Failure::client(name, e))?;
     match output {
         OutputFormat::Json => output::print_json(&creds)?,
-        OutputFormat::Table => output::print_text(&format!("{}\n", creds.uri))?,
+        OutputFormat::Table => output::print_text(&connect::render(&creds, format))?,
     }
     Ok(())
+}
+
+/// Becomes psql on the instance (exec: psql owns the terminal and its
+/// signals, and its exit status is this command's). Returns only when psql
+/// cannot be started.
+async fn psql(client: &Client, name: &str, args: &[String]) -> Result<(), Failure> {
+    use std::os::unix::process::CommandExt as _;
+    let creds = client
+        .credentials(name)
+        .await
+        .map_err(|e| Failure::client(name, e))?;
+    let e = connect::psql(&creds, args).exec();
+    Err(Failure::Tool {
+        what: format!(
+            "cannot run psql: {e}; install PostgreSQL's client (scripts/setup.sh does) or use `pgplane instance credentials {name}`"
+        ),
+    })
 }
 
 async fn fetch(client: &Client, name: &str) -> Result<Instance, Failure> {

@@ -3,13 +3,16 @@
 
 pub mod agent;
 pub mod backup_repo;
+pub mod context;
 pub mod drift;
+pub mod extension;
 pub mod instance;
 pub mod output;
 pub mod plan;
 pub mod secrets;
 pub mod server;
 pub mod source;
+pub mod token;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -64,6 +67,16 @@ pub enum Command {
         #[command(subcommand)]
         command: source::SourceCommand,
     },
+    /// The extensions a data plane can install.
+    Extension {
+        #[command(flatten)]
+        conn: ApiArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
+        output: OutputFormat,
+        #[command(subcommand)]
+        command: extension::ExtensionCommand,
+    },
     /// Show drift: each instance's declaration versus what its data plane reports.
     Drift {
         #[command(flatten)]
@@ -79,10 +92,15 @@ pub enum Command {
     /// the pods the Kubernetes operator creates): Postgres converged to a
     /// spec file, re-applied when the file changes.
     Agent(agent::AgentArgs),
-    /// Manage API tokens directly in the control-plane database.
+    /// Manage API tokens: create (with a name and an expiry), list, revoke.
     Token {
+        #[command(flatten)]
+        conn: ApiArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
+        output: OutputFormat,
         #[command(subcommand)]
-        command: server::TokenCommand,
+        command: token::TokenCommand,
     },
     /// The keys that encrypt secrets at rest: generate one, rotate them.
     Secrets {
@@ -91,6 +109,28 @@ pub enum Command {
     },
     /// Print the control plane's OpenAPI document.
     Openapi,
+    /// Which control plane this shell talks to, as which organisation, and
+    /// the versions and data planes there. Exits 1 when it cannot be
+    /// reached or refuses the token.
+    ///
+    ///   pgplane status
+    ///   pgplane status -o json
+    Status {
+        #[command(flatten)]
+        conn: ApiArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Print a shell completion script.
+    ///
+    ///   source <(pgplane completion bash)        # this shell
+    ///   pgplane completion bash > /etc/bash_completion.d/pgplane
+    ///   pgplane completion zsh > "${fpath[1]}/_pgplane"
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Where the control-plane API is and who you are.
@@ -141,14 +181,23 @@ pub async fn run(cli: Cli) -> u8 {
             init_logging("info,sqlx=warn");
             report(agent::run(args).await)
         }
-        Command::Token { command } => {
+        Command::Token {
+            conn,
+            output,
+            command,
+        } => {
             init_logging("warn");
-            report(server::run_token(command).await)
+            token::run(command, &conn, output).await.clamp(0, 255) as u8
         }
         Command::Secrets { command } => {
             init_logging("warn");
             report(secrets::run(command).await)
         }
+        Command::Status { conn, output } => {
+            init_logging("warn");
+            context::status(&conn, output).await.clamp(0, 255) as u8
+        }
+        Command::Completion { shell } => context::completion(shell).clamp(0, 255) as u8,
         Command::Openapi => {
             println!(
                 "{}",
@@ -186,6 +235,17 @@ pub async fn run(cli: Cli) -> u8 {
                 return 1;
             };
             source::run(command, &client, output).await.clamp(0, 255) as u8
+        }
+        Command::Extension {
+            conn,
+            output,
+            command,
+        } => {
+            init_logging("warn");
+            let Some(client) = conn.client() else {
+                return 1;
+            };
+            extension::run(command, &client, output).await.clamp(0, 255) as u8
         }
         Command::Drift { conn, args } => {
             init_logging("warn");

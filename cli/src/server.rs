@@ -124,21 +124,6 @@ pub struct ConductorArgs {
     pub debug_create_pause: Option<Duration>,
 }
 
-#[derive(clap::Subcommand, Debug)]
-pub enum TokenCommand {
-    /// Create a token for an organisation and print it (shown once).
-    Create {
-        #[arg(long, env = "PGPLANE_DATABASE_URL", hide_env_values = true)]
-        database_url: String,
-        /// The organisation (created if new).
-        #[arg(long)]
-        org: String,
-        /// May create tokens for other organisations.
-        #[arg(long)]
-        admin: bool,
-    },
-}
-
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let listener = crate::up::bind_listen(args.listen)?;
     let keyring = args.keys.keyring()?;
@@ -224,23 +209,6 @@ pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
                 .context("building a Kubernetes client (in-cluster or KUBECONFIG)")?,
             );
             conductor::run(queues, runtime, settings, cancel).await?;
-        }
-    }
-    Ok(())
-}
-
-pub async fn run_token(cmd: TokenCommand) -> anyhow::Result<()> {
-    match cmd {
-        TokenCommand::Create {
-            database_url,
-            org,
-            admin,
-        } => {
-            let pool = reconciler::connect(&database_url).await?;
-            reconciler::prepare_database(&pool, "local").await?;
-            let mut conn = pool.acquire().await?;
-            let token = reconciler::auth::create_token(&mut conn, &org, admin, None).await?;
-            println!("{token}");
         }
     }
     Ok(())

@@ -227,8 +227,10 @@ async fn serve(
     // what the data plane offers (the conductor registers again as it starts).
     {
         use conductor::Runtime;
-        let extensions = runtime.available_extensions().await?;
-        queues.register_data_plane(DATA_PLANE, &extensions).await?;
+        let catalog = runtime.extension_catalog().await?;
+        queues
+            .register_data_plane_catalog(DATA_PLANE, &catalog)
+            .await?;
     }
     let conductor_task = tasks.spawn(conductor::run(
         queues,

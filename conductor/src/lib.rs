@@ -94,9 +94,9 @@ pub async fn run<R: Runtime>(
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let queue_name = queues.create_data_plane_queue(&settings.data_plane).await?;
-    let extensions = runtime.available_extensions().await?;
+    let catalog = runtime.extension_catalog().await?;
     queues
-        .register_data_plane(&settings.data_plane, &extensions)
+        .register_data_plane_catalog(&settings.data_plane, &catalog)
         .await?;
     let mut wakeup = queues.listen(&queue_name).await?;
     tracing::info!(data_plane = %settings.data_plane, runtime = runtime.kind(), "conductor consuming");

@@ -825,17 +825,7 @@ fn human_bytes(n: u64) -> String {
 /// `<sharedir>/extension`, from `pg_config --sharedir` next to the binaries,
 /// else the Debian layout.
 fn extension_dir(bins: &PostgresBinaries) -> Result<PathBuf, RuntimeError> {
-    let from_pg_config = std::process::Command::new(bins.bindir.join("pg_config"))
-        .arg("--sharedir")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    let sharedir = match from_pg_config {
-        Some(d) => d,
-        None => PathBuf::from(format!("/usr/share/postgresql/{}", bins.version()?)),
-    };
-    Ok(sharedir.join("extension"))
+    Ok(bins.sharedir()?.join("extension"))
 }
 
 /// `MemTotal` from /proc/meminfo, in bytes.
@@ -903,6 +893,17 @@ impl Runtime for LocalRuntime {
         }
         names.sort();
         Ok(names)
+    }
+
+    async fn extension_catalog(&self) -> Result<Vec<domain::AvailableExtension>, RuntimeError> {
+        let bins = self.bins.clone();
+        tokio::task::spawn_blocking(move || agent::read_catalog(&bins))
+            .await
+            .map_err(|e| agent::Error::Task {
+                op: "reading the extension catalog",
+                message: e.to_string(),
+            })?
+            .map_err(RuntimeError::from)
     }
 
     async fn apply(&self, event: &DataPlaneEvent) -> Result<Applied, RuntimeError> {

@@ -91,6 +91,17 @@ pub trait Runtime: Send + Sync + 'static {
     /// `local`, `simulated`, `kubernetes`.
     fn kind(&self) -> &'static str;
     async fn available_extensions(&self) -> Result<Vec<String>, RuntimeError>;
+    /// What the data plane registers: the extensions it can install with
+    /// their versions, preload libraries and requirements. By default,
+    /// entries known by name only.
+    async fn extension_catalog(&self) -> Result<Vec<domain::AvailableExtension>, RuntimeError> {
+        Ok(self
+            .available_extensions()
+            .await?
+            .iter()
+            .map(|n| domain::AvailableExtension::named(n))
+            .collect())
+    }
     async fn apply(&self, event: &DataPlaneEvent) -> Result<Applied, RuntimeError>;
     async fn observe_all(&self) -> Vec<Observation>;
     /// Restarts servers that should run and stopped by themselves. Runtimes

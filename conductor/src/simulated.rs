@@ -36,6 +36,12 @@ fn observed(event: &DataPlaneEvent) -> ObservedSpec {
     extensions.sort();
     ObservedSpec {
         postgres_version: event.spec.postgres_version.clone(),
+        extension_versions: event
+            .spec
+            .extensions
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.version.clone()?)))
+            .collect(),
         extensions,
         config: effective_config(&event.spec),
         running: !event.spec.stopped,

@@ -108,6 +108,15 @@ pub struct ExtensionRef {
     /// Extension name as in `CREATE EXTENSION`.
     #[schemars(regex(pattern = r"^[a-z0-9_-]{1,63}$"))]
     pub name: String,
+    /// Version to install or update to (`ALTER EXTENSION … UPDATE TO`);
+    /// absent: the default version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._]+(-[A-Za-z0-9._]+)*$"))]
+    pub version: Option<String>,
+    /// `absent` drops the extension; one no longer listed is left installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["present", "absent"]))]
+    pub ensure: Option<String>,
 }
 
 fn default_version() -> String {
@@ -148,7 +157,11 @@ impl From<domain::InstanceSpec> for PostgresInstanceSpec {
             extensions: s
                 .extensions
                 .into_iter()
-                .map(|e| ExtensionRef { name: e.name })
+                .map(|e| ExtensionRef {
+                    name: e.name,
+                    version: e.version,
+                    ensure: (e.ensure == domain::Ensure::Absent).then(|| "absent".to_owned()),
+                })
                 .collect(),
             config: s.config,
             stopped: s.stopped,
@@ -168,7 +181,14 @@ impl From<PostgresInstanceSpec> for domain::InstanceSpec {
             extensions: s
                 .extensions
                 .into_iter()
-                .map(|e| domain::Extension { name: e.name })
+                .map(|e| domain::Extension {
+                    name: e.name,
+                    version: e.version,
+                    ensure: match e.ensure.as_deref() {
+                        Some("absent") => domain::Ensure::Absent,
+                        _ => domain::Ensure::Present,
+                    },
+                })
                 .collect(),
             config: s.config,
             stopped: s.stopped,

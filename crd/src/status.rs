@@ -15,8 +15,18 @@ pub struct PostgresInstanceStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// What Postgres runs, as the agent in the pod observes it (read by the
+    /// operator on every reconcile); absent until the agent first answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_spec: Option<ObservedSpecStatus>,
+    /// When the running server started (`pg_postmaster_start_time()`,
+    /// RFC 3339), as the agent in the pod reports it: a new time is a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_started_at: Option<String>,
+    /// The `metadata.generation` whose spec the agent in the pod last
+    /// converged Postgres to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converged_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<Connection>,
     /// The restart hash of the pod template the last completed rollout ran:
@@ -141,6 +151,7 @@ impl From<ObservedSpecStatus> for domain::ObservedSpec {
             pending_restart: o.pending_restart,
             superuser_access: o.superuser_access,
             archive: None,
+            extension_versions: BTreeMap::new(),
         }
     }
 }

@@ -86,8 +86,8 @@ pub fn diff_specs(old: &InstanceSpec, new: &InstanceSpec) -> Vec<FieldChange> {
     };
     field("restore", restore(old), restore(new));
 
-    let a: BTreeSet<&str> = old.extension_names().collect();
-    let b: BTreeSet<&str> = new.extension_names().collect();
+    let a: BTreeSet<String> = old.extensions.iter().map(|e| e.display()).collect();
+    let b: BTreeSet<String> = new.extensions.iter().map(|e| e.display()).collect();
     if a != b {
         out.push(FieldChange {
             path: "extensions".to_owned(),
@@ -133,10 +133,7 @@ mod tests {
     fn equal_meaning_is_no_change() {
         let mut a = InstanceSpec::default();
         a.config.insert("work_mem".into(), "16MB".into());
-        a.extensions = vec![
-            Extension { name: "b".into() },
-            Extension { name: "a".into() },
-        ];
+        a.extensions = vec![Extension::new("b"), Extension::new("a")];
         a.storage = "10Gi".into();
         let mut b = a.clone();
         b.config.insert("work_mem".into(), "16384kB".into());
@@ -163,9 +160,7 @@ mod tests {
         let a = InstanceSpec::default();
         let mut b = a.clone();
         b.config.insert("work_mem".into(), "16MB".into());
-        b.extensions.push(Extension {
-            name: "hstore".into(),
-        });
+        b.extensions.push(Extension::new("hstore"));
         let d = diff_specs(&a, &b);
         let paths: Vec<&str> = d.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(paths, ["extensions", "config.work_mem"]);

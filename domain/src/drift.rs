@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::quantity::normalize_setting;
 use crate::restart::effective_config;
-use crate::spec::{InstanceSpec, ObservedSpec};
+use crate::spec::{Ensure, Extension, InstanceSpec, ObservedSpec};
 
 /// One field that differs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,14 +52,8 @@ pub fn drift(declared: &InstanceSpec, observed: &ObservedSpec) -> Vec<FieldDrift
             Some(observed.postgres_version.clone()),
         );
     }
-    let want: BTreeSet<&str> = declared.extension_names().collect();
-    let have: BTreeSet<&str> = observed.extensions.iter().map(String::as_str).collect();
-    if want != have {
-        push(
-            "extensions",
-            Some(want.into_iter().collect::<Vec<_>>().join(",")),
-            Some(have.into_iter().collect::<Vec<_>>().join(",")),
-        );
+    if let Some((d, o)) = extension_drift(declared, observed) {
+        push("extensions", Some(d), Some(o));
     }
     for (name, value) in effective_config(declared) {
         let seen = observed.config.get(&name);
@@ -101,6 +95,46 @@ pub fn drift(declared: &InstanceSpec, observed: &ObservedSpec) -> Vec<FieldDrift
     out
 }
 
+/// Declared extensions versus installed ones: a present one must be
+/// installed (at its version when it names one and the data plane reports
+/// versions), an absent one must not be. Extensions the spec does not name
+/// (left installed when removed from it, or created as a dependency) are not
+/// drift. Returns both sides, rendered, when they differ.
+fn extension_drift(declared: &InstanceSpec, observed: &ObservedSpec) -> Option<(String, String)> {
+    let installed = |name: &str| observed.extensions.iter().any(|e| e == name);
+    let mut exts: Vec<&Extension> = declared.extensions.iter().collect();
+    exts.sort();
+    exts.dedup();
+    let differs = exts.iter().any(|e| match e.ensure {
+        Ensure::Absent => installed(&e.name),
+        Ensure::Present => {
+            !installed(&e.name)
+                || e.version.as_ref().is_some_and(|v| {
+                    observed
+                        .extension_versions
+                        .get(&e.name)
+                        .is_some_and(|seen| seen != v)
+                })
+        }
+    });
+    if !differs {
+        return None;
+    }
+    let want: BTreeSet<String> = exts.iter().map(|e| e.display()).collect();
+    let have: BTreeSet<String> = exts
+        .iter()
+        .filter(|e| installed(&e.name))
+        .map(
+            |e| match (&e.version, observed.extension_versions.get(&e.name)) {
+                (Some(_), Some(v)) => format!("{}={v}", e.name),
+                _ => e.name.clone(),
+            },
+        )
+        .collect();
+    let join = |s: BTreeSet<String>| s.into_iter().collect::<Vec<_>>().join(",");
+    Some((join(want), join(have)))
+}
+
 fn same_list(a: &str, b: &str) -> bool {
     let set = |s: &str| -> BTreeSet<String> {
         s.split(',')
@@ -114,18 +148,13 @@ fn same_list(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Extension;
 
     fn declared() -> InstanceSpec {
         let mut s = InstanceSpec::default();
         s.config.insert("work_mem".into(), "16MB".into());
         s.extensions = vec![
-            Extension {
-                name: "pg_stat_statements".into(),
-            },
-            Extension {
-                name: "hstore".into(),
-            },
+            Extension::new("pg_stat_statements"),
+            Extension::new("hstore"),
         ];
         s
     }
@@ -146,7 +175,47 @@ mod tests {
             pending_restart: vec![],
             superuser_access: Some(false),
             archive: None,
+            extension_versions: [
+                ("hstore".to_owned(), "1.8".to_owned()),
+                ("pg_stat_statements".to_owned(), "1.10".to_owned()),
+            ]
+            .into(),
         }
+    }
+
+    #[test]
+    fn extension_versions_and_absent_extensions_are_compared() {
+        let mut d = declared();
+        d.extensions[1].version = Some("1.8".into());
+        let mut o = observed();
+        o.extensions.push("citext".into());
+        assert_eq!(
+            drift(&d, &o),
+            vec![],
+            "an undeclared extension is not drift"
+        );
+        d.extensions[1].version = Some("1.7".into());
+        let got = drift(&d, &o);
+        assert_eq!(got[0].path, "extensions");
+        assert_eq!(
+            got[0].declared.as_deref(),
+            Some("hstore=1.7,pg_stat_statements")
+        );
+        assert_eq!(
+            got[0].observed.as_deref(),
+            Some("hstore=1.8,pg_stat_statements")
+        );
+        o.extension_versions.clear();
+        assert_eq!(drift(&d, &o), vec![], "versions not observed are not drift");
+        d.extensions.push(crate::spec::Extension {
+            ensure: Ensure::Absent,
+            ..Extension::new("citext")
+        });
+        let got = drift(&d, &o);
+        assert_eq!(
+            got[0].observed.as_deref(),
+            Some("citext,hstore,pg_stat_statements")
+        );
     }
 
     #[test]

@@ -9,12 +9,14 @@
 //! - [`restart`]: predicts whether a spec change needs a Postgres restart.
 //! - [`diff`]: field-level differences between two specs, normalised.
 //! - [`drift`]: declared versus observed, field by field.
+//! - [`extension`]: the extension catalog of a data plane and checks against it.
 //! - [`backup`]: backup policy, restore targets, backup catalogs and the restore window.
 //! - [`message`]: what travels on the queues between control and data planes.
 
 pub mod backup;
 pub mod diff;
 pub mod drift;
+pub mod extension;
 pub mod message;
 pub mod name;
 pub mod quantity;
@@ -30,10 +32,13 @@ pub use backup::{
 };
 pub use diff::{diff_specs, FieldChange};
 pub use drift::{drift, FieldDrift};
-pub use message::{Activity, DataPlaneEvent, EventKind, ReportKind, RestoreSource, StatusReport};
+pub use extension::AvailableExtension;
+pub use message::{
+    Activity, AgentStatus, DataPlaneEvent, EventKind, ReportKind, RestoreSource, StatusReport,
+};
 pub use name::{InstanceName, NameError};
 pub use restart::{predict_restart, RestartPrediction};
-pub use spec::{ConnectionInfo, Extension, InstanceSpec, ObservedSpec, Resources};
+pub use spec::{ConnectionInfo, Ensure, Extension, InstanceSpec, ObservedSpec, Resources};
 pub use state::{
     settle_report, transition, Event, ReportOutcome, Standing, State, TransitionError,
 };

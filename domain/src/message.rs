@@ -203,3 +203,24 @@ mod tests {
         assert_eq!(serde_json::from_str::<DataPlaneEvent>(&json).unwrap(), ev);
     }
 }
+
+/// What the instance agent in a Kubernetes pod answers on its status
+/// endpoint (`GET /status`), which the operator reads into the resource's
+/// status. It carries no secret: no password, no connection string.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    /// What the server runs, observed when the request came; absent until
+    /// the agent has converged a spec, or when observing failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<ObservedSpec>,
+    /// `pg_postmaster_start_time()` of the running server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The resource generation whose spec the agent last converged to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converged_generation: Option<i64>,
+    /// Why the last converge or this observation failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

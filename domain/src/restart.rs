@@ -8,32 +8,23 @@ use crate::quantity::normalize_setting;
 use crate::settings;
 use crate::spec::InstanceSpec;
 
-/// Extensions whose library must be in `shared_preload_libraries`.
-pub const PRELOAD_EXTENSIONS: &[(&str, &str)] = &[
-    ("pg_stat_statements", "pg_stat_statements"),
-    ("pg_cron", "pg_cron"),
-    ("pgaudit", "pgaudit"),
-    ("timescaledb", "timescaledb"),
-    ("pg_squeeze", "pg_squeeze"),
-];
-
+/// The preload library of an extension, from [`crate::extension::REVIEWED`].
 pub fn preload_library(extension: &str) -> Option<&'static str> {
-    PRELOAD_EXTENSIONS
-        .iter()
-        .find(|(e, _)| *e == extension)
-        .map(|(_, lib)| *lib)
+    crate::extension::reviewed(extension).map(|r| r.library)
 }
 
 /// The configuration Postgres actually gets for a spec: the user's parameters
 /// plus the preload libraries its extensions need, merged into
-/// `shared_preload_libraries` (sorted, de-duplicated).
+/// `shared_preload_libraries` (the extensions' libraries in their reviewed
+/// order, then the others sorted, de-duplicated), and the settings those
+/// extensions need unless the spec sets them.
 pub fn effective_config(spec: &InstanceSpec) -> BTreeMap<String, String> {
     let mut config: BTreeMap<String, String> = spec
         .config
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
-    let mut libs: BTreeSet<String> = config
+    let mut others: BTreeSet<String> = config
         .get("shared_preload_libraries")
         .map(|v| {
             v.split(',')
@@ -42,16 +33,19 @@ pub fn effective_config(spec: &InstanceSpec) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default();
-    libs.extend(
-        spec.extension_names()
-            .filter_map(preload_library)
-            .map(str::to_owned),
-    );
+    let mut libs: Vec<String> = Vec::new();
+    for reviewed in crate::extension::preload_libraries(spec) {
+        others.remove(reviewed.library);
+        libs.push(reviewed.library.to_owned());
+        for (name, value) in reviewed.settings {
+            config
+                .entry((*name).to_owned())
+                .or_insert_with(|| (*value).to_owned());
+        }
+    }
+    libs.extend(others);
     if !libs.is_empty() {
-        config.insert(
-            "shared_preload_libraries".to_owned(),
-            libs.into_iter().collect::<Vec<_>>().join(","),
-        );
+        config.insert("shared_preload_libraries".to_owned(), libs.join(","));
     }
     config
 }
@@ -108,12 +102,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            extensions: exts
-                .iter()
-                .map(|e| Extension {
-                    name: e.to_string(),
-                })
-                .collect(),
+            extensions: exts.iter().map(|e| Extension::new(*e)).collect(),
             ..Default::default()
         }
     }
@@ -143,6 +132,28 @@ mod tests {
             &spec(&[], &["pg_stat_statements"]),
         );
         assert!(!same.required(), "{same:?}");
+    }
+
+    #[test]
+    fn pg_cron_brings_the_settings_it_needs_unless_the_spec_sets_them() {
+        let config = effective_config(&spec(
+            &[("shared_preload_libraries", "auto_explain")],
+            &["pg_cron", "pgaudit"],
+        ));
+        assert_eq!(
+            config["shared_preload_libraries"],
+            "pg_cron,pgaudit,auto_explain"
+        );
+        assert_eq!(config["cron.database_name"], "postgres");
+        let own = effective_config(&spec(&[("cron.database_name", "app")], &["pg_cron"]));
+        assert_eq!(own["cron.database_name"], "app");
+        let p = predict_restart(&spec(&[], &["hstore"]), &spec(&[], &["hstore", "pg_cron"]));
+        assert!(
+            p.reasons
+                .iter()
+                .any(|r| r.contains("shared_preload_libraries")),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl Setting {
 }
 
 /// Contrib modules meant for `shared_preload_libraries` besides the
-/// libraries of [`crate::restart::PRELOAD_EXTENSIONS`]: they work only when
+/// libraries of [`crate::extension::REVIEWED`]: they work only when
 /// preloaded (`auth_delay`, `passwordcheck`, `auto_explain` for every
 /// session) or do more (`pg_prewarm`'s autoprewarm worker).
 pub const CONTRIB_PRELOAD_LIBRARIES: &[&str] =
@@ -189,9 +189,9 @@ pub const CONTRIB_PRELOAD_LIBRARIES: &[&str] =
 
 /// Every library a user may preload, sorted.
 pub fn preloadable_libraries() -> Vec<&'static str> {
-    let mut libs: Vec<&'static str> = crate::restart::PRELOAD_EXTENSIONS
+    let mut libs: Vec<&'static str> = crate::extension::REVIEWED
         .iter()
-        .map(|(_, lib)| *lib)
+        .map(|r| r.library)
         .chain(CONTRIB_PRELOAD_LIBRARIES.iter().copied())
         .collect();
     libs.sort_unstable();

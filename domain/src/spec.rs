@@ -71,6 +71,90 @@ pub struct Resources {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Extension {
     pub name: String,
+    /// The version to install (`CREATE EXTENSION … VERSION`) or update to
+    /// (`ALTER EXTENSION … UPDATE TO`); absent: the default version when
+    /// created, and whatever is installed afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `present` (the default) creates it; `absent` drops it. An extension
+    /// the spec no longer names is left installed.
+    #[serde(default, skip_serializing_if = "Ensure::is_present")]
+    pub ensure: Ensure,
+}
+
+impl Extension {
+    /// The extension at its default version.
+    pub fn new(name: impl Into<String>) -> Extension {
+        Extension {
+            name: name.into(),
+            version: None,
+            ensure: Ensure::Present,
+        }
+    }
+
+    /// Reads `name` or `name=version` (the CLI's and Terraform's spelling).
+    pub fn parse(text: &str) -> Extension {
+        match text.split_once('=') {
+            Some((name, version)) => Extension {
+                version: Some(version.trim().to_owned()),
+                ..Extension::new(name.trim())
+            },
+            None => Extension::new(text.trim()),
+        }
+    }
+
+    /// `name`, `name=version`, or `name (absent)`: how lists show it.
+    pub fn display(&self) -> String {
+        match (&self.version, self.ensure) {
+            (_, Ensure::Absent) => format!("{} (absent)", self.name),
+            (Some(v), Ensure::Present) => format!("{}={v}", self.name),
+            (None, Ensure::Present) => self.name.clone(),
+        }
+    }
+}
+
+/// Whether a declared extension is to be installed or dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Ensure {
+    #[default]
+    Present,
+    Absent,
+}
+
+impl Ensure {
+    pub fn is_present(&self) -> bool {
+        *self == Ensure::Present
+    }
+}
+
+/// Read from a string, so every format (JSON, the manifests' YAML) reads
+/// it alike and a wrong value is named.
+impl<'de> Deserialize<'de> for Ensure {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnsureVisitor;
+
+        impl serde::de::Visitor<'_> for EnsureVisitor {
+            type Value = Ensure;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"present\" or \"absent\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Ensure, E> {
+                match text {
+                    "present" => Ok(Ensure::Present),
+                    "absent" => Ok(Ensure::Absent),
+                    other => Err(E::custom(format!(
+                        "{other:?} is not an ensure value; use \"present\" or \"absent\""
+                    ))),
+                }
+            }
+        }
+
+        deserializer.deserialize_str(EnsureVisitor)
+    }
 }
 
 /// Reads `config` refusing a key given twice (a plain map keeps the last
@@ -159,8 +243,12 @@ impl InstanceSpec {
         self
     }
 
+    /// The extensions the spec wants installed (not those declared absent).
     pub fn extension_names(&self) -> impl Iterator<Item = &str> {
-        self.extensions.iter().map(|e| e.name.as_str())
+        self.extensions
+            .iter()
+            .filter(|e| e.ensure == Ensure::Present)
+            .map(|e| e.name.as_str())
     }
 
     pub fn has_extension(&self, name: &str) -> bool {
@@ -176,6 +264,10 @@ pub struct ObservedSpec {
     pub postgres_version: String,
     /// Installed extensions (`pg_extension`, without `plpgsql`), sorted.
     pub extensions: Vec<String>,
+    /// The installed version of each extension (`pg_extension.extversion`);
+    /// an extension missing here has no observed version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extension_versions: BTreeMap<String, String>,
     /// Current values (`current_setting`) of the parameters the spec declares.
     pub config: BTreeMap<String, String>,
     /// Whether the server is running.
@@ -257,6 +349,31 @@ mod tests {
     }
 
     fn ext(n: &str) -> Extension {
-        Extension { name: n.into() }
+        Extension::new(n)
+    }
+
+    #[test]
+    fn extensions_read_with_version_and_ensure() {
+        let spec: InstanceSpec = serde_json::from_str(
+            r#"{"extensions": [{"name": "postgis", "version": "3.3.2"}, {"name": "hstore", "ensure": "absent"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.extensions[0].version.as_deref(), Some("3.3.2"));
+        assert_eq!(spec.extensions[1].ensure, Ensure::Absent);
+        assert_eq!(spec.extension_names().collect::<Vec<_>>(), ["postgis"]);
+        let back = serde_json::to_string(&spec.extensions).unwrap();
+        assert_eq!(
+            back,
+            r#"[{"name":"postgis","version":"3.3.2"},{"name":"hstore","ensure":"absent"}]"#
+        );
+        let err = serde_json::from_str::<InstanceSpec>(
+            r#"{"extensions": [{"name": "hstore", "ensure": "gone"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"gone\" is not an ensure value; use \"present\" or \"absent\""),
+            "{err}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::quantity::{check_setting_value, parse_bytes, parse_cpu};
 use crate::settings::{self, Context};
-use crate::spec::InstanceSpec;
+use crate::spec::{Ensure, InstanceSpec};
 
 /// Postgres major versions pgplane can run.
 pub const SUPPORTED_VERSIONS: &[&str] = &["15"];
@@ -128,17 +128,7 @@ pub fn validate_spec_with(
     if let Err(e) = parse_bytes(&spec.storage) {
         errs.push(format!("{prefix}.storage"), e.to_string());
     }
-    for (i, ext) in spec.extensions.iter().enumerate() {
-        if !is_extension_name(&ext.name) {
-            errs.push(
-                format!("{prefix}.extensions[{i}].name"),
-                format!(
-                    "{:?} is not a valid extension name: use lower-case letters, digits, '_' and '-'",
-                    ext.name
-                ),
-            );
-        }
-    }
+    check_extensions(spec, prefix, &mut errs);
     let mut first_spelling: BTreeMap<String, &str> = BTreeMap::new();
     for (name, value) in &spec.config {
         let path = format!("{prefix}.config.{name}");
@@ -171,6 +161,62 @@ fn check_backup(spec: &InstanceSpec, prefix: &str, errs: &mut ValidationErrors) 
             errs.push(format!("{prefix}.restore.{field}"), message);
         }
     }
+}
+
+fn check_extensions(spec: &InstanceSpec, prefix: &str, errs: &mut ValidationErrors) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, ext) in spec.extensions.iter().enumerate() {
+        if !is_extension_name(&ext.name) {
+            errs.push(
+                format!("{prefix}.extensions[{i}].name"),
+                format!(
+                    "{:?} is not a valid extension name: use lower-case letters, digits, '_' and '-'",
+                    ext.name
+                ),
+            );
+        }
+        if let Some(version) = &ext.version {
+            if ext.ensure == Ensure::Absent {
+                errs.push(
+                    format!("{prefix}.extensions[{i}].version"),
+                    "an extension declared absent has no version: remove the version or the ensure",
+                );
+            } else if !is_extension_version(version) {
+                errs.push(
+                    format!("{prefix}.extensions[{i}].version"),
+                    format!(
+                        "{version:?} is not a valid extension version: use letters, digits, '.', '_' and single '-' (e.g. \"1.8\", \"1.4-1\")"
+                    ),
+                );
+            }
+        }
+        match seen.get(ext.name.as_str()) {
+            Some(&first) if spec.extensions[first] != *ext => errs.push(
+                format!("{prefix}.extensions[{i}]"),
+                format!(
+                    "extension {:?} is declared twice (also {prefix}.extensions[{first}]) differently: declare it once",
+                    ext.name
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                seen.insert(&ext.name, i);
+            }
+        }
+    }
+}
+
+/// A version PostgreSQL accepts in script file names: no `--`, no leading
+/// or trailing `-`, no path separators.
+fn is_extension_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 64
+        && !version.contains("--")
+        && !version.starts_with('-')
+        && !version.ends_with('-')
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn is_extension_name(name: &str) -> bool {
@@ -240,6 +286,64 @@ mod tests {
     }
 
     #[test]
+    fn extension_versions_and_repeats_are_checked_by_field() {
+        let spec = InstanceSpec {
+            extensions: vec![
+                Extension {
+                    version: Some("1.8".into()),
+                    ..Extension::new("hstore")
+                },
+                Extension {
+                    version: Some("../x".into()),
+                    ..Extension::new("citext")
+                },
+                Extension {
+                    version: Some("1.7".into()),
+                    ..Extension::new("hstore")
+                },
+                Extension {
+                    version: Some("1.0".into()),
+                    ensure: Ensure::Absent,
+                    ..Extension::new("pgaudit")
+                },
+            ],
+            ..Default::default()
+        };
+        let errs = errors(&spec);
+        let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.extensions[1].version",
+                "spec.extensions[2]",
+                "spec.extensions[3].version"
+            ],
+            "{errs:?}"
+        );
+        assert!(
+            errs[1]
+                .1
+                .contains("declared twice (also spec.extensions[0])"),
+            "{errs:?}"
+        );
+        let ok = InstanceSpec {
+            extensions: vec![
+                Extension {
+                    version: Some("1.4-1".into()),
+                    ..Extension::new("pg_cron")
+                },
+                Extension::new("pg_cron"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            errors(&ok).len(),
+            1,
+            "a repeat that differs only by version is refused"
+        );
+    }
+
+    #[test]
     fn default_spec_is_valid() {
         assert!(errors(&InstanceSpec::default()).is_empty());
     }
@@ -250,9 +354,7 @@ mod tests {
             postgres_version: "9".into(),
             replicas: 0,
             storage: "10GB".into(),
-            extensions: vec![Extension {
-                name: "Bad Name".into(),
-            }],
+            extensions: vec![Extension::new("Bad Name")],
             ..Default::default()
         };
         spec.resources.cpu = "lots".into();

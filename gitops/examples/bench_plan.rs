@@ -39,7 +39,7 @@ fn current(n: usize) -> Vec<api::Instance> {
             spec.storage = "20Gi".into();
             if matches!(i % 3, 0) {
                 for e in ["hstore", "pg_stat_statements"] {
-                    spec.extensions.push(domain::Extension { name: e.into() });
+                    spec.extensions.push(domain::Extension::new(e));
                 }
             }
             spec.config.insert("work_mem".into(), "16384kB".into());

@@ -25,6 +25,17 @@
 //! `restarted` is reported whenever the operator's completed rollout changed
 //! the restart hash (a restart request, or a change that needed a restart).
 //!
+//! # What is observed
+//!
+//! What runs is what the agent in the pod observed, as the operator wrote it
+//! into `status.observedSpec`: reports and [`Runtime::observe_all`] carry
+//! that, and nothing while the status has none — the desired spec is never
+//! reported as what runs. The operator re-reads the agent at every resync,
+//! so out-of-band changes (`ALTER SYSTEM`, a server that went down) reach
+//! the control plane with the conductor's next resync after it. With a real
+//! pod, `Ready` at a generation also means that the agent has converged it,
+//! so a report's observation is of the applied spec.
+//!
 //! # Where the resources go
 //!
 //! [`Placement::Namespace`] puts every instance in one namespace; two
@@ -355,7 +366,7 @@ impl Runtime for KubernetesRuntime {
         );
         Ok(Applied {
             report: report_kind(event.kind, created, false, event.spec.stopped, restarted),
-            observed: Some(observed(&pi)),
+            observed: observed(&pi),
             connection: connection(&pi),
             restarted,
             password,
@@ -387,7 +398,7 @@ impl Runtime for KubernetesRuntime {
                 Some(Observation {
                     instance_id: instance_id(pi)?,
                     generation: applied_generation(pi)?,
-                    observed: observed(pi),
+                    observed: observed(pi)?,
                     activity: None,
                 })
             })
@@ -490,25 +501,11 @@ fn readiness(pi: &PostgresInstance) -> Readiness {
     Readiness::Waiting(format!("phase {:?}, {why}", status.phase))
 }
 
-/// What runs: the operator's observed spec when it reports one, else the
-/// spec it converged (the operator reports readiness of exactly that spec).
-fn observed(pi: &PostgresInstance) -> ObservedSpec {
-    let status = pi.status.clone().unwrap_or_default();
-    if let Some(o) = status.observed_spec.clone() {
-        return o.into();
-    }
-    let spec: domain::InstanceSpec = pi.spec.clone().into();
-    let mut extensions: Vec<String> = spec.extension_names().map(str::to_owned).collect();
-    extensions.sort();
-    ObservedSpec {
-        postgres_version: spec.postgres_version.clone(),
-        extensions,
-        config: domain::restart::effective_config(&spec),
-        running: status.phase == Some(Phase::Running),
-        pending_restart: Vec::new(),
-        superuser_access: None,
-        archive: None,
-    }
+/// What runs, as the agent in the pod observed it and the operator wrote
+/// it into the status; `None` while the status has no observation (the
+/// desired spec is never reported as what runs).
+fn observed(pi: &PostgresInstance) -> Option<ObservedSpec> {
+    Some(pi.status.as_ref()?.observed_spec.clone()?.into())
 }
 
 fn connection(pi: &PostgresInstance) -> Option<ConnectionInfo> {

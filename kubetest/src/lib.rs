@@ -14,6 +14,7 @@
 //! one at a time ([`Cluster::start`] waits for the previous one to be gone).
 
 mod apply;
+mod operator;
 mod teardown;
 mod wait;
 
@@ -21,12 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod, Secret};
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
 pub use apply::{apply_file, parse_file};
+pub use operator::{run_operator, service_account_kubeconfig};
 pub use wait::{wait_for, wait_pod_ready};
 
 /// The uid (and gid) of the `postgres` user in the instance image.
@@ -552,6 +554,29 @@ serializeImagePulls: false
             }
         }
         out
+    }
+
+    /// A libpq connection string for Postgres at `host`:5432 with the
+    /// credentials in the operator's Secret `namespace/secret` (keys
+    /// `username` and `password`), as a client given that Secret connects.
+    pub async fn conninfo(&self, namespace: &str, secret: &str, host: &str) -> String {
+        let data = Api::<Secret>::namespaced(self.client(), namespace)
+            .get(secret)
+            .await
+            .unwrap_or_else(|e| panic!("reading the Secret {namespace}/{secret}: {e}"))
+            .data
+            .unwrap_or_default();
+        let text = |key: &str| {
+            let value = data
+                .get(key)
+                .unwrap_or_else(|| panic!("the Secret {namespace}/{secret} has no {key}"));
+            String::from_utf8(value.0.clone()).unwrap()
+        };
+        format!(
+            "host={host} port=5432 user={} password={} dbname=postgres connect_timeout=10",
+            text("username"),
+            text("password")
+        )
     }
 
     /// Waits for `namespace/name` to be Ready; when it is not by

@@ -3,67 +3,14 @@
 //! the permissions rbac.yaml grants its service account and the settings
 //! deploy.yaml gives it, and instance.yaml's PostgresInstance becoming a
 //! Ready pod whose Postgres takes the password from the operator's Secret
-//! and runs the spec's configuration and extensions.
+//! and runs the spec's configuration and extensions, which the status's
+//! observed spec shows.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crd::{ConditionStatus, ConditionType, PostgresInstance};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DynamicObject, PostParams};
 use kube::{Api, ResourceExt};
-use kubetest::{
-    apply_file, parse_file, repo_root, wait_for, workspace_bin, Cluster, Proc, POSTGRES_UID,
-};
-
-/// The operator container's environment in deploy.yaml (plain values only).
-fn operator_env(deploy: &[DynamicObject]) -> Vec<(String, String)> {
-    let operator = deploy
-        .iter()
-        .find(|o| o.name_any() == "pgplane-operator")
-        .expect("deploy.yaml has the pgplane-operator Deployment");
-    let container = &operator.data["spec"]["template"]["spec"]["containers"][0];
-    container["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| {
-            Some((
-                e["name"].as_str()?.to_owned(),
-                e["value"].as_str()?.to_owned(),
-            ))
-        })
-        .collect()
-}
-
-/// A kubeconfig for the cluster's API server with a token of `namespace/sa`.
-async fn service_account_kubeconfig(
-    cluster: &Cluster,
-    namespace: &str,
-    sa: &str,
-) -> std::path::PathBuf {
-    let request: TokenRequest = serde_json::from_value(serde_json::json!({
-        "spec": { "audiences": [], "expirationSeconds": 3600 },
-    }))
-    .unwrap();
-    let api: Api<ServiceAccount> = Api::namespaced(cluster.client(), namespace);
-    let token = api
-        .create_token_request(sa, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let admin = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
-    config["users"][0]["user"] =
-        serde_yaml::to_value(serde_json::json!({ "token": token })).unwrap();
-    let path = cluster.dir().join(format!("{sa}.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    path
-}
+use kubetest::{apply_file, repo_root, run_operator, wait_for, Cluster, POSTGRES_UID};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_instance_runs_on_a_real_node() {
@@ -72,62 +19,7 @@ async fn the_example_instance_runs_on_a_real_node() {
     let client = cluster.client();
     let root = repo_root();
 
-    apply_file(
-        &client,
-        &root.join("crd/pgplane.io_postgresinstances.yaml"),
-        |_| true,
-    )
-    .await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    wait_for(
-        &crds,
-        "postgresinstances.pgplane.io",
-        Duration::from_secs(60),
-        |crd| {
-            let established = crd
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(Ok(()))
-        },
-    )
-    .await
-    .unwrap();
-    apply_file(&client, &root.join("examples/kubernetes/rbac.yaml"), |_| {
-        true
-    })
-    .await;
-    // deploy.yaml's Deployments need images of their own and an in-cluster
-    // route to the API server (kube-proxy), which this node does not have:
-    // the operator runs as a process, with the Deployment's settings.
-    let deploy = parse_file(&root.join("examples/kubernetes/deploy.yaml"));
-
-    let kubeconfig =
-        service_account_kubeconfig(&cluster, "pgplane-system", "pgplane-operator").await;
-    let log = std::fs::File::create(cluster.dir().join("operator.log")).unwrap();
-    let mut operator = Command::new(workspace_bin("pgplane-operator"));
-    operator
-        .env("KUBECONFIG", &kubeconfig)
-        .env(
-            "PGPLANE_ADMIN_ADDR",
-            format!("127.0.0.1:{}", kubetest::free_port()),
-        )
-        .env("POD_NAMESPACE", "pgplane-system")
-        .env("POD_NAME", "pgplane-operator-test")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (name, value) in operator_env(&deploy) {
-        operator.env(name, value);
-    }
-    let mut operator = Proc::spawn(
-        "pgplane-operator",
-        &mut operator,
-        cluster.dir().join("operator.log"),
-    );
+    let mut operator = run_operator(&cluster, &[]).await;
 
     // What a storage provisioner would offer the StatefulSet's claim.
     let instance_path = root.join("examples/kubernetes/instance.yaml");
@@ -147,20 +39,10 @@ async fn the_example_instance_runs_on_a_real_node() {
         .unwrap_or_else(|e| panic!("{e}\n--- operator:\n{}", operator.log_tail(30)));
     let ip = pod.status.unwrap().pod_ip.unwrap();
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let data = secrets
-        .get(&format!("{name}-credentials"))
-        .await
-        .unwrap()
-        .data
-        .unwrap();
-    let text = |key: &str| String::from_utf8(data[key].0.clone()).unwrap();
     let (pg, conn) = tokio_postgres::connect(
-        &format!(
-            "host={ip} port=5432 user={} password={} dbname=postgres connect_timeout=10",
-            text("username"),
-            text("password")
-        ),
+        &cluster
+            .conninfo(&namespace, &format!("{name}-credentials"), &ip)
+            .await,
         tokio_postgres::NoTls,
     )
     .await
@@ -206,19 +88,25 @@ async fn the_example_instance_runs_on_a_real_node() {
     }
 
     let instances: Api<PostgresInstance> = Api::namespaced(client.clone(), &namespace);
+    // Ready, with what the agent in the pod observes in the status.
     wait_for(&instances, &name, Duration::from_secs(60), |pi| {
-        let ready = pi
-            .status
-            .as_ref()?
+        let status = pi.status.as_ref()?;
+        let ready = status
             .conditions
             .iter()
             .any(|c| c.type_ == ConditionType::Ready && c.status == ConditionStatus::True);
-        ready.then_some(Ok(()))
+        let observed = status.observed_spec.as_ref()?;
+        let runs_the_spec = observed.running
+            && observed.config.get("work_mem").map(String::as_str) == Some("16MB")
+            && observed.config.get("max_connections").map(String::as_str) == Some("200")
+            && observed.extensions.iter().any(|e| e == "hstore")
+            && observed.extensions.iter().any(|e| e == "pg_stat_statements");
+        (ready && runs_the_spec).then_some(Ok(()))
     })
     .await
     .unwrap_or_else(|e| {
         panic!(
-            "PostgresInstance {namespace}/{name} not Ready: {e}\n--- operator:\n{}",
+            "PostgresInstance {namespace}/{name} not Ready with the spec observed: {e}\n--- operator:\n{}",
             operator.log_tail(30)
         )
     });

@@ -192,7 +192,9 @@ pub fn service(pi: &PostgresInstance) -> Service {
     serde_json::from_value(value).expect("the Service literal matches the API type")
 }
 
-/// The spec the agent in the pod converges to (reload-only changes land here).
+/// The spec the agent in the pod converges to (reload-only changes land
+/// here), and the resource generation it belongs to, which the agent reports
+/// back once converged.
 pub fn configmap(pi: &PostgresInstance) -> ConfigMap {
     let spec = domain::InstanceSpec::from(pi.spec.clone()).normalized();
     let spec_json = serde_json::to_string_pretty(&spec).expect("a spec serializes");
@@ -205,7 +207,10 @@ pub fn configmap(pi: &PostgresInstance) -> ConfigMap {
             "labels": labels(pi),
             "ownerReferences": [owner(pi)],
         },
-        "data": { "spec.json": spec_json },
+        "data": {
+            "spec.json": spec_json,
+            "generation": pi.metadata.generation.unwrap_or_default().to_string(),
+        },
     });
     serde_json::from_value(value).expect("the ConfigMap literal matches the API type")
 }

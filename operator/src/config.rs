@@ -49,6 +49,11 @@ pub struct Config {
     /// than --renew-deadline-secs).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     pub retry_period_secs: u64,
+    /// Seconds between re-checks of a converged instance: its children, and
+    /// what the agent in its pod observes (so an out-of-band change, such
+    /// as `ALTER SYSTEM`, shows in `status.observedSpec` within one resync).
+    #[arg(long, env = "PGPLANE_RESYNC_SECS", default_value_t = Settings::DEFAULT_RESYNC.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync_secs: u64,
 }
 
 /// What the reconciler needs, as a plain struct (tests build it directly).
@@ -58,11 +63,14 @@ pub struct Settings {
     pub instance_image: String,
     /// Reconciles at once (0: unbounded).
     pub concurrency: u16,
+    /// Re-check of a converged instance.
+    pub resync: Duration,
 }
 
 impl Settings {
     pub const DEFAULT_IMAGE: &'static str = "pgplane/instance:15";
     pub const DEFAULT_CONCURRENCY: u16 = 32;
+    pub const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
 }
 
 impl Default for Settings {
@@ -71,6 +79,7 @@ impl Default for Settings {
             namespace: None,
             instance_image: Self::DEFAULT_IMAGE.to_owned(),
             concurrency: Self::DEFAULT_CONCURRENCY,
+            resync: Self::DEFAULT_RESYNC,
         }
     }
 }
@@ -81,6 +90,7 @@ impl Config {
             namespace: self.namespace.clone(),
             instance_image: self.instance_image.clone(),
             concurrency: self.max_concurrent_reconciles,
+            resync: Duration::from_secs(self.resync_secs),
         }
     }
 

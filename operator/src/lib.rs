@@ -14,6 +14,7 @@ mod config;
 pub mod controller;
 mod error;
 pub mod leader;
+pub mod pod_status;
 pub mod reconcile;
 
 pub use config::{Config, Settings};

@@ -15,10 +15,11 @@ use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Fina
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::admin::Metrics;
 use crate::conditions::{self, Rollout};
+use crate::pod_status::{self, PodObservation};
 use crate::{builders, Error, Result, Settings, FIELD_MANAGER, FINALIZER};
 
 /// Requeue while the pods are not ready yet ("not ready" is not an error).
@@ -26,8 +27,11 @@ use crate::{builders, Error, Result, Settings, FIELD_MANAGER, FINALIZER};
 /// reconcile through the watch on owned children, so a short interval would
 /// only add load (1,000 starting instances at 5 s were ~200 reconciles/s).
 pub const NOT_READY_REQUEUE: Duration = Duration::from_secs(30);
-/// Periodic re-check of a converged instance (drift of the children).
-pub const RESYNC: Duration = Duration::from_secs(300);
+/// Re-check while the agent in a ready pod has not converged the current
+/// generation yet: nothing it does triggers a watch, and it follows its
+/// ConfigMap within the kubelet's sync period. (The periodic re-check of a
+/// converged instance is [`Settings::resync`].)
+pub const AGENT_REQUEUE: Duration = Duration::from_secs(2);
 /// First retry after an error; doubles per consecutive failure up to the max.
 pub const ERROR_BACKOFF_BASE: Duration = Duration::from_millis(500);
 pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -142,13 +146,42 @@ async fn converge(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
     let statefulset = apply_child(pi, ctx, desired).await?;
     apply_service(pi, ctx).await?;
     let rollout = Rollout::of(&statefulset);
-    let status = conditions::converged_status(pi, &rollout, restart_scheduled, &now());
+    let pod = observe_pod(pi, ctx).await?;
+    let status = conditions::converged_status(pi, &rollout, &pod, restart_scheduled, &now());
     write_status(pi, status, ctx).await?;
-    Ok(if rollout.complete() {
-        Action::requeue(RESYNC)
-    } else {
+    Ok(if !rollout.complete() {
         Action::requeue(NOT_READY_REQUEUE)
+    } else if conditions::agent_behind(pi, &pod).is_some() {
+        Action::requeue(AGENT_REQUEUE)
+    } else {
+        Action::requeue(ctx.settings.resync)
     })
+}
+
+/// What the agent in the instance's pod reports.
+async fn observe_pod(pi: &PostgresInstance, ctx: &Context) -> Result<PodObservation> {
+    let pod = pod_status::observe(&ctx.client, pi)
+        .await
+        .map_err(|source| Error::Get {
+            kind: "Pod",
+            namespace: pi.namespace().unwrap_or_default(),
+            name: pod_status::pod_name(pi),
+            source,
+        })?;
+    if let PodObservation::Unreachable(why) = &pod {
+        debug!(%why, "the agent in the pod did not answer");
+    }
+    if conditions::agent_behind(pi, &pod).is_some() {
+        pod_status::nudge(&ctx.client, pi)
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "Pod",
+                namespace: pi.namespace().unwrap_or_default(),
+                name: pod_status::pod_name(pi),
+                source,
+            })?;
+    }
+    Ok(pod)
 }
 
 /// Whether applying `desired` changes the restart hash of a running pod
@@ -309,11 +342,18 @@ async fn write_status(
     }
     let ns = pi.namespace().unwrap_or_default();
     let api: Api<PostgresInstance> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = serde_json::json!({ "status": status });
+    // Server-side apply of the whole status: a field the new status leaves
+    // out (a server that stopped has no start time, a parameter no longer
+    // observed) is removed, where a merge patch would keep the old value.
+    let patch = serde_json::json!({
+        "apiVersion": PostgresInstance::api_version(&()),
+        "kind": PostgresInstance::kind(&()),
+        "status": status,
+    });
     api.patch_status(
         &pi.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
     )
     .await
     .map_err(|source| Error::Status {

@@ -1,6 +1,7 @@
 //! Data sources: `pgplane_instance` (one, by name) and `pgplane_instances`
 //! (the organisation's instances, optionally filtered by state), and
-//! `pgplane_backups` (one instance's backups and restore window).
+//! `pgplane_backups` (one instance's backups and restore window), and
+//! `pgplane_extensions` (what a data plane can install).
 
 use api::{ClientError, Instance};
 use domain::State;
@@ -139,6 +140,57 @@ pub async fn read_backups(ctx: &Ctx, config: &Value) -> (Value, Diagnostics) {
     v.set(
         "restorable_until",
         list.restorable_until.map_or(Value::Null, stamp),
+    );
+    (v, vec![])
+}
+
+pub async fn read_extensions(ctx: &Ctx, config: &Value) -> (Value, Diagnostics) {
+    let data_plane = config.get("data_plane").as_str();
+    let catalog = match ctx.client.extensions(data_plane).await {
+        Ok(c) => c,
+        Err(ClientError::Api { status: 422, .. }) => {
+            return (
+                Value::Null,
+                vec![diag::error_at(
+                    attr_path("data_plane"),
+                    "Unknown data plane",
+                    format!(
+                        "No data plane {:?} has registered with the control plane.",
+                        data_plane.unwrap_or_default()
+                    ),
+                )],
+            )
+        }
+        Err(e) => return (Value::Null, api_error("Reading the extension catalog", e)),
+    };
+    let strings = |items: &[String]| Value::List(items.iter().map(Value::string).collect());
+    let mut v = config.clone();
+    v.set("data_plane", Value::string(&catalog.data_plane));
+    v.set(
+        "extensions",
+        Value::List(
+            catalog
+                .items
+                .iter()
+                .map(|e| {
+                    Value::object([
+                        ("name", Value::string(&e.name)),
+                        ("default_version", Value::string(&e.default_version)),
+                        ("versions", strings(&e.versions)),
+                        ("preload", Value::Bool(e.preload_library.is_some())),
+                        (
+                            "preload_library",
+                            Value::opt_string(e.preload_library.clone()),
+                        ),
+                        ("restart_required", Value::Bool(e.restart_required)),
+                        ("trusted", Value::Bool(e.trusted)),
+                        ("requires", strings(&e.requires)),
+                        ("package", Value::opt_string(e.package.clone())),
+                        ("comment", Value::string(&e.comment)),
+                    ])
+                })
+                .collect(),
+        ),
     );
     (v, vec![])
 }

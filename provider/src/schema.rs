@@ -8,6 +8,7 @@ use crate::value::Value;
 pub const INSTANCE: &str = "pgplane_instance";
 pub const INSTANCES: &str = "pgplane_instances";
 pub const BACKUPS: &str = "pgplane_backups";
+pub const EXTENSIONS: &str = "pgplane_extensions";
 /// Version of the `pgplane_instance` state layout ([`crate::server`] upgrades older ones).
 pub const INSTANCE_SCHEMA_VERSION: i64 = 0;
 
@@ -296,7 +297,7 @@ pub fn instance_resource() -> Block {
         attr(
             "extensions",
             set_of_strings(),
-            "Postgres extensions to create, in any order. Extensions that must be preloaded (e.g. `pg_stat_statements`) restart Postgres when added.",
+            "Postgres extensions to create, in any order, each `name` or `name=version` (e.g. `hstore=1.8`; without a version, the default one is created and then left as it is). A changed version runs `ALTER EXTENSION … UPDATE TO`. Extensions that must be preloaded (e.g. `pg_cron`, `pg_stat_statements`) restart Postgres when added. An extension removed from the list stays installed. `data.pgplane_extensions` lists what a data plane offers.",
         )
         .optional(),
         attr(
@@ -479,6 +480,44 @@ pub fn backups_data_source() -> Block {
                 "restorable_until",
                 Type::String,
                 "The latest point a restore can reach for a deleted instance; null while it runs (then: up to now).",
+            )
+            .computed(),
+        ],
+        blocks: vec![],
+    }
+}
+
+/// The element type of `pgplane_extensions.extensions`.
+pub fn extension_type() -> Type {
+    Type::Object(vec![
+        ("name", Type::String),
+        ("default_version", Type::String),
+        ("versions", Type::List(Box::new(Type::String))),
+        ("preload", Type::Bool),
+        ("preload_library", Type::String),
+        ("restart_required", Type::Bool),
+        ("trusted", Type::Bool),
+        ("requires", Type::List(Box::new(Type::String))),
+        ("package", Type::String),
+        ("comment", Type::String),
+    ])
+}
+
+pub fn extensions_data_source() -> Block {
+    Block {
+        description: "The extensions a data plane can install, with their versions, whether they are preloaded (declaring one restarts Postgres), whether a database owner may create them, what they require and the package they come from.",
+        attributes: vec![
+            attr(
+                "data_plane",
+                Type::String,
+                "The data plane; defaults to the control plane's default one.",
+            )
+            .optional()
+            .computed(),
+            attr(
+                "extensions",
+                Type::List(Box::new(extension_type())),
+                "Sorted by name: `name`, `default_version`, `versions` (every version `pgplane_instance.extensions` may name as `name=version`), `preload`, `preload_library` (null unless preloaded), `restart_required` (declaring it restarts Postgres), `trusted`, `requires`, `package` (null when unknown), `comment`.",
             )
             .computed(),
         ],

@@ -14,7 +14,9 @@ use tonic::{Request, Response, Status};
 
 use crate::diag::{self, attr_path, Diagnostics};
 use crate::instance::{self, Ctx};
-use crate::schema::{self, Block, BACKUPS, INSTANCE, INSTANCES, INSTANCE_SCHEMA_VERSION};
+use crate::schema::{
+    self, Block, BACKUPS, EXTENSIONS, INSTANCE, INSTANCES, INSTANCE_SCHEMA_VERSION,
+};
 use crate::tfplugin::tfplugin6 as pb;
 use crate::value::Value;
 use crate::{data_sources, tfplugin::tfplugin6::provider_server};
@@ -41,6 +43,7 @@ struct Schemas {
     instance_data: Block,
     instances_data: Block,
     backups_data: Block,
+    extensions_data: Block,
 }
 
 impl Provider {
@@ -55,6 +58,7 @@ impl Provider {
                 instance_data: schema::instance_data_source(),
                 instances_data: schema::instances_data_source(),
                 backups_data: schema::backups_data_source(),
+                extensions_data: schema::extensions_data_source(),
             },
         }
     }
@@ -87,6 +91,7 @@ impl Provider {
             INSTANCE => Ok(&self.schemas.instance_data),
             INSTANCES => Ok(&self.schemas.instances_data),
             BACKUPS => Ok(&self.schemas.backups_data),
+            EXTENSIONS => Ok(&self.schemas.extensions_data),
             _ => Err(Status::invalid_argument(format!(
                 "unknown data source {type_name:?}"
             ))),
@@ -154,6 +159,7 @@ impl provider_server::Provider for Provider {
                 (INSTANCE.to_owned(), s.instance_data.to_proto(0)),
                 (INSTANCES.to_owned(), s.instances_data.to_proto(0)),
                 (BACKUPS.to_owned(), s.backups_data.to_proto(0)),
+                (EXTENSIONS.to_owned(), s.extensions_data.to_proto(0)),
             ]
             .into(),
             server_capabilities: Some(capabilities()),
@@ -379,6 +385,7 @@ impl provider_server::Provider for Provider {
             Ok(ctx) => match r.type_name.as_str() {
                 INSTANCES => data_sources::read_instances(&ctx, &config).await,
                 BACKUPS => data_sources::read_backups(&ctx, &config).await,
+                EXTENSIONS => data_sources::read_extensions(&ctx, &config).await,
                 _ => data_sources::read_instance(&ctx, &config).await,
             },
             Err(d) => (Value::Null, d),

@@ -316,15 +316,38 @@ impl Queues {
             .map_err(sql("read instance secret"))
     }
 
-    /// Registers a data plane and what it can run, so the control plane can
-    /// reject unavailable extensions up front.
+    /// Registers a data plane and the names of the extensions it can run,
+    /// so the control plane can reject unavailable extensions up front.
     pub async fn register_data_plane(&self, name: &str, extensions: &[String]) -> Result<()> {
+        self.register(name, extensions, None).await
+    }
+
+    /// Registers a data plane with its extension catalog (versions, preload
+    /// libraries, requirements); the names are registered too.
+    pub async fn register_data_plane_catalog(
+        &self,
+        name: &str,
+        catalog: &[domain::AvailableExtension],
+    ) -> Result<()> {
+        let names: Vec<String> = catalog.iter().map(|e| e.name.clone()).collect();
+        self.register(name, &names, Some(serde_json::json!(catalog)))
+            .await
+    }
+
+    async fn register(
+        &self,
+        name: &str,
+        extensions: &[String],
+        catalog: Option<serde_json::Value>,
+    ) -> Result<()> {
         sqlx::query(
-            "insert into data_planes (name, extensions, last_seen) values ($1, $2, now())
-             on conflict (name) do update set extensions = excluded.extensions, last_seen = now()",
+            "insert into data_planes (name, extensions, catalog, last_seen) values ($1, $2, $3, now())
+             on conflict (name) do update
+             set extensions = excluded.extensions, catalog = excluded.catalog, last_seen = now()",
         )
         .bind(name)
         .bind(serde_json::json!(extensions))
+        .bind(catalog)
         .execute(&self.pool)
         .await
         .map_err(sql("register data plane"))?;

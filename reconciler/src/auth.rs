@@ -3,6 +3,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -18,6 +19,8 @@ pub struct Caller {
     pub org: String,
     pub admin: bool,
     pub token_id: Uuid,
+    /// The token's name, when it has one (the history's actor).
+    pub token_name: Option<String>,
     /// Set when a GitOps source acts: its owner name (`git:<source>`) and
     /// the actor written to history (`git:<source>@<sha>`).
     pub source: Option<SourceActor>,
@@ -36,6 +39,7 @@ impl Caller {
             org: org.to_owned(),
             admin,
             token_id,
+            token_name: None,
             source: None,
         }
     }
@@ -44,7 +48,10 @@ impl Caller {
     pub fn actor(&self) -> String {
         match &self.source {
             Some(s) => s.actor.clone(),
-            None => format!("token:{}", &self.token_id.simple().to_string()[..8]),
+            None => match &self.token_name {
+                Some(name) => format!("token:{name}"),
+                None => format!("token:{}", &self.token_id.simple().to_string()[..8]),
+            },
         }
     }
 }
@@ -70,43 +77,95 @@ pub async fn create_token(
     admin: bool,
     description: Option<&str>,
 ) -> Result<String, ApiError> {
-    domain::name::check_dns1123_label(org).map_err(|e| ApiError::invalid("org", e.to_string()))?;
+    let new = NewToken {
+        org,
+        admin,
+        description,
+        name: None,
+        expires_at: None,
+    };
+    Ok(create_named_token(conn, &new).await?.1)
+}
+
+/// A token to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewToken<'a> {
+    pub org: &'a str,
+    pub admin: bool,
+    pub description: Option<&'a str>,
+    /// Unique within the organisation; the history's actor.
+    pub name: Option<&'a str>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Creates a token (and its organisation, if new); returns its id and the
+/// token itself, which is shown once and stored only as a hash.
+pub async fn create_named_token(
+    conn: &mut PgConnection,
+    new: &NewToken<'_>,
+) -> Result<(Uuid, String), ApiError> {
+    domain::name::check_dns1123_label(new.org)
+        .map_err(|e| ApiError::invalid("org", e.to_string()))?;
+    if let Some(name) = new.name {
+        domain::name::check_dns1123_label(name)
+            .map_err(|e| ApiError::invalid("name", e.to_string()))?;
+    }
     sqlx::query("insert into orgs (name) values ($1) on conflict do nothing")
-        .bind(org)
+        .bind(new.org)
         .execute(&mut *conn)
         .await?;
     let token = generate_token();
-    sqlx::query(
-        "insert into tokens (id, org, hash, admin, description) values ($1, $2, $3, $4, $5)",
+    let id = Uuid::new_v4();
+    let inserted = sqlx::query(
+        "insert into tokens (id, org, hash, admin, description, name, expires_at)
+         values ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(Uuid::new_v4())
-    .bind(org)
+    .bind(id)
+    .bind(new.org)
     .bind(hash_token(&token))
-    .bind(admin)
-    .bind(description)
+    .bind(new.admin)
+    .bind(new.description)
+    .bind(new.name)
+    .bind(new.expires_at)
     .execute(&mut *conn)
-    .await?;
-    Ok(token)
+    .await;
+    match inserted {
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("tokens_org_name") => {
+            Err(ApiError::Conflict(format!(
+                "organisation {:?} already has a token named {:?}",
+                new.org,
+                new.name.unwrap_or_default()
+            )))
+        }
+        other => other.map(|_| (id, token)).map_err(ApiError::from),
+    }
 }
 
 /// Whether `token` is a valid token (used by `pgplane up` to re-use the one
 /// in `pgplane.env`).
 pub async fn token_is_valid(conn: &mut PgConnection, token: &str) -> Result<bool, ApiError> {
-    let found: Option<Uuid> = sqlx::query_scalar("select id from tokens where hash = $1")
-        .bind(hash_token(token))
-        .fetch_optional(&mut *conn)
-        .await?;
+    let found: Option<Uuid> = sqlx::query_scalar(
+        "select id from tokens where hash = $1 and (expires_at is null or expires_at > now())",
+    )
+    .bind(hash_token(token))
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(found.is_some())
 }
 
 /// The caller a token stands for, if it is a valid token.
 pub async fn authenticate(pool: &sqlx::PgPool, token: &str) -> Result<Option<Caller>, ApiError> {
-    let row: Option<(Uuid, String, bool)> =
-        sqlx::query_as("select id, org, admin from tokens where hash = $1")
-            .bind(hash_token(token))
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(token_id, org, admin)| Caller::token(&org, token_id, admin)))
+    let row: Option<(Uuid, String, bool, Option<String>)> = sqlx::query_as(
+        "select id, org, admin, name from tokens
+         where hash = $1 and (expires_at is null or expires_at > now())",
+    )
+    .bind(hash_token(token))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(token_id, org, admin, name)| Caller {
+        token_name: name,
+        ..Caller::token(&org, token_id, admin)
+    }))
 }
 
 impl FromRequestParts<AppState> for Caller {

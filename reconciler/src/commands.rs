@@ -68,7 +68,7 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateInstance) -> R
         }
     };
     errs.into_result().map_err(ApiError::Invalid)?;
-    let spec = req.spec.normalized();
+    let spec = req.spec.clone().normalized();
     let data_plane = req
         .data_plane
         .unwrap_or_else(|| state.default_data_plane.clone());
@@ -76,7 +76,8 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateInstance) -> R
 
     let mut tx = state.pool.begin().await?;
     check_data_plane_known(&mut tx, &state.default_data_plane, &data_plane).await?;
-    check_extensions_available(&mut tx, &data_plane, &spec).await?;
+    // Checked as sent, so that field paths index the request's list.
+    check_extensions_available(&mut tx, &data_plane, &req.spec).await?;
     let existing: Option<(String, String)> = sqlx::query_as(
         "select state, owner from instances where org = $1 and name = $2 and state <> 'Deleted'",
     )
@@ -199,8 +200,8 @@ pub async fn execute(
     )
     .map_err(|e| ApiError::deleted_or(current, name, e))?;
 
-    if let Command::Update { .. } = command {
-        check_extensions_available(&mut tx, &row.data_plane, &new_spec).await?;
+    if let Command::Update { spec: sent, .. } = &command {
+        check_extensions_available(&mut tx, &row.data_plane, sent).await?;
         // An update that changes nothing is not an event: nothing is enqueued.
         if diff_specs(&old_spec, &new_spec).is_empty() && current != State::Error {
             return Ok(row.into_api());
@@ -503,32 +504,20 @@ async fn check_quota(conn: &mut PgConnection, org: &str, limit: u32) -> Result<(
     Ok(())
 }
 
-/// Rejects extensions the data plane said it cannot run, listing what it can.
+/// Rejects extensions (and versions) the data plane said it cannot run,
+/// listing what it can.
 async fn check_extensions_available(
     conn: &mut PgConnection,
     data_plane: &str,
     spec: &InstanceSpec,
 ) -> Result<()> {
-    let Some(available) = store::data_plane_extensions(conn, data_plane).await? else {
+    let Some(catalog) = store::data_plane_extensions(conn, data_plane).await? else {
         return Ok(());
     };
-    let mut errs = ValidationErrors::default();
-    for (i, ext) in spec.extensions.iter().enumerate() {
-        if !available.iter().any(|a| a == &ext.name) {
-            let suggestion =
-                domain::settings::closest(&ext.name, available.iter().map(String::as_str))
-                    .map(|s| format!(" (did you mean {s:?}?)"))
-                    .unwrap_or_default();
-            errs.push(
-                format!("spec.extensions[{i}].name"),
-                format!(
-                    "extension {:?} is not available on data plane {data_plane:?}{suggestion}; available: {}",
-                    ext.name,
-                    available.join(", ")
-                ),
-            );
-        }
-    }
+    let mut errs = domain::extension::check_against_catalog(spec, &catalog, data_plane, "spec")
+        .err()
+        .unwrap_or_default();
+    let available: Vec<&str> = catalog.iter().map(|e| e.name.as_str()).collect();
     // A preload library of an extension the data plane lacks has no file
     // there either: the server would not start.
     let preload = spec
@@ -537,11 +526,11 @@ async fn check_extensions_available(
         .find(|(k, _)| k.eq_ignore_ascii_case("shared_preload_libraries"));
     if let Some((key, value)) = preload {
         for lib in value.split(',').map(|l| l.trim().trim_matches('"')) {
-            let extension = domain::restart::PRELOAD_EXTENSIONS
+            let extension = domain::extension::REVIEWED
                 .iter()
-                .find(|(_, l)| *l == lib)
-                .map(|(e, _)| *e);
-            if let Some(ext) = extension.filter(|e| !available.iter().any(|a| a == e)) {
+                .find(|r| r.library == lib)
+                .map(|r| r.extension);
+            if let Some(ext) = extension.filter(|e| !available.contains(e)) {
                 errs.push(
                     format!("spec.config.{key}"),
                     format!(

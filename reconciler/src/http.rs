@@ -2,14 +2,15 @@
 //! call [`crate::commands`] or the store, answer.
 
 use api::{
-    ActivityList, BackupList, CreateInstance, CreateSource, CreateToken, Credentials, DriftReport,
-    ErrorBody, History, Instance, InstanceList, Source, SourceList, SourceStatus, SyncRecord,
-    TokenCreated, UpdateInstance,
+    ActivityList, BackupList, CreateInstance, CreateSource, CreateToken, Credentials,
+    DataPlaneSeen, DriftReport, ErrorBody, ExtensionCatalog, History, Instance, InstanceList,
+    ServerStatus, Source, SourceList, SourceStatus, SyncRecord, TokenCreated, TokenInfo, TokenList,
+    UpdateInstance,
 };
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::OpenApi;
@@ -41,12 +42,15 @@ pub fn router(state: AppState) -> Router {
             get(instance_backups).post(backup_instance),
         )
         .route("/api/v1/instances/{name}/activity", get(instance_activity))
+        .route("/api/v1/status", get(server_status))
         .route(
             "/api/v1/instances/{name}/credentials",
             get(instance_credentials),
         )
-        .route("/api/v1/tokens", post(create_token))
+        .route("/api/v1/tokens", post(create_token).get(list_tokens))
+        .route("/api/v1/tokens/{token}", delete(revoke_token))
         .route("/api/v1/drift", get(drift_report))
+        .route("/api/v1/extensions", get(list_extensions))
         .route("/api/v1/sources", post(create_source).get(list_sources))
         .route(
             "/api/v1/sources/{name}",
@@ -256,6 +260,27 @@ async fn instance_backups(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/status",
+    responses((status = 200, body = ServerStatus)), security(("bearer" = [])))]
+async fn server_status(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+) -> Result<Json<ServerStatus>> {
+    let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("select name, last_seen from data_planes order by name")
+            .fetch_all(&state.pool)
+            .await?;
+    Ok(Json(ServerStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        org: caller.org,
+        admin: caller.admin,
+        data_planes: rows
+            .into_iter()
+            .map(|(name, last_seen)| DataPlaneSeen { name, last_seen })
+            .collect(),
+    }))
+}
+
 #[utoipa::path(get, path = "/api/v1/instances/{name}/activity", params(("name" = String, Path)),
     responses((status = 200, body = ActivityList)), security(("bearer" = [])))]
 async fn instance_activity(
@@ -348,16 +373,127 @@ async fn create_token(
             ));
         }
     }
+    if let Some(at) = req.expires_at {
+        if at <= chrono::Utc::now() {
+            return Err(ApiError::invalid("expiresAt", "must be in the future"));
+        }
+    }
     let mut conn = state.pool.acquire().await?;
-    let token =
-        auth::create_token(&mut conn, &req.org, req.admin, req.description.as_deref()).await?;
+    let new = auth::NewToken {
+        org: &req.org,
+        admin: req.admin,
+        description: req.description.as_deref(),
+        name: req.name.as_deref(),
+        expires_at: req.expires_at,
+    };
+    let (id, token) = auth::create_named_token(&mut conn, &new).await?;
+    tracing::info!(token_id = %id, org = %req.org, actor = %caller.actor(), "token created");
     Ok((
         StatusCode::CREATED,
         Json(TokenCreated {
             org: req.org,
             token,
+            id: Some(id),
         }),
     ))
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens",
+    responses((status = 200, body = TokenList), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_tokens(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+) -> Result<Json<TokenList>> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden("list tokens (admin only)"));
+    }
+    let items = sqlx::query_as::<_, TokenRow>(
+        "select id, org, name, description, admin, created_at, expires_at,
+                coalesce(expires_at <= now(), false) as expired
+         from tokens order by org, created_at",
+    )
+    .fetch_all(&state.pool)
+    .await?
+    .into_iter()
+    .map(TokenRow::into_info)
+    .collect();
+    Ok(Json(TokenList { items }))
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: uuid::Uuid,
+    org: String,
+    name: Option<String>,
+    description: Option<String>,
+    admin: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    expired: bool,
+}
+
+impl TokenRow {
+    fn into_info(self) -> TokenInfo {
+        TokenInfo {
+            id: self.id,
+            org: self.org,
+            name: self.name,
+            description: self.description,
+            admin: self.admin,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            expired: self.expired,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct RevokeQuery {
+    /// The organisation of a token named in the path (default: the
+    /// caller's).
+    org: Option<String>,
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{token}",
+    params(("token" = String, Path, description = "the token's id, or its name"), RevokeQuery),
+    responses((status = 200, body = TokenInfo), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn revoke_token(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(token): Path<String>,
+    Query(q): Query<RevokeQuery>,
+) -> Result<Json<TokenInfo>> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden("revoke tokens (admin only)"));
+    }
+    let org = q.org.unwrap_or_else(|| caller.org.clone());
+    let id = uuid::Uuid::parse_str(&token).ok();
+    let mut tx = state.pool.begin().await?;
+    let found = sqlx::query_as::<_, TokenRow>(
+        "select id, org, name, description, admin, created_at, expires_at,
+                coalesce(expires_at <= now(), false) as expired
+         from tokens where id = $1 or (org = $2 and name = $3) for update",
+    )
+    .bind(id)
+    .bind(&org)
+    .bind(&token)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFoundWhat("token", token.clone()))?;
+    if found.id == caller.token_id {
+        return Err(ApiError::Conflict(
+            "this is the token of this request; revoke it with another admin token".to_owned(),
+        ));
+    }
+    // Its console sessions go with it (the foreign key cascades).
+    sqlx::query("delete from tokens where id = $1")
+        .bind(found.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(token_id = %found.id, org = %found.org, actor = %caller.actor(), "token revoked");
+    Ok(Json(found.into_info()))
 }
 
 #[utoipa::path(get, path = "/api/v1/drift",
@@ -370,6 +506,49 @@ async fn drift_report(
     Ok(Json(
         crate::drift::report(&mut conn, &caller.org, chrono::Utc::now()).await?,
     ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+struct ExtensionsQuery {
+    /// The data plane (default: the control plane's default one).
+    data_plane: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/extensions", params(ExtensionsQuery),
+    responses((status = 200, body = ExtensionCatalog), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_extensions(
+    AxumState(state): AxumState<AppState>,
+    _caller: Caller,
+    Query(q): Query<ExtensionsQuery>,
+) -> Result<Json<ExtensionCatalog>> {
+    let mut conn = state.pool.acquire().await?;
+    let data_plane = q
+        .data_plane
+        .unwrap_or_else(|| state.default_data_plane.clone());
+    let catalog = store::data_plane_extensions(&mut conn, &data_plane).await?;
+    if catalog.is_none() && data_plane != state.default_data_plane {
+        let mut known = store::data_planes(&mut conn).await?;
+        known.push(state.default_data_plane.clone());
+        known.sort();
+        known.dedup();
+        return Err(ApiError::invalid(
+            "dataPlane",
+            format!(
+                "unknown data plane {data_plane:?}; known: {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    let registered = catalog.is_some();
+    let mut items = catalog.unwrap_or_default();
+    items.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(ExtensionCatalog {
+        data_plane,
+        registered,
+        items,
+    }))
 }
 
 /// Prometheus metrics (admin tokens only: they span organisations).
@@ -475,8 +654,8 @@ async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
     info(title = "pgplane", description = "Declarative managed Postgres: the control-plane API."),
     paths(create_instance, list_instances, get_instance, update_instance, restart_instance,
           stop_instance, start_instance, delete_instance, instance_history, instance_credentials,
-          backup_instance, instance_backups, instance_activity,
-          create_token, drift_report, create_source, list_sources, source_status, delete_source,
+          backup_instance, instance_backups, instance_activity, server_status,
+          create_token, list_tokens, revoke_token, drift_report, list_extensions, create_source, list_sources, source_status, delete_source,
           sync_source, source_webhook, crate::console::events::stream),
     modifiers(&BearerAuth)
 )]

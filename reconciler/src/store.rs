@@ -317,15 +317,40 @@ pub async fn activity(
     Ok(out)
 }
 
-/// Extensions a data plane said it can run; `None` when it never registered.
+/// A data plane's registered extension names and catalog (null for one
+/// that registered names only).
+type RegisteredExtensions = (
+    Json<Vec<String>>,
+    Option<Json<Vec<domain::AvailableExtension>>>,
+);
+
+/// The extension catalog a data plane registered; `None` when it never
+/// registered. A data plane that registered names only gets entries known
+/// by name (preload libraries from the reviewed table).
 pub async fn data_plane_extensions(
     conn: &mut PgConnection,
     data_plane: &str,
-) -> Result<Option<Vec<String>>> {
-    let row: Option<Json<Vec<String>>> =
-        sqlx::query_scalar("select extensions from data_planes where name = $1")
+) -> Result<Option<Vec<domain::AvailableExtension>>> {
+    let row: Option<RegisteredExtensions> =
+        sqlx::query_as("select extensions, catalog from data_planes where name = $1")
             .bind(data_plane)
             .fetch_optional(&mut *conn)
             .await?;
-    Ok(row.map(|j| j.0))
+    Ok(row.map(|(names, catalog)| match catalog {
+        Some(c) => c.0,
+        None => names
+            .0
+            .iter()
+            .map(|n| domain::AvailableExtension::named(n))
+            .collect(),
+    }))
+}
+
+/// The names of the registered data planes, sorted.
+pub async fn data_planes(conn: &mut PgConnection) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("select name from data_planes order by name")
+            .fetch_all(&mut *conn)
+            .await?,
+    )
 }

@@ -56,12 +56,20 @@ async fn preload_extensions_restart_and_get_installed() {
         .unwrap();
     assert!(!again.restarted, "{again:?}");
 
-    // Dropping hstore from the spec drops the extension.
+    // Taking hstore out of the spec leaves it installed; declaring it
+    // absent drops it.
     let out = t
         .agent
         .converge(&spec(&[], &["pg_stat_statements"]), false)
         .await
         .unwrap();
+    assert_eq!(out.observed.extensions, ["hstore", "pg_stat_statements"]);
+    let mut absent = spec(&[], &["pg_stat_statements"]);
+    absent.extensions.push(domain::Extension {
+        ensure: domain::Ensure::Absent,
+        ..domain::Extension::new("hstore")
+    });
+    let out = t.agent.converge(&absent, false).await.unwrap();
     assert_eq!(out.observed.extensions, ["pg_stat_statements"]);
 }
 

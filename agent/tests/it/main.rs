@@ -2,6 +2,7 @@
 
 mod config_safety;
 mod converge;
+mod extensions;
 mod lifecycle;
 mod privileges;
 mod support;

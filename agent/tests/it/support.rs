@@ -140,9 +140,7 @@ pub fn spec(config: &[(&str, &str)], extensions: &[&str]) -> domain::InstanceSpe
             .collect(),
         extensions: extensions
             .iter()
-            .map(|e| domain::Extension {
-                name: e.to_string(),
-            })
+            .map(|e| domain::Extension::new(e.to_string()))
             .collect(),
         ..Default::default()
     }

@@ -11,6 +11,9 @@ use domain::State;
 use super::spec::FlagError;
 use crate::output;
 
+/// The exit status of a wait that timed out.
+pub const EXIT_TIMED_OUT: i32 = 3;
+
 #[derive(Debug)]
 pub enum Failure {
     /// The flags contradict each other or the current spec.
@@ -39,6 +42,8 @@ pub enum Failure {
     },
     /// Writing the result to stdout failed.
     Output(io::Error),
+    /// A tool pgplane runs (psql) could not be started.
+    Tool { what: String },
 }
 
 impl Failure {
@@ -64,6 +69,15 @@ impl Failure {
             ClientError::Api { .. } | ClientError::Protocol { .. } => {
                 Failure::Client { error, hint: None }
             }
+        }
+    }
+
+    /// The process's exit status: 3 when a wait timed out (the instance
+    /// may still get there), 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::TimedOut { .. } => EXIT_TIMED_OUT,
+            _ => 1,
         }
     }
 
@@ -125,6 +139,7 @@ impl Failure {
                 );
             }
             Failure::Output(e) => line(&mut out, format_args!("error: cannot write output: {e}")),
+            Failure::Tool { what } => line(&mut out, format_args!("error: {what}")),
         }
         out
     }

@@ -89,8 +89,12 @@ impl NewSpec<'_> {
 /// What `update` changes; everything else in the spec stays as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpecChange<'a> {
+    /// `name` or `name=version`.
     pub add_extensions: &'a [String],
+    /// Taken out of the spec (left installed).
     pub remove_extensions: &'a [String],
+    /// Declared absent (dropped).
+    pub drop_extensions: &'a [String],
     pub set_config: &'a [(String, String)],
     pub unset_config: &'a [String],
     pub cpu: Option<&'a str>,
@@ -104,13 +108,25 @@ impl SpecChange<'_> {
     /// or removing one (or a parameter) that is not is not an error: the
     /// result is the same, and the caller reports "nothing to change".
     pub fn apply(&self, current: &InstanceSpec) -> Result<InstanceSpec, FlagError> {
+        let added: Vec<Extension> = self.add_extensions.iter().map(|e| extension(e)).collect();
+        for (flag, names) in [
+            ("--remove-extension", self.remove_extensions),
+            ("--drop-extension", self.drop_extensions),
+        ] {
+            if let Some(e) = added.iter().find(|e| names.contains(&e.name)) {
+                return Err(FlagError(format!(
+                    "extension {} is both added (--extension) and removed ({flag})",
+                    e.name
+                )));
+            }
+        }
         if let Some(e) = self
-            .add_extensions
+            .remove_extensions
             .iter()
-            .find(|e| self.remove_extensions.contains(e))
+            .find(|e| self.drop_extensions.contains(e))
         {
             return Err(FlagError(format!(
-                "extension {e} is both added (--extension) and removed (--remove-extension)"
+                "extension {e} is both removed (--remove-extension) and dropped (--drop-extension)"
             )));
         }
         let set = config_map(self.set_config)?;
@@ -121,10 +137,15 @@ impl SpecChange<'_> {
         }
 
         let mut spec = current.clone();
-        spec.extensions
-            .retain(|e| !self.remove_extensions.contains(&e.name));
-        spec.extensions
-            .extend(self.add_extensions.iter().map(|e| extension(e)));
+        let dropped = self.drop_extensions.iter().map(|name| Extension {
+            ensure: domain::Ensure::Absent,
+            ..Extension::new(name.trim())
+        });
+        let changes: Vec<Extension> = added.into_iter().chain(dropped).collect();
+        spec.extensions.retain(|e| {
+            !self.remove_extensions.contains(&e.name) && !changes.iter().any(|c| c.name == e.name)
+        });
+        spec.extensions.extend(changes);
         for key in self.unset_config {
             spec.config.remove(key);
         }
@@ -145,10 +166,9 @@ impl SpecChange<'_> {
     }
 }
 
-fn extension(name: &str) -> Extension {
-    Extension {
-        name: name.trim().to_owned(),
-    }
+/// `name` or `name=version`.
+fn extension(text: &str) -> Extension {
+    Extension::parse(text)
 }
 
 /// `--config` pairs as a map; the same key twice with different values is a

@@ -479,14 +479,7 @@ pub(crate) mod tests {
         inst.state = State::Up;
         inst.generation = 2;
         inst.observed_generation = 2;
-        inst.spec.extensions = vec![
-            Extension {
-                name: "citext".into(),
-            },
-            Extension {
-                name: "hstore".into(),
-            },
-        ];
+        inst.spec.extensions = vec![Extension::new("citext"), Extension::new("hstore")];
         inst.spec.config.insert("work_mem".into(), "16MB".into());
         inst.connection = Some(ConnectionInfo {
             host: "127.0.0.1".into(),
@@ -502,6 +495,7 @@ pub(crate) mod tests {
             pending_restart: vec![],
             superuser_access: Some(false),
             archive: None,
+            extension_versions: Default::default(),
         });
         inst.observed_at = Some(t0() + chrono::Duration::seconds(30));
         inst

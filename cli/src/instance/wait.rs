@@ -16,7 +16,7 @@ use super::failure::Failure;
 /// How often the instance is fetched while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// `--timeout`: `90s`, `5m`, `1h30m`, `500ms`; a bare number is seconds.
+/// `--timeout`: `90s`, `5m`, `1h30m`, `500ms`, `30d`; a bare number is seconds.
 pub fn parse_duration(arg: &str) -> Result<Duration, String> {
     let invalid =
         || format!("invalid duration {arg:?}: use a number with a unit, like 90s, 5m or 1h30m");
@@ -43,6 +43,7 @@ pub fn parse_duration(arg: &str) -> Result<Duration, String> {
             "s" | "sec" => Duration::from_secs(1),
             "m" | "min" => Duration::from_secs(60),
             "h" => Duration::from_secs(3_600),
+            "d" => Duration::from_secs(86_400),
             _ => return Err(invalid()),
         };
         rest = &rest[unit_len..];
@@ -119,6 +120,35 @@ pub fn transition_line(name: &str, from: State, to: &Instance) -> String {
     )
 }
 
+/// How long a wait stays silent before it says it is still waiting.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// `orders: still Configuring after 20s, waiting for the data plane to apply generation 3`
+pub fn heartbeat_line(inst: &Instance, generation: i64, goal: Goal, elapsed: Duration) -> String {
+    let what = match goal {
+        Goal::Deleted => "delete it".to_owned(),
+        Goal::Settled if inst.observed_generation < generation => {
+            format!("apply generation {generation}")
+        }
+        Goal::Settled => format!("finish ({} so far)", inst.state),
+    };
+    format!(
+        "{}: still {} after {}, waiting for the data plane to {what}",
+        inst.name,
+        inst.state,
+        seconds(elapsed)
+    )
+}
+
+/// `3.2s`, `75s`.
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
 /// Waits until `started` (what the command returned) reaches `goal` at its
 /// generation, or `timeout` passes, following the control plane's event
 /// stream and fetching the instance when it changes; without the stream (an
@@ -132,6 +162,8 @@ pub async fn until_settled(
     timeout: Duration,
 ) -> Result<Instance, Failure> {
     let mut watch = Watch {
+        started_at: Instant::now(),
+        last_said: Instant::now(),
         deadline: Instant::now() + timeout,
         timeout,
         generation: started.generation,
@@ -156,6 +188,9 @@ pub const STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// One wait: what it waits for and the instance as last seen.
 struct Watch {
+    started_at: Instant,
+    /// When the wait last printed a line.
+    last_said: Instant,
     deadline: Instant,
     timeout: Duration,
     generation: i64,
@@ -193,9 +228,30 @@ impl Watch {
     /// Takes `seen` as the instance now, printing a change of state.
     fn observe(&mut self, seen: Instance) {
         if seen.state != self.current.state {
-            eprintln!("{}", transition_line(&self.name, self.current.state, &seen));
+            eprintln!(
+                "{} after {}",
+                transition_line(&self.name, self.current.state, &seen),
+                seconds(self.started_at.elapsed())
+            );
+            self.last_said = Instant::now();
         }
         self.current = seen;
+    }
+
+    /// Says the wait goes on, when it has been silent for [`HEARTBEAT`].
+    fn heartbeat(&mut self) {
+        if self.last_said.elapsed() >= HEARTBEAT && self.verdict().is_none() {
+            eprintln!(
+                "{}",
+                heartbeat_line(
+                    &self.current,
+                    self.generation,
+                    self.goal,
+                    self.started_at.elapsed()
+                )
+            );
+            self.last_said = Instant::now();
+        }
     }
 
     /// Fetches the instance; `Ok(false)` when the fetch failed in a way
@@ -255,6 +311,7 @@ async fn follow_events(client: &Client, watch: &mut Watch) -> Result<Option<Inst
             Err(_quiet) => {
                 next_check = Instant::now() + STREAM_CHECK_INTERVAL;
                 watch.fetch(client).await?;
+                watch.heartbeat();
             }
             Ok(Ok(Some(StreamEvent::Instance(change)))) => {
                 if change.id == watch.current.id && change.updated_at >= watch.current.updated_at {
@@ -295,6 +352,7 @@ async fn poll(client: &Client, watch: &mut Watch) -> Result<Instance, Failure> {
         }
         tokio::time::sleep(POLL_INTERVAL.min(watch.deadline - now)).await;
         watch.fetch(client).await?;
+        watch.heartbeat();
     }
 }
 
@@ -314,6 +372,26 @@ fn is_transient(e: &ClientError) -> bool {
 mod tests {
     use super::*;
     use crate::instance::view::tests::instance;
+
+    #[test]
+    fn a_heartbeat_says_what_is_awaited() {
+        let mut inst = instance("orders");
+        inst.state = State::Configuring;
+        inst.generation = 3;
+        inst.observed_generation = 2;
+        assert_eq!(
+            heartbeat_line(&inst, 3, Goal::Settled, Duration::from_secs(20)),
+            format!(
+                "{}: still Configuring after 20s, waiting for the data plane to apply generation 3",
+                inst.name
+            )
+        );
+        inst.state = State::Deleting;
+        assert!(
+            heartbeat_line(&inst, 3, Goal::Deleted, Duration::from_millis(4_250))
+                .ends_with("still Deleting after 4.2s, waiting for the data plane to delete it")
+        );
+    }
 
     #[test]
     fn durations_take_units_and_combinations() {

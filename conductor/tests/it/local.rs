@@ -24,9 +24,7 @@ async fn lifecycle_of_a_real_instance() {
     let rt = runtime(dir.path()).await;
     let id = Uuid::new_v4();
     let mut spec = InstanceSpec::default();
-    spec.extensions.push(Extension {
-        name: "hstore".into(),
-    });
+    spec.extensions.push(Extension::new("hstore"));
 
     let created = rt
         .apply(&event(id, 1, EventKind::Create, spec.clone()))
@@ -75,9 +73,7 @@ async fn lifecycle_of_a_real_instance() {
         "16MB"
     );
 
-    spec.extensions.push(Extension {
-        name: "pg_stat_statements".into(),
-    });
+    spec.extensions.push(Extension::new("pg_stat_statements"));
     // ALTER SYSTEM below needs a superuser.
     spec.superuser_access = true;
     let restarted = rt
@@ -265,17 +261,26 @@ async fn an_unavailable_extension_fails_listing_what_is_available() {
     let available = rt.available_extensions().await.unwrap();
     assert!(available.contains(&"hstore".to_owned()));
     assert!(available.contains(&"pg_stat_statements".to_owned()));
+    let catalog = rt.extension_catalog().await.unwrap();
+    let names: Vec<&str> = catalog.iter().map(|e| e.name.as_str()).collect();
+    assert!(
+        names.iter().all(|n| available.iter().any(|a| a == n)),
+        "the catalog offers only what is on disk: {names:?}"
+    );
+    let cron = catalog.iter().find(|e| e.name == "pg_cron").unwrap();
+    assert_eq!(cron.preload_library.as_deref(), Some("pg_cron"));
     let id = Uuid::new_v4();
     let mut spec = InstanceSpec::default();
-    spec.extensions.push(Extension {
-        name: "postgis".into(),
-    });
+    spec.extensions.push(Extension::new("no_such_extension"));
     let err = rt
         .apply(&event(id, 1, EventKind::Create, spec.clone()))
         .await
         .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("postgis") && msg.contains("hstore"), "{msg}");
+    assert!(
+        msg.contains("no_such_extension") && msg.contains("hstore"),
+        "{msg}"
+    );
     rt.apply(&event(id, 2, EventKind::Delete, spec))
         .await
         .unwrap();

@@ -198,7 +198,11 @@ fn wait_follows_the_event_stream_and_polls_without_it() {
         &["instance", "restart", "w1", "--wait", "--timeout", "1ms"],
         &env,
     );
-    assert!(!o.status.success());
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "a timeout has its own exit status"
+    );
     assert!(stderr(&o).contains("timed out after"), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("last state Restarting"),

@@ -1,10 +1,13 @@
 //! What a new user runs into first: a busy `--listen` port, a redirected
 //! log, an endpoint typed without `http://` or pointing at another server,
-//! and refused requests.
+//! refused requests, and the everyday commands: status, completion,
+//! credentials in several forms, psql.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
@@ -212,4 +215,323 @@ fn the_cli_on_a_fresh_up() {
     );
     assert_eq!(err.matches("available: ").count(), 1, "{err}");
     assert_eq!(err.matches("hstore,").count(), 1, "{err}");
+}
+
+#[test]
+fn status_completion_credentials_and_psql_from_the_cli() {
+    let up = Embedded::start();
+    let env = up.env();
+
+    // Which control plane, as whom, and how it is.
+    eventually("the conductor to register", Duration::from_secs(30), || {
+        let o = run(&["status"], &env);
+        (o.status.success() && stdout(&o).contains("data planes:   local (seen")).then_some(())
+    });
+    let status = ok(&["status"], &env);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        status.contains("organisation:  default (admin token)"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("client:        pgplane {version}")),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("server:        pgplane {version}")),
+        "{status}"
+    );
+    let json = json(&["status"], &env);
+    assert_eq!(json["org"], "default");
+    assert!(json["endpoint"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+    let mut bad = env.clone();
+    bad.retain(|(k, _)| *k != "PGPLANE_TOKEN");
+    bad.push(("PGPLANE_TOKEN", "pgp_not-a-token"));
+    let o = run(&["status"], &bad);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+
+    // Completion scripts load in the shell they are for.
+    let script = ok(&["completion", "bash"], &[]);
+    assert!(
+        script.contains("instance") && script.contains("credentials"),
+        "{script}"
+    );
+    let path = up.path("pgplane.bash");
+    std::fs::write(&path, &script).unwrap();
+    let o = Command::new("bash")
+        .args([
+            "-c",
+            &format!("source {}; complete -p pgplane", path.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("pgplane"), "{}", stdout(&o));
+    let o = run(&["completion", "tcsh"], &[]);
+    assert_eq!(o.status.code(), Some(2), "clap refuses an unknown shell");
+    assert!(
+        stderr(&o).contains("bash"),
+        "the choices are listed: {}",
+        stderr(&o)
+    );
+
+    // Credentials in the forms tools read, and psql started with them.
+    let o = run(&["instance", "create", "orders", "--wait"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let progress = stderr(&o);
+    let reached = progress
+        .lines()
+        .find(|l| l.contains("→ Up (generation 1) after "))
+        .unwrap_or_else(|| panic!("the transition to Up, with its time: {progress}"));
+    assert!(reached.ends_with('s'), "{reached}");
+    let exports = ok(
+        &["instance", "credentials", "orders", "--format", "env"],
+        &env,
+    );
+    assert!(exports.contains("export PGPASSWORD='"), "{exports}");
+    let o = Command::new("sh")
+        .args(["-c", &format!("{exports}psql -Atc 'select 40 + 2'")])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "42", "{}", stderr(&o));
+    let line = ok(
+        &["instance", "credentials", "orders", "--format", "pgpass"],
+        &env,
+    );
+    let uri = ok(&["instance", "credentials", "orders"], &env);
+    let password = password_of(uri.trim());
+    assert!(line.trim_end().ends_with(&format!(":{password}")), "{line}");
+    let pgpass = up.path("pgpass");
+    std::fs::write(&pgpass, &line).unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let fields: Vec<&str> = line.trim_end().splitn(5, ':').collect();
+    let o = Command::new("psql")
+        .args([
+            "-h",
+            fields[0],
+            "-p",
+            fields[1],
+            "-d",
+            fields[2],
+            "-U",
+            fields[3],
+            "-w",
+            "-Atc",
+            "select 'via pgpass'",
+        ])
+        .env("PGPASSFILE", &pgpass)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "via pgpass", "{}", stderr(&o));
+
+    let o = run(
+        &[
+            "instance",
+            "psql",
+            "orders",
+            "--",
+            "-Atc",
+            "select current_user",
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "postgres");
+    let o = run(
+        &["instance", "psql", "orders", "--", "-c", "select nope"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1), "psql's own exit status");
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+    let o = run(&["instance", "psql", "missing"], &env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("missing"), "{}", stderr(&o));
+
+    // Exported as a manifest, the instance plans as itself: adopting it
+    // changes nothing but its owner.
+    ok(
+        &[
+            "instance",
+            "update",
+            "orders",
+            "--config",
+            "work_mem=16MB",
+            "--extension",
+            "hstore",
+            "--wait",
+        ],
+        &env,
+    );
+    let manifest = ok(&["instance", "export", "orders"], &env);
+    assert!(
+        manifest.starts_with("apiVersion: \"pgplane.io/v1\"\nkind: \"PostgresInstance\"\n"),
+        "{manifest}"
+    );
+    assert!(manifest.contains("work_mem: \"16MB\""), "{manifest}");
+    assert!(!manifest.contains("restore"), "{manifest}");
+    let dir = up.path("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("orders.yaml"), &manifest).unwrap();
+    let o = run(&["plan", "-f", dir.to_str().unwrap(), "--adopt"], &env);
+    let plan = stdout(&o);
+    let row = plan
+        .lines()
+        .find(|l| l.contains("orders"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(
+        row.starts_with("update") && row.contains("adopted from api"),
+        "{plan}"
+    );
+    assert!(
+        !row.contains("config") && !row.contains("extensions"),
+        "nothing else changes: {plan}"
+    );
+
+    // Asking again for what is declared is not an error; for scripts, a
+    // delete may ignore an instance that is gone.
+    ok(&["instance", "stop", "orders", "--wait"], &env);
+    let o = run(&["instance", "stop", "orders", "--wait"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("orders: already stopped; nothing to do"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["instance", "restart", "orders"], &env);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a restart of a stopped instance is refused"
+    );
+    ok(&["instance", "start", "orders", "--wait"], &env);
+    let o = run(&["instance", "start", "orders"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already running"), "{}", stderr(&o));
+    ok(&["instance", "delete", "orders", "--wait"], &env);
+    let o = run(&["instance", "delete", "orders"], &env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("deleted"), "{}", stderr(&o));
+    for name in ["orders", "ghost"] {
+        let o = run(&["instance", "delete", name, "--ignore-not-found"], &env);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
+    }
+    let o = run(&["instance", "delete", "ghost"], &env);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn tokens_are_created_listed_and_revoked_through_the_api_and_name_the_history() {
+    let up = Embedded::start();
+    let env = up.env();
+
+    // An admin token (the one `pgplane up` wrote) makes a named one.
+    let ci = ok(
+        &[
+            "token",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "ci",
+            "--expires-in",
+            "30d",
+            "--description",
+            "deploys",
+        ],
+        &env,
+    );
+    let ci = ci.trim().to_owned();
+    assert!(ci.starts_with("pgp_"), "{ci}");
+    let mut as_ci: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "PGPLANE_TOKEN")
+        .collect();
+    as_ci.push(("PGPLANE_TOKEN", &ci));
+    ok(&["instance", "create", "shop", "--wait"], &as_ci);
+    let history = json(&["instance", "history", "shop"], &as_ci);
+    assert_eq!(history["items"][0]["actor"], "token:ci", "{history}");
+
+    // The list shows it, never a token itself.
+    let list = ok(&["token", "list"], &env);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("acme"))
+        .expect("acme's token listed");
+    assert!(
+        row.contains(" ci ") && row.contains("in 29d") && row.contains("deploys"),
+        "{row}"
+    );
+    assert!(!list.contains("pgp_"), "{list}");
+
+    // A name is unique within its organisation; bad input names its field.
+    let o = run(&["token", "create", "--org", "acme", "--name", "ci"], &env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("already has a token named \"ci\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["token", "create", "--org", "acme", "--name", "CI!"], &env);
+    assert!(stderr(&o).contains("name"), "{}", stderr(&o));
+    let o = run(
+        &["token", "create", "--org", "acme", "--expires-in", "soon"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // Not an admin: no listing, no creating, no revoking.
+    for args in [
+        vec!["token", "list"],
+        vec!["token", "create", "--org", "acme"],
+        vec!["token", "revoke", "ci", "--org", "acme"],
+    ] {
+        let o = run(&args, &as_ci);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&o).contains("admin only"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    // Not the token of the request itself.
+    let admin_id = json(&["token", "list"], &env)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["org"] == "default" && t["admin"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let o = run(&["token", "revoke", &admin_id], &env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("the token of this request"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Revoked, it is refused at once.
+    let out = ok(&["token", "revoke", "ci", "--org", "acme"], &env);
+    assert!(out.starts_with("revoked ci ("), "{out}");
+    let o = run(&["instance", "list"], &as_ci);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).to_lowercase().contains("token"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["token", "revoke", "ci", "--org", "acme"], &env);
+    assert!(
+        stderr(&o).contains("token \"ci\" not found"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -7,6 +7,7 @@ mod console;
 mod console_pages;
 mod console_wait;
 mod crash;
+mod extensions;
 mod first_hour;
 mod gitops;
 mod healing;

@@ -345,7 +345,13 @@ fn embedded_walkthrough() {
         "name: name \"Bad_Name\" must consist of lower-case letters",
     );
     bad(
-        &["instance", "create", "x", "--extension", "postgis"],
+        &[
+            "instance",
+            "create",
+            "x",
+            "--extension",
+            "no_such_extension",
+        ],
         "available: ",
     );
     bad(

@@ -157,3 +157,40 @@ fn an_empty_revision_declares_nothing() {
     let files: [(&str, &str); 2] = [("a.yaml", ""), ("b.yaml", "# just a comment\n")];
     assert!(parse_manifests(&files, &options()).unwrap().is_empty());
 }
+
+#[test]
+fn extensions_take_a_version_and_an_ensure_checked_at_their_line() {
+    let good = manifest(
+        "geo",
+        "extensions:\n    - {name: postgis, version: \"3.3.2\"}\n    - {name: hstore, ensure: absent}",
+    );
+    let set = parse_manifests(&[("geo.yaml", good)], &options()).unwrap();
+    let geo = set.get("acme", "geo").unwrap();
+    let postgis = geo
+        .spec
+        .extensions
+        .iter()
+        .find(|e| e.name == "postgis")
+        .unwrap();
+    assert_eq!(postgis.version.as_deref(), Some("3.3.2"));
+    let hstore = geo
+        .spec
+        .extensions
+        .iter()
+        .find(|e| e.name == "hstore")
+        .unwrap();
+    assert_eq!(hstore.ensure, domain::Ensure::Absent);
+
+    let bad = manifest(
+        "geo",
+        "extensions:\n    - {name: postgis, version: \"3.3--2\"}\n    - {name: hstore, ensure: gone}",
+    );
+    let err = parse_manifests(&[("geo.yaml", bad)], &options()).unwrap_err();
+    let text = err.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        ["geo.yaml:8:32: spec.extensions[1].ensure: \"gone\" is not an ensure value; use \"present\" or \"absent\""],
+        "{text}"
+    );
+}

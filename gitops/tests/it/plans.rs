@@ -27,12 +27,7 @@ fn spec(config: &[(&str, &str)], exts: &[&str]) -> InstanceSpec {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
-        extensions: exts
-            .iter()
-            .map(|e| Extension {
-                name: e.to_string(),
-            })
-            .collect(),
+        extensions: exts.iter().map(|e| Extension::new(e.to_string())).collect(),
         ..Default::default()
     }
 }

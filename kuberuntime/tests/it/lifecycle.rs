@@ -125,6 +125,31 @@ async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(
     })
     .await;
     assert_eq!(up.observed_generation, 1);
+    assert_eq!(
+        up.observed, None,
+        "no agent answers here, so nothing is observed: the desired spec is not reported as running"
+    );
+
+    // What the operator writes from the agent's answer reaches the control
+    // plane with the conductor's next resync.
+    let running = crd::ObservedSpecStatus {
+        postgres_version: "15".into(),
+        config: [("work_mem".to_owned(), "16MB".to_owned())].into(),
+        running: true,
+        ..Default::default()
+    };
+    pis.patch_status(
+        "orders",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({ "status": { "observedSpec": running } })),
+    )
+    .await
+    .unwrap();
+    let up = eventually("the observed spec from the status", || async {
+        let i = instance(&state, "orders").await;
+        i.observed.is_some().then_some(i)
+    })
+    .await;
     assert_eq!(up.observed.as_ref().unwrap().config["work_mem"], "16MB");
     let conn = up.connection.clone().unwrap();
     assert_eq!((conn.host.as_str(), conn.port), ("orders.shop.svc", 5432));
@@ -160,7 +185,11 @@ async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(
         (i.state == domain::State::Up && i.observed_generation == 2).then_some(i)
     })
     .await;
-    assert_eq!(updated.observed.unwrap().config["work_mem"], "32MB");
+    assert_eq!(
+        updated.observed.unwrap().config["work_mem"],
+        "16MB",
+        "what the status last observed, not the desired 32MB"
+    );
     let pi = pis.get("orders").await.unwrap();
     assert_eq!(pi.spec.config["work_mem"], "32MB");
     assert_eq!(pi.annotations()[GENERATION_ANNOTATION], "2");

@@ -97,6 +97,8 @@ fn restart_only_changes_change_the_restart_hash() {
     let mut new_preload_extension = instance(serde_json::json!({}));
     new_preload_extension.spec.extensions = vec![crd::ExtensionRef {
         name: "pg_cron".into(),
+        version: None,
+        ensure: None,
     }];
     let h = builders::restart_hash;
     assert_ne!(h(&before), h(&preload));

@@ -72,7 +72,7 @@ pub fn spec_from(v: &Value, base: Option<&InstanceSpec>) -> Option<InstanceSpec>
         .get("extensions")
         .strings()?
         .into_iter()
-        .map(|name| Extension { name })
+        .map(|text| Extension::parse(&text))
         .collect();
     extensions.sort();
     extensions.dedup();
@@ -228,7 +228,12 @@ pub fn needs_credentials(prior: &Value, inst: &Instance) -> bool {
 }
 
 fn refreshed_extensions(prior: &Value, spec: &InstanceSpec) -> Value {
-    let remote: BTreeSet<String> = spec.extension_names().map(str::to_owned).collect();
+    let remote: BTreeSet<String> = spec
+        .extensions
+        .iter()
+        .filter(|e| e.ensure == domain::Ensure::Present)
+        .map(|e| e.display())
+        .collect();
     match prior.strings() {
         Some(p) if p.iter().cloned().collect::<BTreeSet<_>>() == remote => prior.clone(),
         _ if remote.is_empty() && prior.is_null() => Value::Null,
@@ -303,12 +308,8 @@ mod tests {
         let mut spec = InstanceSpec::default();
         spec.config.insert("work_mem".into(), "16384kB".into());
         spec.extensions = vec![
-            Extension {
-                name: "hstore".into(),
-            },
-            Extension {
-                name: "pg_stat_statements".into(),
-            },
+            Extension::new("hstore"),
+            Extension::new("pg_stat_statements"),
         ];
         spec.resources.memory = "1024Mi".into();
         let prior = Value::object([

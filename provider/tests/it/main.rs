@@ -4,6 +4,7 @@
 
 mod backups;
 mod bad_input;
+mod extensions;
 mod handshake;
 mod lifecycle;
 mod support;

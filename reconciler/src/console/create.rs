@@ -263,14 +263,12 @@ pub fn parse_config(text: &str, errors: &mut FieldErrors) -> BTreeMap<String, St
     config
 }
 
-/// Comma-separated extension names.
+/// Comma-separated extensions, each `name` or `name=version`.
 pub fn parse_extensions(text: &str) -> Vec<Extension> {
     text.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
-        .map(|name| Extension {
-            name: name.to_owned(),
-        })
+        .map(Extension::parse)
         .collect()
 }
 

@@ -77,21 +77,30 @@ fn session_id_from(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn lookup(state: &AppState, session_id: &str) -> Result<Option<Session>> {
-    let row: Option<(String, Uuid, bool, DateTime<Utc>)> = sqlx::query_as(
-        "select s.org, s.token_id, t.admin, s.expires_at
+    // A session ends with its token: revoked (the row cascades) or expired.
+    /// org, token id, admin, token name, session expiry.
+    type Row = (String, Uuid, bool, Option<String>, DateTime<Utc>);
+    let row: Option<Row> = sqlx::query_as(
+        "select s.org, s.token_id, t.admin, t.name, s.expires_at
          from console_sessions s join tokens t on t.id = s.token_id
-         where s.id_hash = $1 and s.expires_at > now()",
+         where s.id_hash = $1 and s.expires_at > now()
+           and (t.expires_at is null or t.expires_at > now())",
     )
     .bind(auth::hash_token(session_id))
     .fetch_optional(&state.pool)
     .await
     .map_err(crate::ApiError::from)?;
-    Ok(row.map(|(org, token_id, admin, expires_at)| Session {
-        caller: Caller::token(&org, token_id, admin),
-        csrf: csrf_token(session_id),
-        expires_at,
-        id_hash: auth::hash_token(session_id),
-    }))
+    Ok(
+        row.map(|(org, token_id, admin, token_name, expires_at)| Session {
+            caller: Caller {
+                token_name,
+                ..Caller::token(&org, token_id, admin)
+            },
+            csrf: csrf_token(session_id),
+            expires_at,
+            id_hash: auth::hash_token(session_id),
+        }),
+    )
 }
 
 impl FromRequestParts<AppState> for Session {

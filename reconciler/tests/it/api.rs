@@ -317,3 +317,49 @@ async fn openapi_document_lists_the_routes(pool: PgPool) {
     }
     assert!(doc["components"]["schemas"].get("InstanceSpec").is_some());
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_expired_token_is_refused_and_its_console_session_ends(pool: PgPool) {
+    let t = test_app(pool).await;
+    let mut conn = t.state.pool.acquire().await.unwrap();
+    let new = reconciler::auth::NewToken {
+        org: "acme",
+        admin: false,
+        description: None,
+        name: Some("short"),
+        expires_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+    };
+    let (id, token) = reconciler::auth::create_named_token(&mut conn, &new)
+        .await
+        .unwrap();
+    let (status, _) = t.call_as(&token, "GET", "/api/v1/instances", None).await;
+    assert_eq!(status, StatusCode::OK);
+    sqlx::query("update tokens set expires_at = now() - interval '1 second' where id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let (status, _) = t.call_as(&token, "GET", "/api/v1/instances", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Listed as expired; a past expiry is refused on create, naming it.
+    let (_, list) = t.call("GET", "/api/v1/tokens", None).await;
+    let listed = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "short")
+        .unwrap()
+        .clone();
+    assert_eq!(listed["expired"], true, "{listed}");
+    assert!(listed.get("token").is_none() && listed.get("hash").is_none());
+    let (status, body) = t
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"org": "acme", "expiresAt": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("expiresAt"), "{body}");
+}

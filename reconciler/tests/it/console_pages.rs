@@ -23,6 +23,7 @@ async fn report(t: &TestApp, id: &str, generation: i64, kind: ReportKind, config
     let observed = ObservedSpec {
         postgres_version: "15".into(),
         extensions: vec![],
+        extension_versions: BTreeMap::new(),
         config: config
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

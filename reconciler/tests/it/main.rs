@@ -6,6 +6,7 @@ mod api;
 mod config_validation;
 mod console;
 mod console_pages;
+mod extensions;
 mod fuzz;
 mod hardening;
 mod isolation;
