@@ -407,11 +407,9 @@ async fn list_tokens(
     if !caller.admin {
         return Err(ApiError::Forbidden("list tokens (admin only)"));
     }
-    let items = sqlx::query_as::<_, TokenRow>(
-        "select id, org, name, description, admin, created_at, expires_at,
-                coalesce(expires_at <= now(), false) as expired
-         from tokens order by org, created_at",
-    )
+    let items = sqlx::query_as::<_, TokenRow>(&format!(
+        "select {TOKEN_COLUMNS} from tokens order by org, created_at"
+    ))
     .fetch_all(&state.pool)
     .await?
     .into_iter()
@@ -419,6 +417,10 @@ async fn list_tokens(
     .collect();
     Ok(Json(TokenList { items }))
 }
+
+/// A listed token's columns (never its hash), for [`TokenRow`].
+const TOKEN_COLUMNS: &str = "id, org, name, description, admin, created_at, expires_at, \
+     coalesce(expires_at <= now(), false) as expired";
 
 #[derive(sqlx::FromRow)]
 struct TokenRow {
@@ -470,11 +472,9 @@ async fn revoke_token(
     let org = q.org.unwrap_or_else(|| caller.org.clone());
     let id = uuid::Uuid::parse_str(&token).ok();
     let mut tx = state.pool.begin().await?;
-    let found = sqlx::query_as::<_, TokenRow>(
-        "select id, org, name, description, admin, created_at, expires_at,
-                coalesce(expires_at <= now(), false) as expired
-         from tokens where id = $1 or (org = $2 and name = $3) for update",
-    )
+    let found = sqlx::query_as::<_, TokenRow>(&format!(
+        "select {TOKEN_COLUMNS} from tokens where id = $1 or (org = $2 and name = $3) for update"
+    ))
     .bind(id)
     .bind(&org)
     .bind(&token)

@@ -156,7 +156,24 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     let gone = next == Some(State::Deleted);
     // `updated_at` (what the event stream follows) moves only when
     // something a reader can see changed: a periodic re-observation that
-    // finds the same server writes its time and nothing else.
+    // finds the same server writes its time and nothing else. The row is
+    // locked, so comparing with it here is exact.
+    let visible = has_news
+        || settled.record
+        || report.kind == domain::ReportKind::Backup
+        || gone
+        || next.is_some_and(|n| n != current)
+        || applied_generation != row.observed_generation
+        || error != row.error
+        || differs(
+            report.observed.as_ref(),
+            row.observed.as_ref().map(|j| &j.0),
+        )
+        || differs(
+            report.connection.as_ref(),
+            row.connection.as_ref().map(|j| &j.0),
+        )
+        || differs(report.backups.as_ref(), row.backups.as_ref().map(|j| &j.0));
     sqlx::query(
         "update instances set state = $2,
                 observed = case when $7 then null else coalesce($3, observed) end,
@@ -166,15 +183,7 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
                 connection = case when $7 then null else coalesce($5, connection) end,
                 backups = coalesce($8, backups),
                 error = $6,
-                updated_at = case
-                    when $9
-                      or (state, observed_generation, error) is distinct from ($2, $4, $6)
-                      or observed is distinct from
-                           (case when $7 then null else coalesce($3, observed) end)
-                      or connection is distinct from
-                           (case when $7 then null else coalesce($5, connection) end)
-                      or backups is distinct from coalesce($8, backups)
-                    then now() else updated_at end
+                updated_at = case when $9 then now() else updated_at end
          where id = $1",
     )
     .bind(row.id)
@@ -185,7 +194,7 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     .bind(&error)
     .bind(gone)
     .bind(report.backups.as_ref().map(Json))
-    .bind(has_news || settled.record || report.kind == domain::ReportKind::Backup)
+    .bind(visible)
     .execute(&mut *tx)
     .await?;
     match (&report.activity, gone) {
@@ -248,4 +257,9 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Whether a report brings a value (`new`) other than the stored one.
+fn differs<T: PartialEq>(new: Option<&T>, old: Option<&T>) -> bool {
+    new.is_some_and(|n| Some(n) != old)
 }
