@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup-terraform.sh
+bash scripts/setup-tofu.sh >/dev/null  # OpenTofu built from the Go module proxy (cached)
 bash scripts/setup-s3.sh       # moto's S3 server for the backup tests (PyPI, cached)
 bash scripts/setup-kube.sh >/dev/null  # etcd + kube-apiserver, controller manager, scheduler, kubelet in one binary (cached)
 eval "$(bash scripts/test-db.sh)"

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use domain::restart::effective_config;
-use domain::{Ensure, InstanceSpec, ObservedSpec};
+use domain::{Ensure, Extension, InstanceSpec, ObservedSpec};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
+use crate::inside::RolePasswords;
 use crate::sql::{check_parameter_name, quote_ident, quote_literal};
 use crate::{Agent, USER_ROLE};
 
@@ -48,11 +49,24 @@ impl Agent {
     /// reports an error, or the server does not come back up, the previous
     /// `postgresql.auto.conf` is put back (pgplane owns that file) and the
     /// server runs with it again; the error says what Postgres said.
-    #[tracing::instrument(skip_all, fields(data_dir = %self.layout.data_dir.display(), force_restart = force_restart))]
+    /// 6. Declared roles and databases (see [`Agent::converge_with`]).
     pub async fn converge(
         &self,
         spec: &InstanceSpec,
         force_restart: bool,
+    ) -> Result<ConvergeOutcome> {
+        self.converge_with(spec, force_restart, &RolePasswords::default())
+            .await
+    }
+
+    /// [`Agent::converge`], setting the declared roles' passwords from
+    /// `passwords` (a role without one there keeps the password it has).
+    #[tracing::instrument(skip_all, fields(data_dir = %self.layout.data_dir.display(), force_restart = force_restart))]
+    pub async fn converge_with(
+        &self,
+        spec: &InstanceSpec,
+        force_restart: bool,
+        passwords: &RolePasswords,
     ) -> Result<ConvergeOutcome> {
         if let Some(limit) = &self.memory_limit {
             limit.apply(&self.run_as)?;
@@ -65,6 +79,7 @@ impl Agent {
                 observed: self.observe(spec).await?,
             });
         }
+        domain::inside::check_spec(spec).map_err(|e| Error::InsideRefused(e.to_string()))?;
         let desired = effective_config(spec);
         check_parameters(&desired)?;
         self.check_preload_libraries(&desired)?;
@@ -81,7 +96,9 @@ impl Agent {
             Err(cause) => return Err(self.restore_auto_conf(before, cause).await),
         };
         self.remember_started_config()?;
-        self.converge_extensions(&client, spec).await?;
+        self.converge_extensions(&client, &spec.extensions, USER_ROLE)
+            .await?;
+        self.converge_inside(&client, spec, passwords).await?;
         Ok(ConvergeOutcome {
             restarted,
             pending_restart_before: pending,
@@ -316,10 +333,9 @@ impl Agent {
         for r in &rows {
             available.entry(r.get(0)).or_default().push(r.get(1));
         }
-        for ext in spec
-            .extensions
-            .iter()
-            .filter(|e| e.ensure == Ensure::Present)
+        for (_, ext) in spec
+            .all_extensions()
+            .filter(|(_, e)| e.ensure == Ensure::Present)
         {
             let Some(versions) = available.get(&ext.name) else {
                 return Err(Error::ExtensionUnavailable {
@@ -435,8 +451,14 @@ impl Agent {
     /// is not installed, `ALTER EXTENSION … UPDATE TO` what is installed at
     /// another version than declared, `DROP EXTENSION` (never cascading) what
     /// the spec declares absent. Extensions the spec does not name are left
-    /// as they are.
-    async fn converge_extensions(&self, client: &Client, spec: &InstanceSpec) -> Result<()> {
+    /// as they are. `client` is connected to the database they go into;
+    /// `grantee` may use their reviewed schemas.
+    pub(crate) async fn converge_extensions(
+        &self,
+        client: &Client,
+        extensions: &[Extension],
+        grantee: &str,
+    ) -> Result<()> {
         let installed = installed_extensions(client)
             .await
             .map_err(|e| self.sql_error("listing installed extensions", e))?;
@@ -450,7 +472,7 @@ impl Agent {
                 source,
             }
         };
-        for ext in &spec.extensions {
+        for ext in extensions {
             let name = ext.name.as_str();
             let version = ext.version.as_deref();
             let change = match (ext.ensure, installed.get(name)) {
@@ -495,23 +517,24 @@ impl Agent {
                 tracing::info!(name, %sql, "extension");
                 client.batch_execute(&sql).await.map_err(failed(op, name))?;
             }
-            self.grant_usage(client, name).await?;
+            self.grant_usage(client, name, grantee).await?;
         }
         Ok(())
     }
 }
 
 impl Agent {
-    /// Lets the client role use the schemas of `extension` the reviewed
-    /// table names (`GRANT USAGE`, idempotent).
-    async fn grant_usage(&self, client: &Client, extension: &str) -> Result<()> {
+    /// Lets `grantee` use the schemas of `extension` the reviewed table
+    /// names (`GRANT USAGE`, idempotent).
+    async fn grant_usage(&self, client: &Client, extension: &str, grantee: &str) -> Result<()> {
         let Some(reviewed) = domain::extension::reviewed(extension) else {
             return Ok(());
         };
         for schema in reviewed.usage_schemas {
             let sql = format!(
-                "GRANT USAGE ON SCHEMA {} TO {USER_ROLE}",
-                quote_ident(schema)
+                "GRANT USAGE ON SCHEMA {} TO {}",
+                quote_ident(schema),
+                quote_ident(grantee)
             );
             client
                 .batch_execute(&sql)

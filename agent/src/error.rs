@@ -129,6 +129,28 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// A declared role or database the agent refuses to touch (the
+    /// control plane refuses the same spec; this guards specs that come
+    /// from elsewhere, such as a custom resource written by hand).
+    #[error("refused: {0}")]
+    InsideRefused(String),
+
+    #[error("instance at {data_dir}: {op} {kind} {name:?} failed")]
+    Inside {
+        data_dir: PathBuf,
+        op: &'static str,
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("role {name:?} is not dropped because objects depend on it: {dependents}; drop them or give them another owner first")]
+    RoleInUse { name: String, dependents: String },
+
+    #[error("database {name:?} is not dropped: {reason}; disconnect its sessions first")]
+    DatabaseInUse { name: String, reason: String },
+
     #[error("instance at {data_dir}: {op} timed out after {seconds} s")]
     Timeout {
         data_dir: PathBuf,
@@ -219,6 +241,10 @@ impl Error {
             Error::Extension { .. } => "extension",
             Error::ExtensionVersionUnavailable { .. } => "extension_version_unavailable",
             Error::ExtensionInUse { .. } => "extension_in_use",
+            Error::InsideRefused(_) => "inside_refused",
+            Error::Inside { .. } => "inside",
+            Error::RoleInUse { .. } => "role_in_use",
+            Error::DatabaseInUse { .. } => "database_in_use",
             Error::Timeout { .. } => "timeout",
             Error::Task { .. } => "task",
             Error::Backup { .. } => "backup",

@@ -105,7 +105,10 @@ impl Agent {
                 (name, value)
             })
             .collect();
+        let (roles, databases) = self.observe_inside(client, spec).await?;
         Ok(ObservedSpec {
+            roles,
+            databases,
             postgres_version: version.to_string(),
             extensions,
             extension_versions,

@@ -20,11 +20,20 @@ impl Agent {
 
     /// [`Agent::try_connect`] as `user`.
     pub(crate) async fn try_connect_as(&self, user: &str) -> Result<Client, tokio_postgres::Error> {
+        self.try_connect_to(user, "postgres").await
+    }
+
+    /// [`Agent::try_connect`] as `user`, to `database`.
+    pub(crate) async fn try_connect_to(
+        &self,
+        user: &str,
+        database: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
         let (client, connection) = tokio_postgres::Config::new()
             .host_path(&self.layout.socket_dir)
             .port(self.config.port)
             .user(user)
-            .dbname("postgres")
+            .dbname(database)
             .connect_timeout(CONNECT_TIMEOUT)
             .connect(NoTls)
             .await?;

@@ -48,6 +48,14 @@ impl ClientError {
         }
     }
 
+    /// The API's error code (`conflict`, `owned_elsewhere`, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
@@ -68,6 +76,10 @@ pub struct Client {
     http: reqwest::Client,
     endpoint: String,
     token: String,
+    /// Sent as [`crate::OWNER_HEADER`] when set.
+    acting_owner: Option<String>,
+    /// Sends [`crate::OVERRIDE_OWNER_HEADER`].
+    override_owner: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -95,7 +107,23 @@ impl Client {
                 .expect("reqwest client builds with static settings"),
             endpoint,
             token: token.to_owned(),
+            acting_owner: None,
+            override_owner: false,
         }
+    }
+
+    /// Acts as the client owner `owner` (`api` or `terraform`): instances
+    /// another client owns are refused unless [`Client::overriding_owner`].
+    pub fn acting_as(mut self, owner: &str) -> Client {
+        self.acting_owner = Some(owner.to_owned());
+        self
+    }
+
+    /// Changes instances another client owns (their owner's next run may
+    /// put them back).
+    pub fn overriding_owner(mut self, yes: bool) -> Client {
+        self.override_owner = yes;
+        self
     }
 
     pub fn endpoint(&self) -> &str {
@@ -110,6 +138,12 @@ impl Client {
     ) -> Result<R, ClientError> {
         let url = format!("{}{API_PREFIX}{path}", self.endpoint);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(owner) = &self.acting_owner {
+            req = req.header(crate::OWNER_HEADER, owner);
+        }
+        if self.override_owner {
+            req = req.header(crate::OVERRIDE_OWNER_HEADER, "true");
+        }
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -294,6 +328,23 @@ impl Client {
             .await
     }
 
+    /// The newest `tail` lines of the server's log, or those shipped after
+    /// the cursor `after`.
+    pub async fn logs(
+        &self,
+        name: &str,
+        tail: u32,
+        after: Option<i64>,
+    ) -> Result<LogLines, ClientError> {
+        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/instances/{name}/logs?tail={tail}{after}"),
+            None,
+        )
+        .await
+    }
+
     pub async fn backups(&self, name: &str) -> Result<BackupList, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/instances/{name}/backups"), None)
             .await
@@ -309,6 +360,20 @@ impl Client {
     }
 
     pub async fn credentials(&self, name: &str) -> Result<Credentials, ClientError> {
+        self.credentials_for(name, None).await
+    }
+
+    /// The credentials of a role the instance's spec declares (`None`: the
+    /// client role's).
+    pub async fn credentials_for(
+        &self,
+        name: &str,
+        role: Option<&str>,
+    ) -> Result<Credentials, ClientError> {
+        if let Some(role) = role {
+            let path = format!("/instances/{name}/credentials?role={}", query_escape(role));
+            return self.call::<(), _>(Method::GET, &path, None).await;
+        }
         self.call::<(), _>(Method::GET, &format!("/instances/{name}/credentials"), None)
             .await
     }

@@ -30,6 +30,16 @@ pub struct CreateInstance {
 /// The owners a client may give an instance it creates.
 pub const CLIENT_OWNERS: [&str; 2] = ["api", "terraform"];
 
+/// Request header naming the client that acts, one of [`CLIENT_OWNERS`]
+/// (`api` when absent). An instance changes only through its owner:
+/// the Terraform provider sends `terraform`.
+pub const OWNER_HEADER: &str = "pgplane-owner";
+
+/// Request header (`true`) that lets a client change an instance another
+/// client owns (`--override-owner` in the CLI). Instances a GitOps source
+/// owns change only through that source.
+pub const OVERRIDE_OWNER_HEADER: &str = "pgplane-override-owner";
+
 /// `PUT /api/v1/instances/{name}`: replaces the desired spec.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -38,6 +48,11 @@ pub struct UpdateInstance {
     /// Only apply if the instance is still at this generation (optimistic concurrency).
     #[serde(default)]
     pub expected_generation: Option<i64>,
+    /// Hand the instance to this client owner (`api` or `terraform`), as
+    /// `terraform import` does; its current owner may, others only with
+    /// the override header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// An instance as the control plane knows it: desired, observed, and state.
@@ -190,6 +205,26 @@ pub struct ActivitySample {
 #[serde(rename_all = "camelCase")]
 pub struct ActivityList {
     pub items: Vec<ActivitySample>,
+}
+
+/// `GET /api/v1/instances/{name}/logs`: the newest lines of the server's
+/// log, oldest first, as its data plane shipped them at each
+/// re-observation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLines {
+    pub items: Vec<LogLine>,
+    /// Pass as `after` to get only the lines shipped since (what
+    /// `pgplane instance logs -f` does); absent before the first lines.
+    pub cursor: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    /// When the data plane shipped the line (it was written shortly before).
+    pub shipped_at: DateTime<Utc>,
+    pub line: String,
 }
 
 /// `GET /api/v1/instances/{name}/credentials`. Sensitive.
@@ -361,6 +396,15 @@ pub struct CreateSource {
     /// (and returned once, in the creating response) when absent.
     #[serde(default)]
     pub webhook_secret: Option<WebhookSecret>,
+    /// Fetch the branch before registering the source, refusing one that
+    /// cannot be read or lacks the branch or the path (`false` registers a
+    /// repository that does not exist yet).
+    #[serde(default = "default_true")]
+    pub verify: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A push webhook's HMAC key (redacted in `Debug`).
@@ -410,6 +454,13 @@ pub struct Source {
     pub last_good_commit: Option<String>,
     pub last_seen_commit: Option<String>,
     pub last_sync_at: Option<DateTime<Utc>>,
+    /// The outcome of the newest recorded sync (`applied`, `unchanged`,
+    /// `rejected`, `fetch-failed`, `refused`); absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<String>,
+    /// That sync's first error, if it had any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

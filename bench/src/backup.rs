@@ -362,7 +362,7 @@ async fn backup_outcome(client: &Client, name: &str, before: usize) -> anyhow::R
     }
 }
 
-async fn backups_at_least(client: &Client, name: &str, n: usize) -> anyhow::Result<()> {
+pub(crate) async fn backups_at_least(client: &Client, name: &str, n: usize) -> anyhow::Result<()> {
     let start = Instant::now();
     while client.backups(name).await?.items.len() < n {
         ensure!(start.elapsed() < WAIT, "no backup of {name}");

@@ -10,6 +10,7 @@
 
 mod backup;
 mod console_list;
+mod databases;
 mod fanout;
 mod harness;
 mod scenarios;
@@ -72,6 +73,12 @@ enum Which {
         #[arg(long, default_value_t = 200)]
         requests: usize,
     },
+    /// N databases with three extensions each declared on one instance:
+    /// API request → Up, next to the same SQL run directly with psql.
+    Databases {
+        #[arg(long, default_value_t = 50)]
+        count: usize,
+    },
     /// All three with their defaults.
     All,
 }
@@ -94,6 +101,7 @@ fn main() -> anyhow::Result<()> {
                 instances,
             } => fanout::fanout(clients, changes, instances).await,
             Which::Backup { scale, runs } => backup::backup(scale, runs).await,
+            Which::Databases { count } => databases::databases(count).await,
             Which::ConsoleList {
                 instances,
                 requests,

@@ -221,6 +221,7 @@ pub async fn throughput(updates: usize, instances: usize) -> anyhow::Result<()> 
                         &UpdateInstance {
                             spec,
                             expected_generation: None,
+                            owner: None,
                         },
                     )
                     .await?;

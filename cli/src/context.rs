@@ -38,8 +38,8 @@ pub async fn status(conn: &ApiArgs, output: OutputFormat) -> i32 {
         server,
     };
     let printed = match output {
-        OutputFormat::Json => output::print_json(&ctx),
-        OutputFormat::Table => output::print_text(&render(&ctx)),
+        f if f.is_data() => output::print_data(f, &ctx),
+        _ => output::print_text(&render(&ctx)),
     };
     match printed {
         Ok(()) => 0,

@@ -29,14 +29,14 @@ pub async fn run(command: ExtensionCommand, client: &api::Client, format: Output
         }
     };
     let text = match format {
-        OutputFormat::Table => render_table(&catalog),
-        OutputFormat::Json => match output::render_json(&catalog) {
+        f if f.is_data() => match output::render_data(f, &catalog) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: {e}");
                 return 1;
             }
         },
+        _ => render_table(&catalog),
     };
     if !catalog.registered {
         eprintln!(

@@ -27,7 +27,13 @@ use wait::Goal;
 pub enum InstanceCommand {
     /// Create an instance.
     Create(CreateArgs),
-    /// List the organisation's instances.
+    /// List the organisation's instances: who owns each and where it is
+    /// reached.
+    ///
+    ///   pgplane instance list
+    ///   pgplane instance list --owner git:prod -o wide
+    ///   pgplane instance list --state Error -o name | xargs -n1 pgplane instance status
+    ///   pgplane instance list -w            # then a row per change, until Ctrl-C
     List(ListArgs),
     /// Show one instance in detail: spec, what the data plane observes, connection.
     Get {
@@ -57,6 +63,19 @@ pub enum InstanceCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Put back what drifted: re-send the declared spec, so the data plane
+    /// undoes what changed behind pgplane's back (`ALTER SYSTEM`, a dropped
+    /// extension, a stopped server); restarts when a drifted parameter
+    /// needs it. Nothing happens to an instance in sync.
+    ///
+    ///   pgplane drift                      # what drifted
+    ///   pgplane instance heal orders --wait
+    Heal {
+        /// Instance name (or id).
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Delete an instance and its data.
     ///
     ///   pgplane instance delete orders --wait
@@ -81,11 +100,16 @@ pub enum InstanceCommand {
     ///   psql "$(pgplane instance credentials orders)"
     ///   eval "$(pgplane instance credentials orders --format env)"; psql
     ///   pgplane instance credentials orders --format pgpass >> ~/.pgpass
+    ///   pgplane instance credentials orders --role app   # a role the spec declares
     Credentials {
         /// Instance name (or id).
         name: String,
         #[arg(long, value_enum, default_value_t = connect::CredentialsFormat::Uri)]
         format: connect::CredentialsFormat,
+        /// A role the spec declares (`roles`): its generated password, for
+        /// the first declared database it owns (else `postgres`).
+        #[arg(long)]
+        role: Option<String>,
     },
     /// Print the instance's declared spec as a manifest, to move it into
     /// git: commit the file to a source's path, then sync that source with
@@ -108,6 +132,23 @@ pub enum InstanceCommand {
         /// Arguments for psql.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Show the server's log: its newest lines, as the data plane ships
+    /// them at each re-observation (the local data plane; on Kubernetes the
+    /// pod's log has them: `kubectl logs`).
+    ///
+    ///   pgplane instance logs orders
+    ///   pgplane instance logs orders --tail 500 | grep ERROR
+    ///   pgplane instance logs orders -f      # keep printing new lines, until Ctrl-C
+    Logs {
+        /// Instance name (or id).
+        name: String,
+        /// How many of the newest lines (at most 10000).
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+        /// Keep printing lines as they are shipped.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// One instance's health at a glance: state, drift, WAL archiving, the
     /// last backup and the window a restore can reach. Exits 1 when
@@ -167,6 +208,15 @@ pub struct CreateArgs {
     /// Set a postgresql.conf parameter, e.g. `--config work_mem=16MB`; repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = spec::parse_key_value)]
     pub config: Vec<(String, String)>,
+    /// Declare a login role (its password is generated; read it with
+    /// `instance credentials NAME --role ROLE`); repeatable.
+    #[arg(long = "role", value_name = "NAME")]
+    pub roles: Vec<String>,
+    /// Declare a database, owned by `postgres` or by OWNER (a declared
+    /// role); repeatable. Manifests and the API declare its extensions and
+    /// schemas too.
+    #[arg(long = "database", value_name = "NAME[:OWNER]")]
+    pub databases: Vec<String>,
     /// Postgres major version.
     #[arg(long, value_name = "VERSION", default_value = DEFAULT_POSTGRES_VERSION)]
     pub postgres_version: String,
@@ -231,6 +281,30 @@ pub struct ListArgs {
     /// Stopping, Stopped, Starting, Deleting, Deleted, Error).
     #[arg(long, value_parser = parse_state)]
     pub state: Option<State>,
+    /// Only instances this owner manages: `api`, `terraform`, `git:SOURCE`,
+    /// or `git` for any source.
+    #[arg(long, value_name = "OWNER")]
+    pub owner: Option<String>,
+    /// Only instances on this data plane.
+    #[arg(long, value_name = "NAME")]
+    pub data_plane: Option<String>,
+    /// Keep going after the list: print a row for every change as it
+    /// happens, until interrupted (Ctrl-C).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+}
+
+impl ListArgs {
+    fn keeps(&self, owner: &str, data_plane: &str, state: State) -> bool {
+        let owner_ok = match self.owner.as_deref() {
+            None => true,
+            Some("git") => owner.starts_with("git:"),
+            Some(o) => o == owner,
+        };
+        owner_ok
+            && self.data_plane.as_deref().is_none_or(|d| d == data_plane)
+            && self.state.is_none_or(|s| s == state)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -256,6 +330,12 @@ pub struct UpdateArgs {
     /// Set a postgresql.conf parameter, e.g. `--config work_mem=16MB`; repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = spec::parse_key_value)]
     pub config: Vec<(String, String)>,
+    /// Declare a login role (or declare present again); repeatable.
+    #[arg(long = "role", value_name = "NAME")]
+    pub roles: Vec<String>,
+    /// Declare a database, owned by `postgres` or by OWNER; repeatable.
+    #[arg(long = "database", value_name = "NAME[:OWNER]")]
+    pub databases: Vec<String>,
     /// Remove a parameter from the spec (back to Postgres's default); repeatable.
     #[arg(long = "unset-config", value_name = "KEY", value_parser = spec::parse_config_key)]
     pub unset_config: Vec<String>,
@@ -289,8 +369,9 @@ pub struct WaitArgs {
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this long, e.g. `90s`, `5m`, `1h` (then exit
-    /// 3; a refusal or a failure exits 1).
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = wait::parse_duration)]
+    /// 3; a refusal or a failure exits 1). The same default as the
+    /// Terraform provider's timeouts.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = wait::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -333,6 +414,9 @@ async fn execute(
         InstanceCommand::Start { name, wait } => {
             action(client, &name, Action::Start, wait, output).await
         }
+        InstanceCommand::Heal { name, wait } => {
+            action(client, &name, Action::Heal, wait, output).await
+        }
         InstanceCommand::Delete {
             name,
             ignore_not_found,
@@ -349,8 +433,8 @@ async fn execute(
             other => other,
         },
         InstanceCommand::History { name } => history(client, &name, output).await,
-        InstanceCommand::Credentials { name, format } => {
-            credentials(client, &name, format, output).await
+        InstanceCommand::Credentials { name, format, role } => {
+            credentials(client, &name, role.as_deref(), format, output).await
         }
         InstanceCommand::Psql { name, args } => psql(client, &name, &args).await,
         InstanceCommand::Export { name } => {
@@ -359,6 +443,9 @@ async fn execute(
             Ok(())
         }
         InstanceCommand::Status { name } => status(client, &name, output).await,
+        InstanceCommand::Logs { name, tail, follow } => {
+            logs(client, &name, tail, follow, output).await
+        }
         InstanceCommand::Backup { name, wait } => backup(client, &name, wait, output).await,
         InstanceCommand::Backups { name } => backups(client, &name, output).await,
         InstanceCommand::Activity { name } => activity(client, &name, output).await,
@@ -386,8 +473,8 @@ async fn backup(
             "{name}: full backup requested; `pgplane instance backups {name}` lists it once taken"
         );
         return match output {
-            OutputFormat::Json => Ok(output::print_json(&inst)?),
-            OutputFormat::Table => Ok(()),
+            f if f.is_data() => Ok(output::print_data(f, &inst)?),
+            _ => Ok(()),
         };
     }
     eprintln!("{name}: full backup requested; waiting for it");
@@ -412,13 +499,14 @@ async fn backup(
             }
             eprintln!("{name}: {detail}");
             return match output {
-                OutputFormat::Json => Ok(output::print_json(
+                f if f.is_data() => Ok(output::print_data(
+                    f,
                     &client
                         .backups(name)
                         .await
                         .map_err(|e| Failure::client(name, e))?,
                 )?),
-                OutputFormat::Table => Ok(()),
+                _ => Ok(()),
             };
         }
         if started.elapsed() > wait.timeout {
@@ -439,6 +527,46 @@ async fn backup(
     }
 }
 
+/// The server's log lines; with `follow`, then the new ones as they come.
+async fn logs(
+    client: &Client,
+    name: &str,
+    tail: u32,
+    follow: bool,
+    output: OutputFormat,
+) -> Result<(), Failure> {
+    let mut cursor = None;
+    loop {
+        // After the first page, every line shipped since.
+        let want = if cursor.is_some() { 10_000 } else { tail };
+        let page = client
+            .logs(name, want, cursor)
+            .await
+            .map_err(|e| Failure::client(name, e))?;
+        match output {
+            f if f.is_data() && !follow => output::print_data(f, &page)?,
+            f if f.is_data() => {
+                for line in &page.items {
+                    let json = serde_json::to_string(line).map_err(std::io::Error::other)?;
+                    output::print_text(&format!("{json}\n"))?;
+                }
+            }
+            _ => {
+                let text: String = page.items.iter().map(|l| format!("{}\n", l.line)).collect();
+                output::print_text(&text)?;
+            }
+        }
+        if cursor.is_none() && page.items.is_empty() && !follow {
+            eprintln!("{name}: no log lines shipped yet (they come with each re-observation)");
+        }
+        if !follow {
+            return Ok(());
+        }
+        cursor = page.cursor.or(cursor);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The instance's health; a failure when something needs attention.
 async fn status(client: &Client, name: &str, output: OutputFormat) -> Result<(), Failure> {
     let inst = fetch(client, name).await?;
@@ -455,8 +583,8 @@ async fn status(client: &Client, name: &str, output: OutputFormat) -> Result<(),
         .unwrap_or_default();
     let report = view::Health::of(&inst, &backups, &fields, Utc::now());
     match output {
-        OutputFormat::Json => output::print_json(&report)?,
-        OutputFormat::Table => output::print_text(&report.render())?,
+        f if f.is_data() => output::print_data(f, &report)?,
+        _ => output::print_text(&report.render())?,
     }
     if report.problems.is_empty() {
         Ok(())
@@ -474,8 +602,8 @@ async fn backups(client: &Client, name: &str, output: OutputFormat) -> Result<()
         .await
         .map_err(|e| Failure::client(name, e))?;
     match output {
-        OutputFormat::Json => output::print_json(&list)?,
-        OutputFormat::Table => output::print_text(&view::backups(&list))?,
+        f if f.is_data() => output::print_data(f, &list)?,
+        _ => output::print_text(&view::backups(&list))?,
     }
     Ok(())
 }
@@ -486,8 +614,8 @@ async fn activity(client: &Client, name: &str, output: OutputFormat) -> Result<(
         .await
         .map_err(|e| Failure::client(name, e))?;
     match output {
-        OutputFormat::Json => output::print_json(&list)?,
-        OutputFormat::Table => output::print_text(&view::activity(&list))?,
+        f if f.is_data() => output::print_data(f, &list)?,
+        _ => output::print_text(&view::activity(&list))?,
     }
     Ok(())
 }
@@ -520,6 +648,7 @@ async fn create(client: &Client, args: CreateArgs, output: OutputFormat) -> Resu
         superuser_access: args.superuser_access,
     }
     .build()?;
+    spec::declare_inside(&mut spec, &args.roles, &args.databases);
     if let Some(schedule) = args.backup_schedule {
         spec.backup.schedule = schedule;
     }
@@ -545,14 +674,79 @@ async fn create(client: &Client, args: CreateArgs, output: OutputFormat) -> Resu
 }
 
 async fn list(client: &Client, args: ListArgs, output: OutputFormat) -> Result<(), Failure> {
-    let list = client
+    let started = Utc::now();
+    let mut list = client
         .list_instances(args.state.map(State::as_str))
         .await
         .map_err(|e| Failure::client("", e))?;
+    list.items
+        .retain(|i| args.keeps(&i.owner, &i.data_plane, i.state));
     match output {
-        OutputFormat::Json => output::print_json(&list)?,
-        OutputFormat::Table if list.items.is_empty() => eprintln!("no instances"),
-        OutputFormat::Table => output::print_text(&view::list(&list.items, Utc::now()))?,
+        f if f.is_data() => output::print_data(f, &list)?,
+        OutputFormat::Name => {
+            let names: String = list.items.iter().map(|i| format!("{}\n", i.name)).collect();
+            output::print_text(&names)?
+        }
+        _ if list.items.is_empty() => eprintln!("no instances"),
+        f => output::print_text(&view::list(
+            &list.items,
+            Utc::now(),
+            f == OutputFormat::Wide,
+        ))?,
+    }
+    if args.watch {
+        watch(client, &args, output, started).await?;
+    }
+    Ok(())
+}
+
+/// `list --watch`: one row (or JSON line) per change the event stream
+/// reports, until interrupted or the stream ends.
+async fn watch(
+    client: &Client,
+    args: &ListArgs,
+    output: OutputFormat,
+    since: chrono::DateTime<Utc>,
+) -> Result<(), Failure> {
+    use api::StreamEvent;
+    let mut stream = client
+        .instance_events(Some(since))
+        .await
+        .map_err(|e| Failure::client("", e))?;
+    let mut seen = std::collections::HashMap::new();
+    while let Some(event) = stream.next().await.map_err(|e| Failure::client("", e))? {
+        let StreamEvent::Instance(e) = event else {
+            continue;
+        };
+        if e.updated_at < since || seen.get(&e.id) == Some(&(e.generation, e.state)) {
+            continue;
+        }
+        seen.insert(e.id, (e.generation, e.state));
+        let inst = match client.get_instance(&e.id.to_string()).await {
+            Ok(inst) => inst,
+            Err(err) if err.is_not_found() => continue,
+            Err(err) => return Err(Failure::client(&e.name, err)),
+        };
+        if !args.keeps(&inst.owner, &inst.data_plane, inst.state) {
+            continue;
+        }
+        let line = match output {
+            OutputFormat::Json => serde_json::to_string(&inst)
+                .map(|l| l + "\n")
+                .map_err(std::io::Error::other)?,
+            OutputFormat::Yaml => format!("---\n{}", output::render_data(output, &inst)?),
+            OutputFormat::Name => format!("{}\n", inst.name),
+            f => view::list(
+                std::slice::from_ref(&inst),
+                Utc::now(),
+                f == OutputFormat::Wide,
+            )
+            .lines()
+            .nth(1)
+            .map(|row| format!("{row}\n"))
+            .unwrap_or_default(),
+        };
+        output::print_text(&line)?;
     }
     Ok(())
 }
@@ -560,8 +754,8 @@ async fn list(client: &Client, args: ListArgs, output: OutputFormat) -> Result<(
 async fn get(client: &Client, name: &str, output: OutputFormat) -> Result<(), Failure> {
     let inst = fetch(client, name).await?;
     match output {
-        OutputFormat::Json => output::print_json(&inst)?,
-        OutputFormat::Table => output::print_text(&view::details(&inst, Utc::now()))?,
+        f if f.is_data() => output::print_data(f, &inst)?,
+        _ => output::print_text(&view::details(&inst, Utc::now()))?,
     }
     Ok(())
 }
@@ -585,6 +779,7 @@ async fn update(client: &Client, args: UpdateArgs, output: OutputFormat) -> Resu
     }
     .apply(&current.spec)?;
     let mut spec = spec;
+    spec::declare_inside(&mut spec, &args.roles, &args.databases);
     if let Some(schedule) = args.backup_schedule {
         spec.backup.schedule = schedule;
     }
@@ -599,24 +794,27 @@ async fn update(client: &Client, args: UpdateArgs, output: OutputFormat) -> Resu
         );
         return finish(client, current, Goal::Settled, args.wait, output).await;
     }
-    eprint!("{}: changing\n{}", current.name, view::changes(&changes));
     let req = UpdateInstance {
         spec,
         expected_generation: Some(current.generation),
+        owner: None,
     };
     let updated = client
         .update_instance(&args.name, &req)
         .await
         .map_err(|e| match Failure::client(&args.name, e) {
-            Failure::Client { error, hint: None } if error.status() == Some(409) => Failure::Client {
-                error,
-                hint: Some(format!(
-                    "instance {} may have changed since generation {} was read; run the command again",
-                    args.name, current.generation
-                )),
-            },
+            Failure::Client { error, hint: None } if error.code() == Some("conflict") => {
+                Failure::Client {
+                    error,
+                    hint: Some(format!(
+                        "instance {} may have changed since generation {} was read; run the command again",
+                        args.name, current.generation
+                    )),
+                }
+            }
             other => other,
         })?;
+    eprint!("{}: changing\n{}", current.name, view::changes(&changes));
     eprint!("{}", view::restart_note(&updated));
     finish(client, updated, Goal::Settled, args.wait, output).await
 }
@@ -626,6 +824,7 @@ enum Action {
     Restart,
     Stop,
     Start,
+    Heal,
     Delete,
 }
 
@@ -636,17 +835,24 @@ async fn action(
     wait: WaitArgs,
     output: OutputFormat,
 ) -> Result<(), Failure> {
+    let generation_before = match action {
+        Action::Heal => fetch(client, name).await?.generation,
+        _ => 0,
+    };
     let result = match action {
         Action::Restart => client.instance_action(name, "restart").await,
         Action::Stop => client.instance_action(name, "stop").await,
         Action::Start => client.instance_action(name, "start").await,
+        Action::Heal => client.instance_action(name, "heal").await,
         Action::Delete => client.delete_instance(name).await,
     };
     let inst = match (result, action) {
         // Stopping a stopped instance (or starting a running one) asks for
         // what is already declared: nothing to do, and --wait still waits
         // for the instance to get there.
-        (Err(e @ ClientError::Api { status: 409, .. }), Action::Stop | Action::Start) => {
+        (Err(e @ ClientError::Api { status: 409, .. }), Action::Stop | Action::Start)
+            if e.code() == Some("illegal_transition") =>
+        {
             let inst = fetch(client, name).await?;
             let there = match action {
                 Action::Stop => matches!(inst.state, State::Stopped | State::Stopping),
@@ -668,11 +874,15 @@ async fn action(
             );
             inst
         }
+        (Ok(inst), Action::Heal) if inst.generation == generation_before => {
+            eprintln!("{name}: in sync with its declaration; nothing to heal");
+            inst
+        }
         (result, _) => result.map_err(|e| Failure::client(name, e))?,
     };
     let goal = match action {
         Action::Delete => Goal::Deleted,
-        Action::Restart | Action::Stop | Action::Start => Goal::Settled,
+        Action::Restart | Action::Stop | Action::Start | Action::Heal => Goal::Settled,
     };
     finish(client, inst, goal, wait, output).await
 }
@@ -683,8 +893,8 @@ async fn history(client: &Client, name: &str, output: OutputFormat) -> Result<()
         .await
         .map_err(|e| Failure::client(name, e))?;
     match output {
-        OutputFormat::Json => output::print_json(&history)?,
-        OutputFormat::Table => output::print_text(&view::history(&history))?,
+        f if f.is_data() => output::print_data(f, &history)?,
+        _ => output::print_text(&view::history(&history))?,
     }
     Ok(())
 }
@@ -693,16 +903,17 @@ async fn history(client: &Client, name: &str, output: OutputFormat) -> Result<()
 async fn credentials(
     client: &Client,
     name: &str,
+    role: Option<&str>,
     format: connect::CredentialsFormat,
     output: OutputFormat,
 ) -> Result<(), Failure> {
     let creds = client
-        .credentials(name)
+        .credentials_for(name, role)
         .await
         .map_err(|e| Failure::client(name, e))?;
     match output {
-        OutputFormat::Json => output::print_json(&creds)?,
-        OutputFormat::Table => output::print_text(&connect::render(&creds, format))?,
+        f if f.is_data() => output::print_data(f, &creds)?,
+        _ => output::print_text(&connect::render(&creds, format))?,
     }
     Ok(())
 }
@@ -745,8 +956,9 @@ async fn finish(
         inst
     };
     match output {
-        OutputFormat::Json => output::print_json(&inst)?,
-        OutputFormat::Table => output::print_text(&view::summary(&inst))?,
+        f if f.is_data() => output::print_data(f, &inst)?,
+        OutputFormat::Name => output::print_text(&format!("{}\n", inst.name))?,
+        _ => output::print_text(&view::summary(&inst, Utc::now()))?,
     }
     Ok(())
 }
@@ -806,7 +1018,7 @@ mod tests {
         assert_eq!(args.memory, DEFAULT_MEMORY);
         assert_eq!(args.storage, DEFAULT_STORAGE);
         assert!(!args.wait.wait);
-        assert_eq!(args.wait.timeout, Duration::from_secs(300));
+        assert_eq!(args.wait.timeout, Duration::from_secs(600));
     }
 
     #[test]
@@ -836,11 +1048,30 @@ mod tests {
         assert!(matches!(
             cmd,
             InstanceCommand::List(ListArgs {
-                state: Some(State::Up)
+                state: Some(State::Up),
+                ..
             })
         ));
         let err = parse(&["list", "--state", "running"]).unwrap_err();
         assert!(err.to_string().contains("one of Submitted, Up"), "{err}");
+    }
+
+    #[test]
+    fn list_filters_by_owner_and_data_plane() {
+        let InstanceCommand::List(args) =
+            parse(&["list", "--owner", "git", "--data-plane", "local", "-w"]).unwrap()
+        else {
+            panic!("not a list");
+        };
+        assert!(args.watch);
+        assert!(args.keeps("git:prod", "local", State::Up));
+        assert!(!args.keeps("git:prod", "k8s", State::Up));
+        assert!(!args.keeps("terraform", "local", State::Up));
+        let InstanceCommand::List(args) = parse(&["list", "--owner", "terraform"]).unwrap() else {
+            panic!("not a list");
+        };
+        assert!(args.keeps("terraform", "k8s", State::Stopped));
+        assert!(!args.keeps("api", "k8s", State::Stopped));
     }
 
     #[test]

@@ -147,13 +147,20 @@ pub struct ApiArgs {
     /// Bearer token (scoped to one organisation); `pgplane up` prints one.
     #[arg(long, env = "PGPLANE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// Change an instance another client manages (Terraform's, say): its
+    /// owner's next run may put it back. Instances a GitOps source manages
+    /// change only in git.
+    #[arg(long, global = true)]
+    pub override_owner: bool,
 }
 
 impl ApiArgs {
     /// The API client, or `None` (after saying why on stderr) without a token.
     pub fn client(&self) -> Option<api::Client> {
         match &self.token {
-            Some(token) => Some(api::Client::new(&self.endpoint, token)),
+            Some(token) => {
+                Some(api::Client::new(&self.endpoint, token).overriding_owner(self.override_owner))
+            }
             None => {
                 eprintln!("error: no token: set PGPLANE_TOKEN (`pgplane up` writes it to DATA_DIR/pgplane.env) or pass --token");
                 None

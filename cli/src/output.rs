@@ -17,6 +17,20 @@ pub enum OutputFormat {
     Table,
     /// Pretty-printed JSON, the API's own representation.
     Json,
+    /// The same as YAML.
+    Yaml,
+    /// A table with more columns (where a command has them).
+    Wide,
+    /// Only names, one per line, for scripts (where a command lists things).
+    Name,
+}
+
+impl OutputFormat {
+    /// Whether the result is printed as data (JSON or YAML) rather than
+    /// for people.
+    pub fn is_data(self) -> bool {
+        matches!(self, OutputFormat::Json | OutputFormat::Yaml)
+    }
 }
 
 /// Shown in a cell that has no value.
@@ -178,10 +192,34 @@ pub fn print_json<T: Serialize>(value: &T) -> io::Result<()> {
     print_text(&render_json(value)?)
 }
 
+/// Writes `value` to stdout as JSON or YAML ([`OutputFormat::is_data`]).
+pub fn print_data<T: Serialize>(format: OutputFormat, value: &T) -> io::Result<()> {
+    print_text(&render_data(format, value)?)
+}
+
+/// `value` as YAML for [`OutputFormat::Yaml`], as pretty JSON otherwise.
+pub fn render_data<T: Serialize>(format: OutputFormat, value: &T) -> io::Result<String> {
+    match format {
+        OutputFormat::Yaml => serde_yaml::to_string(value).map_err(io::Error::other),
+        _ => render_json(value),
+    }
+}
+
 pub fn render_json<T: Serialize>(value: &T) -> io::Result<String> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     Ok(text)
+}
+
+/// `text` on one line and at most `max` characters, ending in `…` when
+/// shortened.
+pub fn ellipsize(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() <= max && !text.contains('\n') {
+        return line.to_owned();
+    }
+    let kept: String = line.chars().take(max.saturating_sub(1)).collect();
+    format!("{}…", kept.trim_end())
 }
 
 /// A timestamp as people read it in tables: RFC 3339, UTC, whole seconds.

@@ -74,9 +74,62 @@ pub struct PlanArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-impl PlanArgs {
-    fn owner(&self) -> String {
-        format!("git:{}", self.source.as_deref().unwrap_or("unregistered"))
+/// The owner a plan acts as: `--source NAME` when given (it must be
+/// registered), else the one registered source that manages the declared
+/// instances that exist, else `git:unregistered`.
+async fn plan_owner(
+    args: &PlanArgs,
+    client: Option<&api::Client>,
+    declared: &gitops::DesiredSet,
+    current: &[api::Instance],
+) -> Result<String, String> {
+    let Some(client) = client else {
+        return Ok(format!(
+            "git:{}",
+            args.source.as_deref().unwrap_or("unregistered")
+        ));
+    };
+    let sources = client
+        .list_sources()
+        .await
+        .map_err(|e| format!("cannot list sources: {e}"))?;
+    let registered: Vec<&str> = sources.items.iter().map(|s| s.name.as_str()).collect();
+    if let Some(name) = &args.source {
+        if registered.contains(&name.as_str()) {
+            return Ok(format!("git:{name}"));
+        }
+        let suggestion = domain::settings::closest(name, registered.iter().copied())
+            .map(|s| format!("; did you mean {s:?}?"))
+            .unwrap_or_default();
+        let known = if registered.is_empty() {
+            "none is registered (`pgplane source add`)".to_owned()
+        } else {
+            format!("registered: {}", registered.join(", "))
+        };
+        return Err(format!(
+            "no such source {name:?} in this organisation ({known}){suggestion}"
+        ));
+    }
+    let mut managing: Vec<&str> = current
+        .iter()
+        .filter(|i| declared.get(&i.org, &i.name).is_some())
+        .filter_map(|i| i.owner.strip_prefix("git:"))
+        .filter(|s| registered.contains(s))
+        .collect();
+    managing.sort_unstable();
+    managing.dedup();
+    match managing.as_slice() {
+        [] => Ok("git:unregistered".to_owned()),
+        [one] => {
+            eprintln!(
+                "Planning as source {one:?}, which manages the instances these manifests declare (--source chooses another)"
+            );
+            Ok(format!("git:{one}"))
+        }
+        several => Err(format!(
+            "these manifests declare instances managed by several sources ({}); plan as one of them with --source NAME",
+            several.join(", ")
+        )),
     }
 }
 
@@ -136,7 +189,14 @@ pub async fn run(args: PlanArgs, client: Option<&api::Client>, output: PlanOutpu
         max_deletes: args.max_deletes,
         adopt: args.adopt,
     };
-    let plan = match gitops::plan(&desired, &current, &args.owner(), &plan_options) {
+    let owner = match plan_owner(&args, client, &desired, &current).await {
+        Ok(owner) => owner,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let plan = match gitops::plan(&desired, &current, &owner, &plan_options) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -158,7 +218,7 @@ pub async fn run(args: PlanArgs, client: Option<&api::Client>, output: PlanOutpu
     }
     if plan.has_conflicts() {
         eprintln!(
-            "error: {} declared instance(s) are managed by another owner; a sync would leave them alone (--adopt takes them over)",
+            "error: {} declared instance(s) are managed by another owner; a sync would leave them alone (--adopt takes them over, --source plans as the source that manages them)",
             plan.summary.conflict
         );
         return 1;

@@ -9,9 +9,14 @@ use crate::up::parse_duration;
 #[derive(clap::Subcommand, Debug)]
 pub enum SourceCommand {
     /// Watch a git repository: its manifests are synced every interval (and
-    /// at once on a push webhook).
+    /// at once on a push webhook). The branch is fetched first: a
+    /// repository, branch or path that cannot be read is refused.
+    ///
+    ///   pgplane source add prod --git https://git.example.com/infra.git --path instances
+    ///   pgplane source add prod --git … --prune --drift heal --adopt
     Add(AddArgs),
-    /// List sources with the commit in force.
+    /// List sources with their health: the commit in force, when they last
+    /// synced, and the newest sync's outcome and first error.
     List,
     /// Sync now and show what the sync did.
     Sync {
@@ -63,6 +68,11 @@ pub struct AddArgs {
     /// generated and printed once when not given.
     #[arg(long, env = "PGPLANE_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Register without reading the repository first (by default the
+    /// branch is fetched and a missing repository, branch or path is
+    /// refused): for a repository that does not exist yet.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -87,6 +97,7 @@ pub async fn run(cmd: SourceCommand, client: &api::Client, out: OutputFormat) ->
                 },
                 adopt: a.adopt,
                 webhook_secret: a.webhook_secret.map(WebhookSecret),
+                verify: !a.no_verify,
             };
             client
                 .create_source(&req)
@@ -135,8 +146,8 @@ pub async fn run(cmd: SourceCommand, client: &api::Client, out: OutputFormat) ->
 
 fn show<T: serde::Serialize>(out: OutputFormat, value: &T, render: impl Fn(&T) -> String) -> i32 {
     let printed = match out {
-        OutputFormat::Json => output::print_json(value),
-        OutputFormat::Table => output::print_text(&render(value)),
+        f if f.is_data() => output::print_data(f, value),
+        _ => output::print_text(&render(value)),
     };
     match printed {
         Ok(()) => 0,
@@ -176,19 +187,26 @@ fn render_source(endpoint: &str, s: &Source) -> String {
             s.last_sync_at
                 .map(output::timestamp)
                 .unwrap_or_else(|| NONE.to_owned()),
-        );
+        )
+        .field(
+            "Status",
+            s.last_outcome.as_deref().unwrap_or("not synced yet"),
+        )
+        .field("Error", s.last_error.as_deref().unwrap_or(NONE));
     d.render()
 }
 
 fn render_list(items: &[Source]) -> String {
+    let now = chrono::Utc::now();
     let mut t = Table::new([
         "NAME",
         "REPOSITORY",
         "BRANCH",
         "PATH",
         "COMMIT",
-        "PRUNE",
-        "DRIFT",
+        "SYNCED",
+        "STATUS",
+        "ERROR",
     ]);
     for s in items {
         t.row([
@@ -197,8 +215,14 @@ fn render_list(items: &[Source]) -> String {
             s.branch.clone(),
             s.path.clone(),
             short(s.last_good_commit.as_deref()),
-            s.prune.to_string(),
-            format!("{:?}", s.drift).to_lowercase(),
+            s.last_sync_at
+                .map(|at| format!("{} ago", output::age(at, now)))
+                .unwrap_or_default(),
+            s.last_outcome.clone().unwrap_or_else(|| "pending".into()),
+            s.last_error
+                .as_deref()
+                .map(|e| output::ellipsize(e, 80))
+                .unwrap_or_default(),
         ]);
     }
     t.render()

@@ -119,8 +119,8 @@ async fn execute(
                 .await
                 .map_err(|e| Failure::client(&org, e))?;
             match output {
-                OutputFormat::Json => output::print_json(&created)?,
-                OutputFormat::Table => output::print_text(&format!("{}\n", created.token))?,
+                f if f.is_data() => output::print_data(f, &created)?,
+                _ => output::print_text(&format!("{}\n", created.token))?,
             }
             Ok(())
         }
@@ -131,8 +131,8 @@ async fn execute(
                 .await
                 .map_err(|e| Failure::client("tokens", e))?;
             match output {
-                OutputFormat::Json => output::print_json(&list)?,
-                OutputFormat::Table => output::print_text(&render(&list))?,
+                f if f.is_data() => output::print_data(f, &list)?,
+                _ => output::print_text(&render(&list))?,
             }
             Ok(())
         }
@@ -143,8 +143,8 @@ async fn execute(
                 .await
                 .map_err(|e| Failure::client(&which, e))?;
             match output {
-                OutputFormat::Json => output::print_json(&revoked)?,
-                OutputFormat::Table => output::print_text(&format!(
+                f if f.is_data() => output::print_data(f, &revoked)?,
+                _ => output::print_text(&format!(
                     "revoked {} ({})\n",
                     revoked.name.as_deref().unwrap_or("unnamed token"),
                     revoked.id
@@ -172,10 +172,10 @@ async fn in_database(url: &str, new: &reconciler::auth::NewToken<'_>) -> anyhow:
 
 fn print_token(org: &str, token: &str, output: OutputFormat) -> Result<(), Failure> {
     match output {
-        OutputFormat::Json => {
-            output::print_json(&serde_json::json!({ "org": org, "token": token }))?
+        f if f.is_data() => {
+            output::print_data(f, &serde_json::json!({ "org": org, "token": token }))?
         }
-        OutputFormat::Table => output::print_text(&format!("{token}\n"))?,
+        _ => output::print_text(&format!("{token}\n"))?,
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! changes become visible.
 
 pub mod local;
+pub mod logs;
 pub mod runtime;
 pub mod simulated;
 
@@ -285,6 +286,12 @@ pub async fn handle<R: Runtime + ?Sized>(
                     return Outcome::Retry;
                 }
             }
+            if let Some(passwords) = &applied.role_passwords {
+                if let Err(e) = queues.put_role_secrets(event.instance_id, passwords).await {
+                    tracing::warn!(error = %e, "storing the role secrets failed; will retry");
+                    return Outcome::Retry;
+                }
+            }
             success_report(&event, applied)
         }
         Err(RuntimeError::NotConverged(why)) => {
@@ -416,6 +423,11 @@ pub async fn supervise<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
 /// Re-observes every instance and reports what it saw.
 pub async fn resync<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
     for obs in runtime.observe_all().await {
+        if let Some(log) = &obs.log {
+            if let Err(e) = queues.put_log(obs.instance_id, log).await {
+                tracing::warn!(error = %e, "storing a server log chunk failed");
+            }
+        }
         let report = StatusReport {
             observed: Some(obs.observed),
             activity: obs.activity,

@@ -10,7 +10,7 @@
 //!   **before** the data directory is created, so a crash mid-create resumes
 //!   with the same directory, port and password.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -57,6 +57,51 @@ pub struct LocalSettings {
     pub backup_repository: Option<agent::Repository>,
 }
 
+/// Generates a password for every role `spec` declares present that has
+/// none yet; returns whether any was generated (the state must then be
+/// saved before the role is created, so a crash keeps the password).
+fn generate_role_passwords(state: &mut InstanceState, spec: &InstanceSpec) -> bool {
+    let mut generated = false;
+    for role in spec.roles.iter().filter(|r| r.ensure.is_present()) {
+        state
+            .role_passwords
+            .entry(role.name.clone())
+            .or_insert_with(|| {
+                generated = true;
+                Secret::generate().expose().to_owned()
+            });
+    }
+    generated
+}
+
+/// Forgets the passwords of roles the applied spec declares absent.
+fn forget_dropped_roles(state: &mut InstanceState) {
+    for role in state.spec.roles.iter().filter(|r| !r.ensure.is_present()) {
+        state.role_passwords.remove(&role.name);
+    }
+}
+
+fn role_secrets(state: &InstanceState) -> agent::RolePasswords {
+    agent::RolePasswords::new(
+        state
+            .role_passwords
+            .iter()
+            .map(|(role, p)| (role.clone(), Secret::new(p.clone())))
+            .collect(),
+    )
+}
+
+/// The passwords of the roles the applied spec declares present.
+fn declared_passwords(state: &InstanceState) -> BTreeMap<String, String> {
+    state
+        .spec
+        .roles
+        .iter()
+        .filter(|r| r.ensure.is_present())
+        .filter_map(|r| Some((r.name.clone(), state.role_passwords.get(&r.name)?.clone())))
+        .collect()
+}
+
 /// The default [`LocalSettings::ports`].
 pub const DEFAULT_PORTS: RangeInclusive<u16> = 20000..=29999;
 
@@ -90,6 +135,9 @@ struct InstanceState {
     name: String,
     port: u16,
     password: String,
+    /// The passwords generated for the spec's declared roles.
+    #[serde(default)]
+    role_passwords: BTreeMap<String, String>,
     spec: InstanceSpec,
     applied_generation: i64,
     last_report: Option<ReportKind>,
@@ -134,6 +182,8 @@ pub struct LocalRuntime {
     pgbackrest: Option<PathBuf>,
     /// When deleted instances' backups were last looked at.
     expired_at: std::sync::Mutex<Option<Instant>>,
+    /// How far each server log was shipped.
+    log_cursors: crate::logs::LogCursors,
 }
 
 /// Supervision gives up on a server that crashed this often within
@@ -232,6 +282,7 @@ impl LocalRuntime {
         Ok(LocalRuntime {
             pgbackrest,
             expired_at: Default::default(),
+            log_cursors: Default::default(),
             settings,
             bins,
             run_as,
@@ -397,6 +448,7 @@ impl LocalRuntime {
                 name: event.name.clone(),
                 port: 0,
                 password: String::new(),
+                role_passwords: BTreeMap::new(),
                 spec: event.spec.clone(),
                 applied_generation: 0,
                 last_report: None,
@@ -410,6 +462,7 @@ impl LocalRuntime {
         state.deleted = true;
         state.deleted_at = Some(Utc::now());
         state.password.clear();
+        state.role_passwords.clear();
         state.applied_generation = event.generation;
         state.last_report = Some(ReportKind::Deleted);
         self.save(&state).await?;
@@ -540,6 +593,7 @@ impl LocalRuntime {
             connection: None,
             restarted: false,
             password: None,
+            role_passwords: None,
             backups: None,
         };
         // A deleted instance stays deleted, whatever arrives late.
@@ -557,6 +611,7 @@ impl LocalRuntime {
                     connection: Some(agent.connection()),
                     restarted: false,
                     password: Some(s.password.clone()),
+                    role_passwords: Some(declared_passwords(s)),
                     backups: None,
                 });
             }
@@ -599,6 +654,7 @@ impl LocalRuntime {
                     name: event.name.clone(),
                     port: free_port(&self.settings.ports, &used)?,
                     password: Secret::generate().expose().to_owned(),
+                    role_passwords: BTreeMap::new(),
                     spec: event.spec.clone(),
                     applied_generation: 0,
                     last_report: None,
@@ -625,9 +681,16 @@ impl LocalRuntime {
                 tokio::time::sleep(pause).await;
             }
         }
+        if generate_role_passwords(&mut state, &event.spec) {
+            self.save(&state).await?;
+        }
         let was_running = agent.is_running().await?;
         let outcome = agent
-            .converge(&event.spec, event.kind == EventKind::Restart)
+            .converge_with(
+                &event.spec,
+                event.kind == EventKind::Restart,
+                &role_secrets(&state),
+            )
             .await?;
         let report = report_kind(
             event.kind,
@@ -640,6 +703,7 @@ impl LocalRuntime {
             state.next_backup_at = next_backup(&event.spec, Utc::now());
         }
         state.spec = event.spec.clone();
+        forget_dropped_roles(&mut state);
         state.applied_generation = event.generation;
         state.last_report = Some(report);
         self.save(&state).await?;
@@ -649,6 +713,7 @@ impl LocalRuntime {
             connection: Some(agent.connection()),
             restarted: outcome.restarted,
             password: created.then(|| state.password.clone()),
+            role_passwords: Some(declared_passwords(&state)),
             backups: None,
         })
     }
@@ -969,8 +1034,18 @@ impl Runtime for LocalRuntime {
             }
             let lock = self.lock(s.instance_id);
             let _guard = lock.lock().await;
+            let mut log = None;
             let observed = match self.agent(&s) {
-                Ok(agent) => agent.sample(&s.spec).await.map_err(RuntimeError::from),
+                Ok(agent) => {
+                    log = self
+                        .log_cursors
+                        .read_new(s.instance_id, agent.log_file())
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(instance = %s.name, error = %e, "reading the server log failed");
+                            None
+                        });
+                    agent.sample(&s.spec).await.map_err(RuntimeError::from)
+                }
                 Err(e) => Err(e),
             };
             match observed {
@@ -979,6 +1054,7 @@ impl Runtime for LocalRuntime {
                     generation: s.applied_generation,
                     observed,
                     activity,
+                    log,
                 }),
                 Err(e) => {
                     tracing::warn!(instance = %s.name, error = %e, "observing instance failed")

@@ -14,6 +14,9 @@ pub struct Applied {
     pub restarted: bool,
     /// A password to put in the secret store (new instances only).
     pub password: Option<String>,
+    /// The passwords of the spec's declared roles (role → password), to
+    /// make the secret store's set; `None`: the runtime does not keep them.
+    pub role_passwords: Option<std::collections::BTreeMap<String, String>>,
     /// The instance's backups, when the runtime read them (e.g. the final
     /// catalog of a deleted instance, whose backups outlive it).
     pub backups: Option<BackupCatalog>,
@@ -38,6 +41,9 @@ pub struct Observation {
     pub observed: ObservedSpec,
     /// What the server was doing, when the runtime samples it.
     pub activity: Option<Activity>,
+    /// What the server's log gained since the last observation (whole
+    /// lines), when the runtime reads it.
+    pub log: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -48,6 +48,8 @@ fn observed(event: &DataPlaneEvent) -> ObservedSpec {
         pending_restart: Vec::new(),
         superuser_access: Some(event.spec.superuser_access),
         archive: None,
+        roles: None,
+        databases: None,
     }
 }
 
@@ -94,6 +96,7 @@ impl Runtime for SimulatedRuntime {
             }),
             restarted: event.restart_predicted,
             password: created.then(|| "simulated".to_owned()),
+            role_passwords: None,
             backups: None,
         })
     }
@@ -106,6 +109,7 @@ impl Runtime for SimulatedRuntime {
                 generation: *generation,
                 observed: observed.clone(),
                 activity: None,
+                log: None,
             })
             .collect()
     }

@@ -13,11 +13,12 @@ mod status;
 use kube::CustomResourceExt;
 
 pub use spec::{
-    ExtensionRef, PostgresInstance, PostgresInstanceSpec, ResourceRequests, MAX_NAME_LEN,
+    role_secret_name, DatabaseRef, ExtensionRef, PostgresInstance, PostgresInstanceSpec,
+    ResourceRequests, RoleRef, MAX_NAME_LEN,
 };
 pub use status::{
-    Condition, ConditionStatus, ConditionType, Connection, ObservedSpecStatus, Phase,
-    PostgresInstanceStatus,
+    Condition, ConditionStatus, ConditionType, Connection, ObservedDatabaseStatus,
+    ObservedRoleStatus, ObservedSpecStatus, Phase, PostgresInstanceStatus,
 };
 
 /// The API group of pgplane's resources.

@@ -89,6 +89,159 @@ pub struct PostgresInstanceSpec {
     /// `pgplane instance restart`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_request: Option<String>,
+    /// Databases besides `postgres`; those not listed are left alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseRef>,
+    /// Roles besides `postgres`; those not listed are left alone. Each
+    /// role's password is in the Secret `NAME-role-ROLE` (key `password`,
+    /// `_` written `-`), made by the operator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<RoleRef>,
+}
+
+/// A database inside the instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseRef {
+    #[schemars(regex(pattern = IDENTIFIER_PATTERN))]
+    pub name: String,
+    /// A declared role or `postgres`.
+    #[serde(default = "default_owner")]
+    #[schemars(regex(pattern = IDENTIFIER_PATTERN))]
+    pub owner: String,
+    /// Created inside this database.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<ExtensionRef>,
+    /// Created in this database, owned by its owner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schemas: Vec<String>,
+    /// `absent` drops the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["present", "absent"]))]
+    pub ensure: Option<String>,
+}
+
+/// A role inside the instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRef {
+    #[schemars(regex(pattern = IDENTIFIER_PATTERN))]
+    pub name: String,
+    #[serde(default = "yes")]
+    pub login: bool,
+    #[serde(default = "yes")]
+    pub inherit: bool,
+    /// Declared roles, `postgres`, or grantable predefined roles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_of: Vec<String>,
+    /// `-1`: no limit.
+    #[serde(default = "no_limit")]
+    #[schemars(range(min = -1))]
+    pub connection_limit: i32,
+    /// `absent` drops the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["present", "absent"]))]
+    pub ensure: Option<String>,
+}
+
+/// Role, database and schema names (checked fully by the control plane).
+const IDENTIFIER_PATTERN: &str = r"^[a-z_][a-z0-9_]{0,62}$";
+
+fn default_owner() -> String {
+    domain::inside::CLIENT_ROLE.to_owned()
+}
+fn yes() -> bool {
+    true
+}
+fn no_limit() -> i32 {
+    -1
+}
+
+fn ensure_to_crd(e: domain::Ensure) -> Option<String> {
+    (e == domain::Ensure::Absent).then(|| "absent".to_owned())
+}
+
+fn ensure_from_crd(e: Option<&str>) -> domain::Ensure {
+    match e {
+        Some("absent") => domain::Ensure::Absent,
+        _ => domain::Ensure::Present,
+    }
+}
+
+impl From<domain::Extension> for ExtensionRef {
+    fn from(e: domain::Extension) -> Self {
+        ExtensionRef {
+            name: e.name,
+            version: e.version,
+            ensure: ensure_to_crd(e.ensure),
+        }
+    }
+}
+
+impl From<ExtensionRef> for domain::Extension {
+    fn from(e: ExtensionRef) -> Self {
+        domain::Extension {
+            name: e.name,
+            version: e.version,
+            ensure: ensure_from_crd(e.ensure.as_deref()),
+        }
+    }
+}
+
+impl From<domain::Database> for DatabaseRef {
+    fn from(d: domain::Database) -> Self {
+        DatabaseRef {
+            name: d.name,
+            owner: d.owner,
+            extensions: d.extensions.into_iter().map(Into::into).collect(),
+            schemas: d.schemas,
+            ensure: ensure_to_crd(d.ensure),
+        }
+    }
+}
+
+impl From<DatabaseRef> for domain::Database {
+    fn from(d: DatabaseRef) -> Self {
+        domain::Database {
+            name: d.name,
+            owner: d.owner,
+            extensions: d.extensions.into_iter().map(Into::into).collect(),
+            schemas: d.schemas,
+            ensure: ensure_from_crd(d.ensure.as_deref()),
+        }
+    }
+}
+
+impl From<domain::Role> for RoleRef {
+    fn from(r: domain::Role) -> Self {
+        RoleRef {
+            name: r.name,
+            login: r.login,
+            inherit: r.inherit,
+            member_of: r.member_of,
+            connection_limit: r.connection_limit,
+            ensure: ensure_to_crd(r.ensure),
+        }
+    }
+}
+
+impl From<RoleRef> for domain::Role {
+    fn from(r: RoleRef) -> Self {
+        domain::Role {
+            name: r.name,
+            login: r.login,
+            inherit: r.inherit,
+            member_of: r.member_of,
+            connection_limit: r.connection_limit,
+            ensure: ensure_from_crd(r.ensure.as_deref()),
+        }
+    }
+}
+
+/// The Secret holding a declared role's password (Kubernetes names take no
+/// `_`; role names take no `-`, so the mapping is one to one).
+pub fn role_secret_name(instance: &str, role: &str) -> String {
+    format!("{instance}-role-{}", role.replace('_', "-"))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -154,19 +307,13 @@ impl From<domain::InstanceSpec> for PostgresInstanceSpec {
             replicas: s.replicas,
             resources: s.resources.into(),
             storage: s.storage,
-            extensions: s
-                .extensions
-                .into_iter()
-                .map(|e| ExtensionRef {
-                    name: e.name,
-                    version: e.version,
-                    ensure: (e.ensure == domain::Ensure::Absent).then(|| "absent".to_owned()),
-                })
-                .collect(),
+            extensions: s.extensions.into_iter().map(Into::into).collect(),
             config: s.config,
             stopped: s.stopped,
             superuser_access: s.superuser_access,
             restart_request: None,
+            databases: s.databases.into_iter().map(Into::into).collect(),
+            roles: s.roles.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -178,18 +325,7 @@ impl From<PostgresInstanceSpec> for domain::InstanceSpec {
             replicas: s.replicas,
             resources: s.resources.into(),
             storage: s.storage,
-            extensions: s
-                .extensions
-                .into_iter()
-                .map(|e| domain::Extension {
-                    name: e.name,
-                    version: e.version,
-                    ensure: match e.ensure.as_deref() {
-                        Some("absent") => domain::Ensure::Absent,
-                        _ => domain::Ensure::Present,
-                    },
-                })
-                .collect(),
+            extensions: s.extensions.into_iter().map(Into::into).collect(),
             config: s.config,
             stopped: s.stopped,
             superuser_access: s.superuser_access,
@@ -197,6 +333,8 @@ impl From<PostgresInstanceSpec> for domain::InstanceSpec {
             // Kubernetes data plane does not take them.
             backup: domain::BackupPolicy::default(),
             restore: None,
+            databases: s.databases.into_iter().map(Into::into).collect(),
+            roles: s.roles.into_iter().map(Into::into).collect(),
         }
     }
 }

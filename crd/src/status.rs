@@ -103,6 +103,85 @@ pub struct ObservedSpecStatus {
     /// Whether the `postgres` role is a superuser, as observed in the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superuser_access: Option<bool>,
+    /// The installed version of each extension.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extension_versions: BTreeMap<String, String>,
+    /// The declared roles that exist, as observed in the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<ObservedRoleStatus>>,
+    /// The declared databases that exist, as observed in the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<ObservedDatabaseStatus>>,
+}
+
+/// A declared role as observed (mirrors [`domain::ObservedRole`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedRoleStatus {
+    pub name: String,
+    pub login: bool,
+    pub inherit: bool,
+    #[serde(default)]
+    pub member_of: Vec<String>,
+    pub connection_limit: i32,
+}
+
+/// A declared database as observed (mirrors [`domain::ObservedDatabase`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedDatabaseStatus {
+    pub name: String,
+    pub owner: String,
+    #[serde(default)]
+    pub extension_versions: BTreeMap<String, String>,
+    #[serde(default)]
+    pub schemas: Vec<String>,
+}
+
+impl From<domain::ObservedRole> for ObservedRoleStatus {
+    fn from(r: domain::ObservedRole) -> Self {
+        Self {
+            name: r.name,
+            login: r.login,
+            inherit: r.inherit,
+            member_of: r.member_of,
+            connection_limit: r.connection_limit,
+        }
+    }
+}
+
+impl From<ObservedRoleStatus> for domain::ObservedRole {
+    fn from(r: ObservedRoleStatus) -> Self {
+        Self {
+            name: r.name,
+            login: r.login,
+            inherit: r.inherit,
+            member_of: r.member_of,
+            connection_limit: r.connection_limit,
+        }
+    }
+}
+
+impl From<domain::ObservedDatabase> for ObservedDatabaseStatus {
+    fn from(d: domain::ObservedDatabase) -> Self {
+        Self {
+            name: d.name,
+            owner: d.owner,
+            extension_versions: d.extension_versions,
+            schemas: d.schemas,
+        }
+    }
+}
+
+impl From<ObservedDatabaseStatus> for domain::ObservedDatabase {
+    fn from(d: ObservedDatabaseStatus) -> Self {
+        Self {
+            name: d.name,
+            owner: d.owner,
+            extension_versions: d.extension_versions,
+            schemas: d.schemas,
+        }
+    }
 }
 
 /// Where to connect; the password is in the Secret `secretName` (key
@@ -137,6 +216,9 @@ impl From<domain::ObservedSpec> for ObservedSpecStatus {
             running: o.running,
             pending_restart: o.pending_restart,
             superuser_access: o.superuser_access,
+            extension_versions: o.extension_versions,
+            roles: o.roles.map(|r| r.into_iter().map(Into::into).collect()),
+            databases: o.databases.map(|d| d.into_iter().map(Into::into).collect()),
         }
     }
 }
@@ -151,7 +233,9 @@ impl From<ObservedSpecStatus> for domain::ObservedSpec {
             pending_restart: o.pending_restart,
             superuser_access: o.superuser_access,
             archive: None,
-            extension_versions: BTreeMap::new(),
+            extension_versions: o.extension_versions,
+            roles: o.roles.map(|r| r.into_iter().map(Into::into).collect()),
+            databases: o.databases.map(|d| d.into_iter().map(Into::into).collect()),
         }
     }
 }

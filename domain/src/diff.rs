@@ -95,7 +95,54 @@ pub fn diff_specs(old: &InstanceSpec, new: &InstanceSpec) -> Vec<FieldChange> {
             to: Some(b.into_iter().collect::<Vec<_>>().join(",")),
         });
     }
+    out.extend(diff_inside(old, new));
     out.extend(diff_config(&old.config, &new.config));
+    out
+}
+
+/// Database- and role-level changes (`databases.NAME`, `roles.NAME`),
+/// each shown as its attributes (or `absent`); `None` where the other side
+/// does not declare it.
+fn diff_inside(old: &InstanceSpec, new: &InstanceSpec) -> Vec<FieldChange> {
+    fn changes<T>(
+        kind: &str,
+        old: &[T],
+        new: &[T],
+        name: impl Fn(&T) -> &str,
+        show: impl Fn(&T) -> String,
+    ) -> Vec<FieldChange> {
+        let side = |items: &[T]| -> BTreeMap<String, String> {
+            items
+                .iter()
+                .map(|i| (name(i).to_owned(), show(i)))
+                .collect()
+        };
+        let (a, b) = (side(old), side(new));
+        let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        names
+            .into_iter()
+            .filter(|n| a.get(*n) != b.get(*n))
+            .map(|n| FieldChange {
+                path: format!("{kind}.{n}"),
+                from: a.get(n).cloned(),
+                to: b.get(n).cloned(),
+            })
+            .collect()
+    }
+    let mut out = changes(
+        "roles",
+        &old.roles,
+        &new.roles,
+        |r| &r.name,
+        crate::inside::Role::display,
+    );
+    out.extend(changes(
+        "databases",
+        &old.databases,
+        &new.databases,
+        |d| &d.name,
+        crate::inside::Database::display,
+    ));
     out
 }
 
@@ -153,6 +200,40 @@ mod tests {
         let c = diff_specs(&a, &b);
         assert_eq!(c[1].from.as_deref(), Some("7d"));
         assert_eq!(c[1].to.as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn databases_and_roles_are_changes_by_name() {
+        use crate::inside::{Database, Role};
+        let a = InstanceSpec {
+            roles: vec![Role::new("app")],
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.roles[0].connection_limit = 5;
+        b.databases = vec![Database::new("shop", "app")];
+        let d = diff_specs(&a, &b);
+        let got: Vec<(&str, Option<&str>, Option<&str>)> = d
+            .iter()
+            .map(|c| (c.path.as_str(), c.from.as_deref(), c.to.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "roles.app",
+                    Some("login,inherit"),
+                    Some("login,inherit,connectionLimit=5")
+                ),
+                ("databases.shop", None, Some("owner=app")),
+            ]
+        );
+        assert!(!crate::predict_restart(&a, &b).required(), "reload only");
+        let mut c = b.clone();
+        c.roles[0].member_of = vec!["x".into(), "x".into()];
+        let mut e = b.clone();
+        e.roles[0].member_of = vec!["x".into()];
+        assert_eq!(diff_specs(&c, &e), vec![]);
     }
 
     #[test]

@@ -85,6 +85,16 @@ pub fn drift(declared: &InstanceSpec, observed: &ObservedSpec) -> Vec<FieldDrift
             );
         }
     }
+    if let Some(roles) = &observed.roles {
+        for (path, d, o) in crate::inside::role_drift(declared, roles) {
+            push(&path, Some(d), Some(o));
+        }
+    }
+    if let Some(databases) = &observed.databases {
+        for (path, d, o) in crate::inside::database_drift(declared, databases) {
+            push(&path, Some(d), Some(o));
+        }
+    }
     if !observed.pending_restart.is_empty() {
         push(
             "pendingRestart",
@@ -175,6 +185,8 @@ mod tests {
             pending_restart: vec![],
             superuser_access: Some(false),
             archive: None,
+            roles: None,
+            databases: None,
             extension_versions: [
                 ("hstore".to_owned(), "1.8".to_owned()),
                 ("pg_stat_statements".to_owned(), "1.10".to_owned()),

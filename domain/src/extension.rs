@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Ensure, InstanceSpec};
+use crate::spec::{Ensure, Extension, InstanceSpec};
 use crate::validate::ValidationErrors;
 
 /// What the files of one extension cannot say about it.
@@ -275,8 +275,9 @@ pub fn catalog_entry<'a>(
     })
 }
 
-/// Checks a spec's extensions against a data plane's catalog: each present
-/// one is available, at an available version; every error names the field.
+/// Checks a spec's extensions (the instance's and every database's)
+/// against a data plane's catalog: each present one is available, at an
+/// available version; every error names the field.
 pub fn check_against_catalog(
     spec: &InstanceSpec,
     catalog: &[AvailableExtension],
@@ -284,8 +285,34 @@ pub fn check_against_catalog(
     prefix: &str,
 ) -> Result<(), ValidationErrors> {
     let mut errs = ValidationErrors::default();
+    check_list(
+        &spec.extensions,
+        catalog,
+        data_plane,
+        &format!("{prefix}.extensions"),
+        &mut errs,
+    );
+    for (i, db) in spec.databases.iter().enumerate() {
+        check_list(
+            &db.extensions,
+            catalog,
+            data_plane,
+            &format!("{prefix}.databases[{i}].extensions"),
+            &mut errs,
+        );
+    }
+    errs.into_result()
+}
+
+fn check_list(
+    extensions: &[Extension],
+    catalog: &[AvailableExtension],
+    data_plane: &str,
+    path: &str,
+    errs: &mut ValidationErrors,
+) {
     let names: Vec<&str> = catalog.iter().map(|e| e.name.as_str()).collect();
-    for (i, ext) in spec.extensions.iter().enumerate() {
+    for (i, ext) in extensions.iter().enumerate() {
         if ext.ensure == Ensure::Absent {
             continue;
         }
@@ -294,7 +321,7 @@ pub fn check_against_catalog(
                 .map(|s| format!(" (did you mean {s:?}?)"))
                 .unwrap_or_default();
             errs.push(
-                format!("{prefix}.extensions[{i}].name"),
+                format!("{path}[{i}].name"),
                 format!(
                     "extension {:?} is not available on data plane {data_plane:?}{suggestion}; available: {}",
                     ext.name,
@@ -306,7 +333,7 @@ pub fn check_against_catalog(
         if let Some(version) = &ext.version {
             if !entry.versions.is_empty() && !entry.versions.contains(version) {
                 errs.push(
-                    format!("{prefix}.extensions[{i}].version"),
+                    format!("{path}[{i}].version"),
                     format!(
                         "version {version:?} of extension {:?} is not available on data plane {data_plane:?}; available: {}",
                         ext.name,
@@ -316,7 +343,6 @@ pub fn check_against_catalog(
             }
         }
     }
-    errs.into_result()
 }
 
 /// The libraries a spec's present extensions need preloaded, in order.
@@ -335,7 +361,6 @@ pub fn preload_libraries(spec: &InstanceSpec) -> Vec<&'static Reviewed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Extension;
 
     #[test]
     fn control_files_read_as_postgres_reads_them() {

@@ -9,6 +9,7 @@
 //! - [`restart`]: predicts whether a spec change needs a Postgres restart.
 //! - [`diff`]: field-level differences between two specs, normalised.
 //! - [`drift`]: declared versus observed, field by field.
+//! - [`inside`]: databases and roles declared inside an instance.
 //! - [`extension`]: the extension catalog of a data plane and checks against it.
 //! - [`backup`]: backup policy, restore targets, backup catalogs and the restore window.
 //! - [`message`]: what travels on the queues between control and data planes.
@@ -17,6 +18,7 @@ pub mod backup;
 pub mod diff;
 pub mod drift;
 pub mod extension;
+pub mod inside;
 pub mod message;
 pub mod name;
 pub mod quantity;
@@ -33,6 +35,7 @@ pub use backup::{
 pub use diff::{diff_specs, FieldChange};
 pub use drift::{drift, FieldDrift};
 pub use extension::AvailableExtension;
+pub use inside::{Database, ObservedDatabase, ObservedRole, Role};
 pub use message::{
     Activity, AgentStatus, DataPlaneEvent, EventKind, ReportKind, RestoreSource, StatusReport,
 };

@@ -9,7 +9,7 @@ use crate::settings::{self, value, SettingValue, VarType};
 pub struct QuantityError {
     pub value: String,
     pub what: &'static str,
-    pub expected: &'static str,
+    pub expected: std::borrow::Cow<'static, str>,
 }
 
 const CPU_EXPECTED: &str = "expected cores like \"1\", \"0.5\" or millicores like \"500m\"";
@@ -21,7 +21,7 @@ pub fn parse_cpu(value: &str) -> Result<u64, QuantityError> {
     let err = || QuantityError {
         value: value.to_owned(),
         what: "cpu quantity",
-        expected: CPU_EXPECTED,
+        expected: CPU_EXPECTED.into(),
     };
     let v = value.trim();
     let millis = if let Some(m) = v.strip_suffix('m') {
@@ -41,16 +41,18 @@ pub fn parse_cpu(value: &str) -> Result<u64, QuantityError> {
 
 /// A byte quantity (memory, storage) in bytes.
 pub fn parse_bytes(value: &str) -> Result<u64, QuantityError> {
-    let err = || QuantityError {
-        value: value.to_owned(),
-        what: "byte quantity",
-        expected: BYTES_EXPECTED,
-    };
     let v = value.trim();
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(v.len());
     let (num, suffix) = v.split_at(split);
+    let err = || QuantityError {
+        value: value.to_owned(),
+        what: "byte quantity",
+        expected: postgres_spelling(num, suffix)
+            .map(Into::into)
+            .unwrap_or(BYTES_EXPECTED.into()),
+    };
     let mult: u64 = match suffix {
         "" => 1,
         "k" => 1_000,
@@ -71,6 +73,23 @@ pub fn parse_bytes(value: &str) -> Result<u64, QuantityError> {
         return Err(err());
     }
     Ok(bytes.round() as u64)
+}
+
+/// What to write instead of a Postgres-style size (`1GB`, `512MB`), which
+/// resources do not take: they are Kubernetes quantities.
+fn postgres_spelling(num: &str, suffix: &str) -> Option<String> {
+    let prefix = match suffix.to_ascii_uppercase().as_str() {
+        "KB" => "K",
+        "MB" => "M",
+        "GB" => "G",
+        "TB" => "T",
+        "PB" => "P",
+        _ => return None,
+    };
+    let decimal = if prefix == "K" { "k" } else { prefix };
+    Some(format!(
+        "sizes of resources and storage are Kubernetes quantities: write \"{num}{prefix}i\" (binary, what Postgres calls {num}{prefix}B) or \"{num}{decimal}\" (decimal)"
+    ))
 }
 
 /// The canonical form of a parameter value, as Postgres reads it: memory in
@@ -119,6 +138,18 @@ pub fn check_setting_value(name: &str, value: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_postgres_style_size_is_told_its_kubernetes_spelling() {
+        let err = parse_bytes("1GB").unwrap_err().to_string();
+        assert!(
+            err.contains("write \"1Gi\" (binary, what Postgres calls 1GB) or \"1G\" (decimal)"),
+            "{err}"
+        );
+        let err = parse_bytes("512kb").unwrap_err().to_string();
+        assert!(err.contains("\"512Ki\"") && err.contains("\"512k\""), "{err}");
+        assert!(parse_bytes("lots").unwrap_err().to_string().contains("suffixes Ki Mi"));
+    }
 
     #[test]
     fn cpu() {

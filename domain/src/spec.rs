@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::backup::{ArchiveStatus, BackupPolicy, RestoreSpec};
+use crate::inside::{Database, ObservedDatabase, ObservedRole, Role};
 
 /// The Postgres major version used when a spec does not name one.
 pub const DEFAULT_POSTGRES_VERSION: &str = "15";
@@ -50,6 +51,14 @@ pub struct InstanceSpec {
     /// backups. Read only when the instance is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSpec>,
+    /// Databases inside the instance, besides `postgres`. Databases the
+    /// spec does not name are left alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<Database>,
+    /// Roles inside the instance, besides the client role `postgres`.
+    /// Roles the spec does not name are left alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -230,17 +239,31 @@ impl Default for InstanceSpec {
             superuser_access: false,
             backup: BackupPolicy::default(),
             restore: None,
+            databases: Vec::new(),
+            roles: Vec::new(),
         }
     }
 }
 
 impl InstanceSpec {
-    /// The canonical form: extensions sorted and de-duplicated, so two specs
-    /// that mean the same thing compare equal.
+    /// The canonical form: extensions, databases and roles (and their
+    /// lists) sorted and de-duplicated, so two specs that mean the same
+    /// thing compare equal.
     pub fn normalized(mut self) -> Self {
         self.extensions.sort();
         self.extensions.dedup();
+        crate::inside::normalize(&mut self);
         self
+    }
+
+    /// Every extension the spec declares, with the database it goes into
+    /// (`None`: the `postgres` database).
+    pub fn all_extensions(&self) -> impl Iterator<Item = (Option<&str>, &Extension)> {
+        self.extensions.iter().map(|e| (None, e)).chain(
+            self.databases
+                .iter()
+                .flat_map(|d| d.extensions.iter().map(move |e| (Some(d.name.as_str()), e))),
+        )
     }
 
     /// The extensions the spec wants installed (not those declared absent).
@@ -283,6 +306,14 @@ pub struct ObservedSpec {
     /// archive (or the server is not running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveStatus>,
+    /// The declared roles that exist (`pg_roles`); absent when the data
+    /// plane does not observe roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<ObservedRole>>,
+    /// The declared databases that exist; absent when the data plane does
+    /// not observe databases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<ObservedDatabase>>,
 }
 
 /// Where to connect. The password never travels with this: it lives in the

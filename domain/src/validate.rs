@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::quantity::{check_setting_value, parse_bytes, parse_cpu};
 use crate::settings::{self, Context};
-use crate::spec::{Ensure, InstanceSpec};
+use crate::spec::{Ensure, Extension, InstanceSpec};
 
 /// Postgres major versions pgplane can run.
 pub const SUPPORTED_VERSIONS: &[&str] = &["15"];
@@ -128,7 +128,8 @@ pub fn validate_spec_with(
     if let Err(e) = parse_bytes(&spec.storage) {
         errs.push(format!("{prefix}.storage"), e.to_string());
     }
-    check_extensions(spec, prefix, &mut errs);
+    check_extension_list(&spec.extensions, &format!("{prefix}.extensions"), &mut errs);
+    crate::inside::check(spec, prefix, &mut errs);
     let mut first_spelling: BTreeMap<String, &str> = BTreeMap::new();
     for (name, value) in &spec.config {
         let path = format!("{prefix}.config.{name}");
@@ -163,12 +164,18 @@ fn check_backup(spec: &InstanceSpec, prefix: &str, errs: &mut ValidationErrors) 
     }
 }
 
-fn check_extensions(spec: &InstanceSpec, prefix: &str, errs: &mut ValidationErrors) {
+/// Checks one list of extensions (the instance's or a database's); `path`
+/// is the list's, e.g. `spec.extensions`.
+pub(crate) fn check_extension_list(
+    extensions: &[Extension],
+    path: &str,
+    errs: &mut ValidationErrors,
+) {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, ext) in spec.extensions.iter().enumerate() {
+    for (i, ext) in extensions.iter().enumerate() {
         if !is_extension_name(&ext.name) {
             errs.push(
-                format!("{prefix}.extensions[{i}].name"),
+                format!("{path}[{i}].name"),
                 format!(
                     "{:?} is not a valid extension name: use lower-case letters, digits, '_' and '-'",
                     ext.name
@@ -178,12 +185,12 @@ fn check_extensions(spec: &InstanceSpec, prefix: &str, errs: &mut ValidationErro
         if let Some(version) = &ext.version {
             if ext.ensure == Ensure::Absent {
                 errs.push(
-                    format!("{prefix}.extensions[{i}].version"),
+                    format!("{path}[{i}].version"),
                     "an extension declared absent has no version: remove the version or the ensure",
                 );
             } else if !is_extension_version(version) {
                 errs.push(
-                    format!("{prefix}.extensions[{i}].version"),
+                    format!("{path}[{i}].version"),
                     format!(
                         "{version:?} is not a valid extension version: use letters, digits, '.', '_' and single '-' (e.g. \"1.8\", \"1.4-1\")"
                     ),
@@ -191,10 +198,10 @@ fn check_extensions(spec: &InstanceSpec, prefix: &str, errs: &mut ValidationErro
             }
         }
         match seen.get(ext.name.as_str()) {
-            Some(&first) if spec.extensions[first] != *ext => errs.push(
-                format!("{prefix}.extensions[{i}]"),
+            Some(&first) if extensions[first] != *ext => errs.push(
+                format!("{path}[{i}]"),
                 format!(
-                    "extension {:?} is declared twice (also {prefix}.extensions[{first}]) differently: declare it once",
+                    "extension {:?} is declared twice (also {path}[{first}]) differently: declare it once",
                     ext.name
                 ),
             ),
@@ -276,7 +283,6 @@ fn is_custom_parameter(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Extension;
 
     fn errors(spec: &InstanceSpec) -> Vec<(String, String)> {
         match validate_spec(spec, "spec") {

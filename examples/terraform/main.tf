@@ -3,7 +3,10 @@
 terraform {
   required_version = ">= 1.0"
   required_providers {
-    pgplane = { source = "registry.pgplane.io/pgplane/pgplane" }
+    pgplane = {
+      source  = "registry.pgplane.io/pgplane/pgplane"
+      version = "~> 0.1"
+    }
   }
 }
 
@@ -30,6 +33,18 @@ data "pgplane_instances" "up" {
 
 output "uri" {
   value     = pgplane_instance.orders.connection_uri
+  sensitive = true
+}
+
+# The same connection attribute by attribute: `terraform output -json pg_env`.
+output "pg_env" {
+  value = {
+    PGHOST     = pgplane_instance.orders.host
+    PGPORT     = pgplane_instance.orders.port
+    PGDATABASE = pgplane_instance.orders.dbname
+    PGUSER     = pgplane_instance.orders.user
+    PGPASSWORD = pgplane_instance.orders.password
+  }
   sensitive = true
 }
 

@@ -53,7 +53,8 @@ pub enum Action {
         spec: InstanceSpec,
     },
     Update {
-        /// The spec to send (the declared one, `stopped` kept as it is).
+        /// The spec to send: the declared one (a change of `stopped` is
+        /// applied as a stop or a start).
         spec: InstanceSpec,
         changes: Vec<FieldChange>,
         /// Why Postgres will restart; empty when it will not.
@@ -235,12 +236,11 @@ pub fn plan(
     })
 }
 
-/// Desired versus an existing instance, both normalised; `stopped` is not
-/// the source's business (it is kept as the instance has it).
+/// Desired versus an existing instance, both normalised. Whether it runs
+/// is declared like the rest (`stopped`, false when not given).
 fn update(current: &Instance, declared: &InstanceSpec, adopt_from: Option<String>) -> Action {
     let from = current.spec.clone().normalized();
     let mut to = declared.clone().normalized();
-    to.stopped = from.stopped;
     if from == to && adopt_from.is_none() {
         return Action::Unchanged;
     }

@@ -76,9 +76,14 @@ fn changes_cell(entry: &PlanEntry) -> String {
                 .to_owned()
         }
         Action::Orphan => "no longer declared; prune is off, left alone".to_owned(),
-        Action::Conflict { owner, source } => {
-            format!("managed by {owner}, declared by {source}; left alone (adopt to take it over)")
-        }
+        Action::Conflict { owner, source } => match owner.strip_prefix("git:") {
+            Some(name) => format!(
+                "managed by {owner}, declared by {source}; left alone (plan as that source with --source {name})"
+            ),
+            None => {
+                format!("managed by {owner}, declared by {source}; left alone (adopt to take it over)")
+            }
+        },
     }
 }
 

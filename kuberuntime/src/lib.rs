@@ -342,6 +342,7 @@ impl Runtime for KubernetesRuntime {
                 connection: None,
                 restarted: false,
                 password: None,
+                role_passwords: None,
                 backups: None,
             });
         }
@@ -370,6 +371,7 @@ impl Runtime for KubernetesRuntime {
             connection: connection(&pi),
             restarted,
             password,
+            role_passwords: None,
             backups: None,
         })
     }
@@ -400,6 +402,7 @@ impl Runtime for KubernetesRuntime {
                     generation: applied_generation(pi)?,
                     observed: observed(pi)?,
                     activity: None,
+                    log: None,
                 })
             })
             .collect()

@@ -67,10 +67,7 @@ pub async fn read_instance(ctx: &Ctx, config: &Value) -> (Value, Diagnostics) {
                 .collect(),
         ),
     );
-    v.set(
-        "connection_uri",
-        Value::opt_string(creds.map(|c| c.uri.clone())),
-    );
+    crate::instance::model::set_connection(&mut v, inst.connection.as_ref(), creds.as_ref());
     (v, vec![])
 }
 

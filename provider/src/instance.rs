@@ -5,10 +5,14 @@
 //! - [`plan`]: validation with attribute paths, and planning by Terraform's
 //!   rules (computed values unknown only when they can change, replacement
 //!   paths, restart warnings).
+//! - [`catalog`]: the data plane's extension catalog, read once per
+//!   provider process, judging newly declared extensions at plan time.
 //! - [`apply`]: create, update, delete, read and import against the API,
 //!   waiting for the data plane.
 
 pub mod apply;
+pub mod catalog;
+pub mod inside;
 pub mod model;
 pub mod plan;
 

@@ -1,6 +1,6 @@
 //! The provider's schemas, declared once and turned into tfplugin6 `Schema`
-//! messages. Only protocol 6.0 features are used (plain attributes and a
-//! single nested block), so Terraform 1.0 understands them.
+//! messages. Only protocol 6.0 features are used (plain attributes and
+//! nested blocks), so Terraform 1.0 understands them.
 
 use crate::tfplugin::tfplugin6 as pb;
 use crate::value::Value;
@@ -98,11 +98,13 @@ pub struct Attribute {
     pub sensitive: bool,
 }
 
-/// A nested block with `SINGLE` nesting (`timeouts { … }`).
+/// A nested block: `SINGLE` nesting (`timeouts { … }`), or `LIST` nesting
+/// (`role { … }` repeated) when `list`.
 #[derive(Debug, Clone)]
 pub struct NestedBlock {
     pub name: &'static str,
     pub block: Block,
+    pub list: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -143,7 +145,10 @@ impl Block {
             .iter()
             .map(|a| (a.name, a.ty.clone()))
             .collect();
-        attrs.extend(self.blocks.iter().map(|b| (b.name, b.block.object_type())));
+        attrs.extend(self.blocks.iter().map(|b| {
+            let ty = b.block.object_type();
+            (b.name, if b.list { Type::List(Box::new(ty)) } else { ty })
+        }));
         Type::Object(attrs)
     }
 
@@ -183,7 +188,11 @@ impl Block {
                 .map(|b| pb::schema::NestedBlock {
                     type_name: b.name.to_owned(),
                     block: Some(b.block.block_proto(0)),
-                    nesting: pb::schema::nested_block::NestingMode::Single as i32,
+                    nesting: if b.list {
+                        pb::schema::nested_block::NestingMode::List as i32
+                    } else {
+                        pb::schema::nested_block::NestingMode::Single as i32
+                    },
                     min_items: 0,
                     max_items: 0,
                 })
@@ -270,6 +279,16 @@ fn observed_attributes() -> Vec<Attribute> {
         attr("host", Type::String, "Host to connect to.").computed(),
         attr("port", Type::Number, "Port to connect to.").computed(),
         attr(
+            "dbname",
+            Type::String,
+            "Database to connect to (libpq's `dbname`).",
+        )
+        .computed(),
+        attr("user", Type::String, "Role to connect as.").computed(),
+        attr("password", Type::String, "The role's password.")
+            .computed()
+            .sensitive(),
+        attr(
             "connection_uri",
             Type::String,
             "`postgres://user:password@host:port/database`, password included.",
@@ -353,25 +372,82 @@ pub fn instance_resource() -> Block {
             "With `restore_from`: the WAL position to recover to (`0/3000060`). Changing it replaces the instance.",
         )
         .optional(),
+        attr(
+            "stopped",
+            Type::Bool,
+            "Whether the instance is stopped. Defaults to `false`. `true` stops Postgres (the data stays), `false` starts it again; changing it updates the instance in place. A stop outside Terraform shows as a change in the next plan.",
+        )
+        .optional()
+        .computed(),
+        attr(
+            "owner",
+            Type::String,
+            "Who manages the instance: `terraform` for instances this provider creates or imports.",
+        )
+        .computed(),
     ];
     attributes.extend(observed_attributes());
     Block {
         description:
             "A Postgres instance managed by pgplane. `terraform apply` returns when it is `Up`.",
         attributes,
-        blocks: vec![NestedBlock {
-            name: "timeouts",
-            block: Block {
-                description:
-                    "How long to wait for the instance. Durations such as `30s`, `5m`, `1h`.",
-                attributes: vec![
-                    attr("create", Type::String, "Default `10m`.").optional(),
-                    attr("update", Type::String, "Default `10m`.").optional(),
-                    attr("delete", Type::String, "Default `10m`.").optional(),
-                ],
-                blocks: vec![],
+        blocks: vec![
+            NestedBlock {
+                name: "timeouts",
+                block: Block {
+                    description:
+                        "How long to wait for the instance. Durations such as `30s`, `5m`, `1h`.",
+                    attributes: vec![
+                        attr("create", Type::String, "Default `10m`.").optional(),
+                        attr("update", Type::String, "Default `10m`.").optional(),
+                        attr("delete", Type::String, "Default `10m`.").optional(),
+                    ],
+                    blocks: vec![],
+                },
+                list: false,
             },
-        }],
+            role_block(),
+            database_block(),
+        ],
+    }
+}
+
+/// `role { … }`, repeated: roles declared inside the instance.
+fn role_block() -> NestedBlock {
+    NestedBlock {
+        name: "role",
+        list: true,
+        block: Block {
+            description: "A role inside the instance (repeat the block for more). Its password is generated by the data plane; read it with `pgplane instance credentials NAME --role ROLE`. Roles no block declares are left alone; `ensure = \"absent\"` drops one.",
+            attributes: vec![
+                attr("name", Type::String, "Role name: lower-case letters, digits and `_`; not `postgres`, `pgplane` or `pg_…`.").required(),
+                attr("login", Type::Bool, "Whether it may log in. Defaults to `true`.").optional(),
+                attr("inherit", Type::Bool, "Whether it uses the privileges of the roles it is a member of. Defaults to `true`.").optional(),
+                attr("member_of", set_of_strings(), "Every role it is a member of: declared roles, `postgres`, or predefined roles that reach no server file or program (`pg_read_all_data`, `pg_monitor`, …). Memberships not listed are revoked.").optional(),
+                attr("connection_limit", Type::Number, "Most concurrent connections; `-1` (the default) for no limit.").optional(),
+                attr("ensure", Type::String, "`present` (the default) or `absent` (dropped; refused while objects depend on it).").optional(),
+            ],
+            blocks: vec![],
+        },
+    }
+}
+
+/// `database { … }`, repeated: databases declared inside the instance.
+fn database_block() -> NestedBlock {
+    NestedBlock {
+        name: "database",
+        list: true,
+        block: Block {
+            description: "A database inside the instance (repeat the block for more). Databases no block declares are left alone; `ensure = \"absent\"` drops one.",
+            attributes: vec![
+                attr("name", Type::String, "Database name: lower-case letters, digits and `_`.").required(),
+                attr("owner", Type::String, "A role a `role` block declares, or `postgres` (the default).").optional(),
+                attr("extensions", set_of_strings(), "Extensions created inside this database, each `name` or `name=version`.").optional(),
+                attr("schemas", set_of_strings(), "Schemas created in this database, owned by its owner.").optional(),
+                attr("ensure", Type::String, "`present` (the default) or `absent` (dropped; refused while sessions are connected).").optional(),
+            ],
+            blocks: vec![],
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::diag::{self, attr_path, Diagnostics};
-use crate::instance::{self, Ctx};
+use crate::instance::{self, catalog::Catalogs, Ctx};
 use crate::schema::{
     self, Block, BACKUPS, EXTENSIONS, INSTANCE, INSTANCES, INSTANCE_SCHEMA_VERSION,
 };
@@ -35,6 +35,8 @@ pub struct Provider {
     /// Cancelled by `StopProvider` (and on shutdown): in-flight waits end.
     stop: CancellationToken,
     schemas: Schemas,
+    /// Extension catalogs read for plans, kept for the process's lifetime.
+    catalogs: Catalogs,
 }
 
 struct Schemas {
@@ -60,6 +62,7 @@ impl Provider {
                 backups_data: schema::backups_data_source(),
                 extensions_data: schema::extensions_data_source(),
             },
+            catalogs: Catalogs::default(),
         }
     }
 
@@ -74,6 +77,25 @@ impl Provider {
                 "The pgplane provider is not configured",
                 "ConfigureProvider was not called before this operation.",
             )]),
+        }
+    }
+
+    /// Errors for the extensions `config` newly declares that the data
+    /// plane does not offer; none when the provider is not configured or
+    /// the catalog cannot be read (apply then has the last word).
+    async fn check_extensions(&self, prior: &Value, config: &Value) -> Diagnostics {
+        let declared = instance::catalog::newly_declared(prior, config);
+        if declared.is_empty() {
+            return Vec::new();
+        }
+        let Ok(ctx) = self.ctx() else {
+            return Vec::new();
+        };
+        // `pgplane_instance` has no data plane of its own: the control
+        // plane's default one runs it.
+        match self.catalogs.get(&ctx.client, None).await {
+            Some(catalog) => instance::catalog::check(&declared, &catalog),
+            None => Vec::new(),
         }
     }
 
@@ -183,7 +205,7 @@ impl provider_server::Provider for Provider {
             }
         }
         Ok(Response::new(pb::validate_provider_config::Response {
-            diagnostics,
+            diagnostics: diag::named(diagnostics),
         }))
     }
 
@@ -221,7 +243,8 @@ impl provider_server::Provider for Provider {
         let token = setting("token", &self.defaults.token, "PGPLANE_TOKEN");
         if let (Some(endpoint), Some(token)) = (endpoint, token) {
             tracing::debug!(%endpoint, "configured");
-            *self.client.write().expect("client lock") = Some(api::Client::new(&endpoint, &token));
+            *self.client.write().expect("client lock") =
+                Some(api::Client::new(&endpoint, &token).acting_as("terraform"));
         }
         Ok(Response::new(pb::configure_provider::Response {
             diagnostics,
@@ -238,7 +261,7 @@ impl provider_server::Provider for Provider {
         let mut diagnostics = block.read_only_set(&config);
         diagnostics.extend(instance::validate(&config));
         Ok(Response::new(pb::validate_resource_config::Response {
-            diagnostics,
+            diagnostics: diag::named(diagnostics),
         }))
     }
 
@@ -254,7 +277,7 @@ impl provider_server::Provider for Provider {
             diagnostics.extend(data_sources::validate_instances(&config));
         }
         Ok(Response::new(pb::validate_data_resource_config::Response {
-            diagnostics,
+            diagnostics: diag::named(diagnostics),
         }))
     }
 
@@ -319,7 +342,11 @@ impl provider_server::Provider for Provider {
         let block = self.resource_block(&r.type_name)?;
         let prior = decode(r.prior_state.as_ref(), block)?;
         let proposed = decode(r.proposed_new_state.as_ref(), block)?;
-        let plan = instance::plan(&prior, proposed);
+        let config = decode(r.config.as_ref(), block)?;
+        let mut plan = instance::plan(&prior, proposed, &config);
+        if !plan.planned.is_null() && !diag::has_errors(&plan.diagnostics) {
+            plan.diagnostics.extend(self.check_extensions(&prior, &config).await);
+        }
         Ok(Response::new(pb::plan_resource_change::Response {
             planned_state: encode(plan.planned, block),
             requires_replace: plan.requires_replace,

@@ -21,6 +21,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+pub mod logs;
 pub mod sealed;
 
 pub use pgmq::Message;
@@ -304,6 +305,55 @@ impl Queues {
         .await
         .map_err(sql("store instance secret"))?;
         Ok(())
+    }
+
+    /// Makes the stored passwords of an instance's declared roles `passwords`
+    /// (role → password, each sealed like [`Queues::put_secret`]); roles
+    /// not in it lose theirs. One transaction.
+    pub async fn put_role_secrets(
+        &self,
+        instance_id: Uuid,
+        passwords: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let key = sealed::SealingKey::current(&self.pool)
+            .await?
+            .ok_or_else(|| {
+                Error::Sealing(
+                    "no sealing key is published yet (the control plane has not started)".into(),
+                )
+            })?;
+        let mut tx = self.pool.begin().await.map_err(sql("store role secrets"))?;
+        let roles: Vec<&str> = passwords.keys().map(String::as_str).collect();
+        sqlx::query("delete from role_secrets where instance_id = $1 and role <> all($2)")
+            .bind(instance_id)
+            .bind(&roles)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("store role secrets"))?;
+        for (role, password) in passwords {
+            sqlx::query(
+                "insert into role_secrets (instance_id, role, password) values ($1, $2, $3)
+                 on conflict (instance_id, role) do update set password = excluded.password, updated_at = now()",
+            )
+            .bind(instance_id)
+            .bind(role)
+            .bind(key.seal(password))
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("store role secrets"))?;
+        }
+        tx.commit().await.map_err(sql("store role secrets"))?;
+        Ok(())
+    }
+
+    /// A declared role's password as stored: sealed.
+    pub async fn get_role_secret(&self, instance_id: Uuid, role: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("select password from role_secrets where instance_id = $1 and role = $2")
+            .bind(instance_id)
+            .bind(role)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql("read role secret"))
     }
 
     /// An instance's password as stored: sealed (open it with the control

@@ -306,9 +306,15 @@ async fn publish_in(conn: &mut PgConnection, key: &SealingKey) -> Result<()> {
 }
 
 /// Every stored secret: (table, key column, value column).
-const STORES: [(&str, &str, &str); 2] = [
+const STORES: [(&str, &str, &str); 4] = [
     ("instance_secrets", "instance_id::text", "password"),
+    (
+        "role_secrets",
+        "instance_id::text || '/' || role",
+        "password",
+    ),
     ("sources", "org || '/' || name", "webhook_secret"),
+    ("instance_logs", "id::text", "chunk"),
 ];
 
 /// Re-seals every stored secret with `ring`'s current key (opening each

@@ -24,6 +24,12 @@ pub struct Caller {
     /// Set when a GitOps source acts: its owner name (`git:<source>`) and
     /// the actor written to history (`git:<source>@<sha>`).
     pub source: Option<SourceActor>,
+    /// The client owner acting when no source acts (`api`, or `terraform`
+    /// from the [`api::OWNER_HEADER`]).
+    pub client_owner: &'static str,
+    /// Whether the caller asked to change instances another client owns
+    /// ([`api::OVERRIDE_OWNER_HEADER`]).
+    pub override_owner: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +47,16 @@ impl Caller {
             token_id,
             token_name: None,
             source: None,
+            client_owner: api::CLIENT_OWNERS[0],
+            override_owner: false,
+        }
+    }
+
+    /// Who acts: the source's `git:NAME`, or the client owner.
+    pub fn acting_owner(&self) -> &str {
+        match &self.source {
+            Some(s) => &s.owner,
+            None => self.client_owner,
         }
     }
 
@@ -185,8 +201,42 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(ApiError::Unauthorized)?
             .trim();
-        authenticate(&state.pool, token)
+        let mut caller = authenticate(&state.pool, token)
             .await?
-            .ok_or(ApiError::Unauthorized)
+            .ok_or(ApiError::Unauthorized)?;
+        let header = |name: &str| {
+            parts.headers.get(name).map(|v| {
+                v.to_str()
+                    .map(str::trim)
+                    .map_err(|_| ApiError::invalid(name, "must be plain text"))
+            })
+        };
+        if let Some(owner) = header(api::OWNER_HEADER).transpose()? {
+            caller.client_owner = api::CLIENT_OWNERS
+                .into_iter()
+                .find(|o| o.eq_ignore_ascii_case(owner))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        api::OWNER_HEADER,
+                        format!(
+                            "{owner:?} is not a client owner; one of {}",
+                            api::CLIENT_OWNERS.join(", ")
+                        ),
+                    )
+                })?;
+        }
+        if let Some(value) = header(api::OVERRIDE_OWNER_HEADER).transpose()? {
+            caller.override_owner = match value.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(ApiError::invalid(
+                        api::OVERRIDE_OWNER_HEADER,
+                        format!("{value:?} is not a boolean; use true or false"),
+                    ))
+                }
+            };
+        }
+        Ok(caller)
     }
 }

@@ -26,6 +26,8 @@ pub enum Command {
     Update {
         spec: Box<InstanceSpec>,
         expected_generation: Option<i64>,
+        /// Hand the instance to this client owner as well.
+        owner: Option<String>,
     },
     Restart,
     Stop,
@@ -157,6 +159,7 @@ pub async fn execute(
         Command::Update {
             spec,
             expected_generation,
+            ..
         } => {
             validate_spec(spec, "spec").map_err(ApiError::Invalid)?;
             if let Some(g) = expected_generation {
@@ -200,10 +203,18 @@ pub async fn execute(
     )
     .map_err(|e| ApiError::deleted_or(current, name, e))?;
 
-    if let Command::Update { spec: sent, .. } = &command {
+    let mut row = row;
+    if let Command::Update {
+        spec: sent, owner, ..
+    } = &command
+    {
         check_extensions_available(&mut tx, &row.data_plane, sent).await?;
+        if let Some(owner) = owner.as_deref().filter(|o| *o != row.owner) {
+            hand_over(&mut tx, caller, &mut row, owner).await?;
+        }
         // An update that changes nothing is not an event: nothing is enqueued.
         if diff_specs(&old_spec, &new_spec).is_empty() && current != State::Error {
+            tx.commit().await?;
             return Ok(row.into_api());
         }
     }
@@ -254,6 +265,29 @@ pub async fn execute(
     Ok(updated.into_api())
 }
 
+/// Heals one instance: when its data plane reports drift, re-sends its
+/// declared spec (restarting when a drifted parameter needs it); an
+/// instance in sync comes back unchanged.
+pub async fn heal(state: &AppState, caller: &Caller, name: &str) -> Result<Instance> {
+    let mut conn = state.pool.acquire().await?;
+    let row = store::find_instance(&mut conn, &caller.org, name, false).await?;
+    drop(conn);
+    let command = Command::Heal { restart: vec![] };
+    check_owner(caller, &row, &command)?;
+    let drift = crate::drift::instance_drift(row.clone(), chrono::Utc::now());
+    if drift.status != api::DriftStatus::Drifted {
+        return Ok(row.into_api());
+    }
+    let (restart, _) = crate::drift::heal_plan(&drift);
+    execute(
+        state,
+        caller,
+        &row.id.to_string(),
+        Command::Heal { restart },
+    )
+    .await
+}
+
 /// Who owns an instance `caller` creates: a GitOps source owns what it
 /// creates; a client may choose only [`api::CLIENT_OWNERS`] (`api` by
 /// default), never a source's `git:NAME`.
@@ -274,24 +308,85 @@ fn creating_owner(caller: &Caller, requested: Option<&str>) -> std::result::Resu
     }
 }
 
-/// One owner per instance: an instance a GitOps source manages changes only
-/// through that source (its spec and its existence; restart/stop/start are
-/// operations and stay open).
+/// One owner per instance. What an instance declares (its spec, whether
+/// it runs, its existence) changes only through its owner: a GitOps
+/// source's instances through that source, a client's (`api`,
+/// `terraform`) through that client, or through another client that
+/// overrides explicitly. Restarts are operations and stay open.
 fn check_owner(caller: &Caller, row: &InstanceRow, command: &Command) -> Result<()> {
-    let declarative = matches!(
-        command,
-        Command::Update { .. } | Command::Delete | Command::Heal { .. }
-    );
-    let acting = caller.source.as_ref().map(|s| s.owner.as_str());
-    let foreign_git = row.owner.starts_with("git:") && acting != Some(row.owner.as_str());
-    if declarative && foreign_git {
-        return Err(ApiError::Conflict(format!(
-            "instance {:?} is managed by {}; change it there (or let another source adopt it), not as {}",
-            row.name,
-            row.owner,
-            acting.unwrap_or("api")
+    let acting = caller.acting_owner();
+    if matches!(command, Command::Restart) || row.owner == acting {
+        return Ok(());
+    }
+    let refuse = |message: String| ApiError::OwnedElsewhere {
+        owner: row.owner.clone(),
+        message,
+    };
+    if row.owner.starts_with("git:") || caller.source.is_some() {
+        let how = match command {
+            Command::Stop | Command::Start => {
+                "declare `stopped: true` or `false` in its manifest there"
+            }
+            Command::Delete => "remove it from the manifests there (with prune on)",
+            _ => "change its manifest there",
+        };
+        return Err(refuse(format!(
+            "instance {:?} is managed by {}: {how} (or let another source adopt it); {acting} may not change it",
+            row.name, row.owner
         )));
     }
+    if caller.override_owner {
+        return Ok(());
+    }
+    let how = match row.owner.as_str() {
+        "terraform" => "change it in its Terraform configuration and run terraform apply",
+        _ => "change it through the API or the CLI (terraform import takes it over)",
+    };
+    Err(refuse(format!(
+        "instance {:?} is managed by {}: {how}, or override with --override-owner (header {}: true), knowing that its owner's next run may put it back",
+        row.name,
+        row.owner,
+        api::OVERRIDE_OWNER_HEADER
+    )))
+}
+
+/// Gives `row` to the client owner `owner`, inside `tx`, with a history
+/// entry; [`check_owner`] has let the caller change it.
+async fn hand_over(
+    tx: &mut PgConnection,
+    caller: &Caller,
+    row: &mut InstanceRow,
+    owner: &str,
+) -> Result<()> {
+    if !api::CLIENT_OWNERS.contains(&owner) {
+        return Err(ApiError::invalid(
+            "owner",
+            format!(
+                "{owner:?} is not an owner a client may set; one of {}",
+                api::CLIENT_OWNERS.join(", ")
+            ),
+        ));
+    }
+    sqlx::query("update instances set owner = $2 where id = $1")
+        .bind(row.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+    let detail = format!("owner: {} → {owner}", row.owner);
+    store::record_history(
+        tx,
+        HistoryRecord {
+            instance_id: row.id,
+            from: Some(row.state()),
+            event: "Owner",
+            to: row.state(),
+            generation: row.generation,
+            actor: &caller.actor(),
+            detail: Some(&detail),
+        },
+    )
+    .await?;
+    row.owner = owner.to_owned();
     Ok(())
 }
 

@@ -44,6 +44,37 @@ pub fn instance_drift(row: InstanceRow, now: DateTime<Utc>) -> InstanceDrift {
     }
 }
 
+/// What healing a drifted instance means: the restart its drifted fields
+/// need to be put back (empty: a reload will do), and a line naming each
+/// field, observed → declared.
+pub fn heal_plan(item: &InstanceDrift) -> (Vec<String>, String) {
+    let restart = item
+        .fields
+        .iter()
+        .filter(|f| {
+            f.path == "pendingRestart"
+                || f.path
+                    .strip_prefix("config.")
+                    .is_some_and(domain::settings::needs_restart)
+        })
+        .map(|f| format!("{} drifted and only takes effect after a restart", f.path))
+        .collect();
+    let detail = item
+        .fields
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: observed {} → declared {}",
+                f.path,
+                f.observed.as_deref().unwrap_or("unset"),
+                f.declared.as_deref().unwrap_or("unset")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    (restart, detail)
+}
+
 /// The drift report of an organisation's live instances.
 pub async fn report(conn: &mut PgConnection, org: &str, now: DateTime<Utc>) -> Result<DriftReport> {
     let rows = store::list_instances(conn, org, None).await?;

@@ -31,6 +31,10 @@ pub enum ApiError {
     Transition(#[from] TransitionError),
     #[error("{0}")]
     Conflict(String),
+    /// The instance is managed by another owner (a GitOps source, or
+    /// another client without the override).
+    #[error("{message}")]
+    OwnedElsewhere { owner: String, message: String },
     #[error("the control-plane database is unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("internal error")]
@@ -116,6 +120,7 @@ impl IntoResponse for ApiError {
             ApiError::Deleted { .. } => (StatusCode::CONFLICT, "deleted"),
             ApiError::Transition(_) => (StatusCode::CONFLICT, "illegal_transition"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::OwnedElsewhere { .. } => (StatusCode::CONFLICT, "owned_elsewhere"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

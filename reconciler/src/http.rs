@@ -36,6 +36,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/instances/{name}/restart", post(restart_instance))
         .route("/api/v1/instances/{name}/stop", post(stop_instance))
         .route("/api/v1/instances/{name}/start", post(start_instance))
+        .route("/api/v1/instances/{name}/heal", post(heal_instance))
+        .route("/api/v1/instances/{name}/logs", get(instance_logs))
         .route("/api/v1/instances/{name}/history", get(instance_history))
         .route(
             "/api/v1/instances/{name}/backups",
@@ -165,6 +167,7 @@ async fn update_instance(
     let cmd = Command::Update {
         spec: Box::new(req.spec),
         expected_generation: req.expected_generation,
+        owner: req.owner,
     };
     Ok(Json(commands::execute(&state, &caller, &name, cmd).await?))
 }
@@ -203,6 +206,20 @@ async fn start_instance(
     Ok(Json(
         commands::execute(&state, &caller, &name, Command::Start).await?,
     ))
+}
+
+/// Puts back what drifted: re-sends the declared spec of an instance whose
+/// data plane reports something else (an `ALTER SYSTEM`, a dropped
+/// extension, a stopped server), restarting when a drifted parameter needs
+/// it. An instance in sync comes back unchanged (same generation).
+#[utoipa::path(post, path = "/api/v1/instances/{name}/heal", params(("name" = String, Path)),
+    responses((status = 200, body = Instance), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn heal_instance(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Instance>> {
+    Ok(Json(commands::heal(&state, &caller, &name).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/instances/{name}", params(("name" = String, Path)),
@@ -294,12 +311,77 @@ async fn instance_activity(
     Ok(Json(ActivityList { items }))
 }
 
-#[utoipa::path(get, path = "/api/v1/instances/{name}/credentials", params(("name" = String, Path)),
-    responses((status = 200, body = Credentials), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+/// The most lines one request returns.
+const MAX_LOG_LINES: u32 = 10_000;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct LogsQuery {
+    /// How many of the newest lines (default 100, at most 10000).
+    tail: Option<u32>,
+    /// Only lines shipped after this cursor (a previous answer's `cursor`).
+    after: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/logs", params(("name" = String, Path), LogsQuery),
+    responses((status = 200, body = api::LogLines), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+async fn instance_logs(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    q: std::result::Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<api::LogLines>> {
+    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let tail = q.tail.unwrap_or(100);
+    if tail == 0 || tail > MAX_LOG_LINES {
+        return Err(ApiError::invalid(
+            "tail",
+            format!("must be between 1 and {MAX_LOG_LINES}"),
+        ));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let row = store::find_instance(&mut conn, &caller.org, &name, false).await?;
+    drop(conn);
+    let chunks = state.queues.logs(row.id, q.after).await?;
+    let cursor = chunks.last().map(|c| c.id).or(q.after);
+    let mut items = std::collections::VecDeque::new();
+    for chunk in chunks {
+        let text = match state.keyring.open(&chunk.chunk) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(instance_id = %row.id, chunk = chunk.id, error = %e, "a log chunk cannot be opened; skipped");
+                continue;
+            }
+        };
+        for line in text.lines() {
+            items.push_back(api::LogLine {
+                shipped_at: chunk.at,
+                line: line.to_owned(),
+            });
+            if items.len() > tail as usize {
+                items.pop_front();
+            }
+        }
+    }
+    Ok(Json(api::LogLines {
+        items: items.into(),
+        cursor,
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct CredentialsQuery {
+    /// A role the spec declares: its credentials instead of the client
+    /// role's, for the first declared database it owns (else `postgres`).
+    role: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/credentials", params(("name" = String, Path), CredentialsQuery),
+    responses((status = 200, body = Credentials), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 async fn instance_credentials(
     AxumState(state): AxumState<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    Query(q): Query<CredentialsQuery>,
 ) -> Result<Json<Credentials>> {
     let mut conn = state.pool.acquire().await?;
     let row = store::find_instance(&mut conn, &caller.org, &name, false).await?;
@@ -307,18 +389,59 @@ async fn instance_credentials(
         return Err(ApiError::Deleted { name });
     }
     let conn_info = row.connection.as_ref().map(|c| c.0.clone());
-    let password = state
-        .queues
-        .get_secret(row.id)
-        .await?
+    let stored = match &q.role {
+        None => state.queues.get_secret(row.id).await?,
+        Some(role) => {
+            let spec = &row.spec.0;
+            if !spec
+                .roles
+                .iter()
+                .any(|r| r.name == *role && r.ensure.is_present())
+            {
+                let declared: Vec<&str> = spec
+                    .roles
+                    .iter()
+                    .filter(|r| r.ensure.is_present())
+                    .map(|r| r.name.as_str())
+                    .collect();
+                return Err(ApiError::invalid(
+                    "role",
+                    format!(
+                        "instance {name:?} declares no role {role:?} (declared: {})",
+                        if declared.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            declared.join(", ")
+                        }
+                    ),
+                ));
+            }
+            state.queues.get_role_secret(row.id, role).await?
+        }
+    };
+    let password = stored
         .map(|stored| state.keyring.open(&stored))
         .transpose()?;
-    let (Some(info), Some(password)) = (conn_info, password) else {
+    let (Some(mut info), Some(password)) = (conn_info, password) else {
         return Err(ApiError::Conflict(format!(
-            "instance {name:?} has no credentials yet (state {}); wait until it is Up",
+            "instance {name:?} has no credentials{} yet (state {}); wait until it is Up",
+            q.role
+                .as_deref()
+                .map(|r| format!(" for role {r:?}"))
+                .unwrap_or_default(),
             row.state()
         )));
     };
+    if let Some(role) = q.role {
+        info.database = row
+            .spec
+            .0
+            .databases
+            .iter()
+            .find(|d| d.owner == role && d.ensure.is_present())
+            .map_or_else(|| "postgres".to_owned(), |d| d.name.clone());
+        info.user = role;
+    }
     Ok(Json(credentials(info, password)))
 }
 
@@ -593,7 +716,7 @@ async fn source_status(
     let source = crate::sources::find(&state, &caller.org, &name).await?;
     let syncs = crate::sources::history(&state, &caller.org, &name, 50).await?;
     Ok(Json(SourceStatus {
-        source: source.into_api(),
+        source: crate::sources::describe(&state, source).await?,
         syncs,
     }))
 }
@@ -653,8 +776,8 @@ async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
 #[openapi(
     info(title = "pgplane", description = "Declarative managed Postgres: the control-plane API."),
     paths(create_instance, list_instances, get_instance, update_instance, restart_instance,
-          stop_instance, start_instance, delete_instance, instance_history, instance_credentials,
-          backup_instance, instance_backups, instance_activity, server_status,
+          stop_instance, start_instance, heal_instance, delete_instance, instance_history, instance_credentials,
+          backup_instance, instance_backups, instance_activity, instance_logs, server_status,
           create_token, list_tokens, revoke_token, drift_report, list_extensions, create_source, list_sources, source_status, delete_source,
           sync_source, source_webhook, crate::console::events::stream),
     modifiers(&BearerAuth)

@@ -37,7 +37,7 @@ use crate::commands::{self, Command};
 use crate::error::{ApiError, Result};
 use crate::{store, AppState};
 use registry::log_refused;
-pub use registry::{create, delete, find, list, SourceRow};
+pub use registry::{create, delete, describe, find, list, SourceRow};
 
 /// What a tenant reads when a fetch fails for a reason other than the
 /// repository's contents: whether the remote refused the connection, timed
@@ -92,6 +92,14 @@ impl GitOps {
     pub fn source_dir(&self, key: &SourceKey) -> PathBuf {
         // Organisation and source names are DNS labels: safe path components.
         self.cache_dir.join(&key.org).join(&key.name)
+    }
+
+    /// The bare cache of one source's repository: one per source and URL,
+    /// so a source re-added with another URL never mixes two repositories'
+    /// refs.
+    pub fn repo_dir(&self, key: &SourceKey, url: &str) -> PathBuf {
+        let url_hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(url.as_bytes())[..6]);
+        self.source_dir(key).join(url_hash)
     }
 
     /// Asks the sync loop to sync `key` now (a new source).
@@ -261,7 +269,7 @@ fn record(
 }
 
 /// Why a fetch produced no revision.
-enum FetchFailure {
+pub(crate) enum FetchFailure {
     /// The URL no longer passes the operator's policy.
     Refused(LocationError),
     Source(SourceError),
@@ -269,24 +277,44 @@ enum FetchFailure {
 }
 
 impl FetchFailure {
-    /// What the tenant reads; everything else goes to the log.
-    fn tenant_message(&self, src: &SourceRow) -> String {
+    /// What the tenant reads about source `name` of `org`; everything
+    /// else goes to the log.
+    pub(crate) fn tenant_message(&self, org: &str, name: &str) -> String {
         match self {
             FetchFailure::Refused(e) => {
-                log_refused(&src.org, &src.name, e);
+                log_refused(org, name, e);
                 e.to_string()
             }
             FetchFailure::Source(e) if e.is_about_contents() => e.to_string(),
             FetchFailure::Source(e) => {
-                tracing::warn!(org = %src.org, source = %src.name, error = %e, "fetch failed");
+                tracing::warn!(%org, source = %name, error = %e, "fetch failed");
                 FETCH_FAILED.to_owned()
             }
             FetchFailure::CacheRoot(e) => {
-                tracing::error!(org = %src.org, source = %src.name, error = %e, "preparing the git cache directory failed");
+                tracing::error!(%org, source = %name, error = %e, "preparing the git cache directory failed");
                 FETCH_FAILED.to_owned()
             }
         }
     }
+}
+
+/// Fetches `source`'s ref into the bare cache `dir` (under the cache
+/// root `root`), checking the URL against `policy` again right before
+/// connecting: the host's addresses may have changed since the source was
+/// added. Blocking (git2).
+pub(crate) fn fetch_blocking(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    policy: SourcePolicy,
+    source: &GitSource,
+) -> std::result::Result<(GitCache, gitops::CommitInfo), FetchFailure> {
+    gitops::create_private_dir(root).map_err(FetchFailure::CacheRoot)?;
+    policy.check(&source.url).map_err(FetchFailure::Refused)?;
+    let git = GitCache::open(dir)
+        .map_err(FetchFailure::Source)?
+        .lending_credentials(policy.allow_server_credentials);
+    let commit = git.fetch(source).map_err(FetchFailure::Source)?;
+    Ok((git, commit))
 }
 
 async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
@@ -296,24 +324,12 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
         reference: src.branch.clone(),
         path: src.path.clone(),
     };
-    // One bare cache per source and repository: a source re-added with
-    // another URL never mixes two repositories' refs.
-    let url_hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(src.url.as_bytes())[..6]);
     let root = state.gitops.cache_dir.clone();
-    let dir = state.gitops.source_dir(&src.key()).join(url_hash);
+    let dir = state.gitops.repo_dir(&src.key(), &src.url);
     let cache = state.gitops.cache(&src.key());
     let policy = state.gitops.policy();
     let fetched = tokio::task::spawn_blocking(move || {
-        gitops::create_private_dir(&root).map_err(FetchFailure::CacheRoot)?;
-        // Checked again right before connecting: the host's addresses may
-        // have changed since the source was added.
-        policy
-            .check(&git_source.url)
-            .map_err(FetchFailure::Refused)?;
-        let git = GitCache::open(&dir)
-            .map_err(FetchFailure::Source)?
-            .lending_credentials(policy.allow_server_credentials);
-        let commit = git.fetch(&git_source).map_err(FetchFailure::Source)?;
+        let (git, commit) = fetch_blocking(&root, &dir, policy, &git_source)?;
         let compiled = cache
             .lock()
             .expect("poisoned")
@@ -327,7 +343,7 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
         Ok(ok) => ok,
         // A failed or empty read never means "nothing is desired".
         Err(e) => {
-            let message = e.tenant_message(src);
+            let message = e.tenant_message(&src.org, &src.name);
             return Ok(record("fetch-failed", None, vec![message], vec![]));
         }
     };
@@ -449,14 +465,23 @@ async fn apply_entry(
             if adopt_from.is_some() {
                 outcome = adopt(state, &caller.org, &entry.name, owner).await;
             }
-            if outcome.is_ok() {
+            let run_state = changes.iter().any(|c| c.path == "stopped");
+            let run_command = if spec.stopped { Command::Stop } else { Command::Start };
+            let mut detail = detail;
+            if outcome.is_ok() && run_state && changes.len() == 1 {
+                outcome = commands::execute(state, caller, &entry.name, run_command).await.map(|_| ());
+            } else if outcome.is_ok() {
                 let cmd = Command::Update {
                     spec: Box::new(spec.clone()),
                     expected_generation: None,
+                    owner: None,
                 };
                 outcome = commands::execute(state, caller, &entry.name, cmd).await.map(|_| ());
+                if run_state {
+                    let then = if spec.stopped { "the stop" } else { "the start" };
+                    detail = format!("{detail}; {then} follows in the next sync, once this update is done");
+                }
             }
-            let mut detail = detail;
             if let Some(from) = adopt_from {
                 detail = format!("adopted from {from}; {detail}");
             }
@@ -515,30 +540,7 @@ async fn heal(state: &AppState, caller: &Caller, owner: &str) -> Result<Vec<Sync
         {
             continue;
         }
-        let restart: Vec<String> = item
-            .fields
-            .iter()
-            .filter(|f| {
-                f.path == "pendingRestart"
-                    || f.path
-                        .strip_prefix("config.")
-                        .is_some_and(domain::settings::needs_restart)
-            })
-            .map(|f| format!("{} drifted and only takes effect after a restart", f.path))
-            .collect();
-        let detail = item
-            .fields
-            .iter()
-            .map(|f| {
-                format!(
-                    "{}: observed {} → declared {}",
-                    f.path,
-                    f.observed.as_deref().unwrap_or("unset"),
-                    f.declared.as_deref().unwrap_or("unset")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let (restart, detail) = crate::drift::heal_plan(&item);
         let restarts = !restart.is_empty();
         let outcome = commands::execute(state, caller, &item.name, Command::Heal { restart })
             .await

@@ -253,6 +253,10 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
                 .bind(row.id)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("delete from role_secrets where instance_id = $1")
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await?;
         }
     }
     tx.commit().await?;

@@ -3,6 +3,7 @@
 mod config_safety;
 mod converge;
 mod extensions;
+mod inside;
 mod lifecycle;
 mod privileges;
 mod support;

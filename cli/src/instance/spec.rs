@@ -166,6 +166,28 @@ impl SpecChange<'_> {
     }
 }
 
+/// `--role NAME` and `--database NAME[:OWNER]`: declares each (a login
+/// role with the defaults; a database owned by `postgres` unless named),
+/// keeping what the spec already declares about it.
+pub fn declare_inside(spec: &mut InstanceSpec, roles: &[String], databases: &[String]) {
+    for name in roles.iter().map(|r| r.trim()) {
+        match spec.roles.iter_mut().find(|r| r.name == name) {
+            Some(role) => role.ensure = domain::Ensure::Present,
+            None => spec.roles.push(domain::Role::new(name)),
+        }
+    }
+    for declared in databases.iter().map(|d| domain::Database::parse(d)) {
+        match spec.databases.iter_mut().find(|d| d.name == declared.name) {
+            Some(db) => {
+                db.ensure = domain::Ensure::Present;
+                db.owner = declared.owner;
+            }
+            None => spec.databases.push(declared),
+        }
+    }
+    *spec = std::mem::take(spec).normalized();
+}
+
 /// `name` or `name=version`.
 fn extension(text: &str) -> Extension {
     Extension::parse(text)

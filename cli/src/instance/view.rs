@@ -9,49 +9,42 @@ use crate::output::{self, Details, Table, NONE};
 
 /// One instance as a one-row table: what `create`, `update` and the actions
 /// print when they are done.
-pub fn summary(inst: &Instance) -> String {
-    let mut t = Table::new([
-        "NAME",
-        "STATE",
-        "GENERATION",
-        "OBSERVED",
-        "VERSION",
-        "EXTENSIONS",
-        "HOST",
-    ]);
-    t.row([
-        inst.name.clone(),
-        inst.state.to_string(),
-        inst.generation.to_string(),
-        inst.observed_generation.to_string(),
-        inst.spec.postgres_version.clone(),
-        extensions(inst),
-        endpoint(inst),
-    ]);
-    t.render()
+pub fn summary(inst: &Instance, now: DateTime<Utc>) -> String {
+    list(std::slice::from_ref(inst), now, false)
 }
 
-/// `list`: one row per instance.
-pub fn list(items: &[Instance], now: DateTime<Utc>) -> String {
-    let mut t = Table::new([
-        "NAME",
-        "STATE",
-        "GEN",
-        "OBSERVED",
-        "VERSION",
-        "EXTENSIONS",
-        "AGE",
-    ]);
+/// `list`: one row per instance; `wide` adds generations, resources and
+/// the data plane.
+pub fn list(items: &[Instance], now: DateTime<Utc>, wide: bool) -> String {
+    let mut headers = vec!["NAME", "STATE", "OWNER"];
+    if wide {
+        headers.extend(["GEN", "OBSERVED", "DATA PLANE", "CPU", "MEMORY", "STORAGE"]);
+    }
+    headers.extend(["VERSION", "EXTENSIONS", "ENDPOINT", "AGE"]);
+    let mut t = Table::new(headers);
     for inst in items {
-        t.row([
+        let mut row = vec![
             inst.name.clone(),
             inst.state.to_string(),
-            inst.generation.to_string(),
-            inst.observed_generation.to_string(),
+            inst.owner.clone(),
+        ];
+        if wide {
+            row.extend([
+                inst.generation.to_string(),
+                inst.observed_generation.to_string(),
+                inst.data_plane.clone(),
+                inst.spec.resources.cpu.clone(),
+                inst.spec.resources.memory.clone(),
+                inst.spec.storage.clone(),
+            ]);
+        }
+        row.extend([
             inst.spec.postgres_version.clone(),
             extensions(inst),
+            endpoint(inst),
             output::age(inst.created_at, now),
         ]);
+        t.row(row);
     }
     t.render()
 }
@@ -496,32 +489,42 @@ pub(crate) mod tests {
             superuser_access: Some(false),
             archive: None,
             extension_versions: Default::default(),
+            roles: None,
+            databases: None,
         });
         inst.observed_at = Some(t0() + chrono::Duration::seconds(30));
         inst
     }
 
     #[test]
-    fn summary_is_one_aligned_row() {
+    fn summary_is_the_lists_row() {
+        let now = t0() + chrono::Duration::minutes(2);
         assert_eq!(
-            summary(&running()),
-            "NAME    STATE  GENERATION  OBSERVED  VERSION  EXTENSIONS     HOST\n\
-             orders  Up     2           2         15       citext,hstore  127.0.0.1:54321\n"
+            summary(&running(), now),
+            "NAME    STATE  OWNER  VERSION  EXTENSIONS     ENDPOINT         AGE\n\
+             orders  Up     api    15       citext,hstore  127.0.0.1:54321  2m\n"
         );
         assert_eq!(
-            summary(&instance("new")).lines().nth(1),
-            Some("new   Submitted  1           0         15       -           -")
+            summary(&instance("new"), now).lines().nth(1),
+            Some("new   Submitted  api    15       -           -         2m")
         );
     }
 
     #[test]
-    fn list_shows_ages() {
+    fn list_shows_owners_endpoints_and_ages() {
         let now = t0() + chrono::Duration::hours(3);
+        let mut billing = instance("billing");
+        billing.owner = "git:prod".into();
         assert_eq!(
-            list(&[running(), instance("billing")], now),
-            "NAME     STATE      GEN  OBSERVED  VERSION  EXTENSIONS     AGE\n\
-             orders   Up         2    2         15       citext,hstore  3h\n\
-             billing  Submitted  1    0         15       -              3h\n"
+            list(&[running(), billing.clone()], now, false),
+            "NAME     STATE      OWNER     VERSION  EXTENSIONS     ENDPOINT         AGE\n\
+             orders   Up         api       15       citext,hstore  127.0.0.1:54321  3h\n\
+             billing  Submitted  git:prod  15       -              -                3h\n"
+        );
+        assert_eq!(
+            list(&[billing], now, true),
+            "NAME     STATE      OWNER     GEN  OBSERVED  DATA PLANE  CPU  MEMORY  STORAGE  VERSION  EXTENSIONS  ENDPOINT  AGE\n\
+             billing  Submitted  git:prod  1    0         local       1    1Gi     10Gi     15       -           -         3h\n"
         );
     }
 

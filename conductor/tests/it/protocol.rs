@@ -50,6 +50,7 @@ async fn create_update_delete_through_the_queues(pool: PgPool) {
         Command::Update {
             spec: Box::new(spec),
             expected_generation: None,
+            owner: None,
         },
     )
     .await

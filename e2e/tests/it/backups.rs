@@ -36,38 +36,6 @@ fn backups(name: &str, n: usize, env: &[(&str, &str)]) -> serde_json::Value {
     })
 }
 
-/// Runs SQL on an instance as pgplane's own role, over its socket, as
-/// an operator on the machine would (root is mapped to it).
-fn admin_sql(data_dir: &Path, name: &str, env: &[(&str, &str)], sql: &str) -> String {
-    let got = json(&["instance", "get", name], env);
-    let port = got["connection"]["port"].as_u64().unwrap();
-    let id = got["id"].as_str().unwrap().replace('-', "");
-    let socket = data_dir
-        .join("instances")
-        .join(format!("i-{}.sock", &id[..12]));
-    let out = std::process::Command::new("psql")
-        .args(["-X", "-At", "-h"])
-        .arg(&socket)
-        .args([
-            "-p",
-            &port.to_string(),
-            "-U",
-            "pgplane",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn stanza_of(name: &str, env: &[(&str, &str)]) -> String {
     let id = json(&["instance", "get", name], env)["id"]
         .as_str()

@@ -535,3 +535,266 @@ fn tokens_are_created_listed_and_revoked_through_the_api_and_name_the_history() 
         stderr(&o)
     );
 }
+
+/// `PUT /api/v1/instances/NAME` with curl, as a client that sends its own
+/// headers (the Terraform provider acts as `terraform`).
+fn put_instance(env: &[(&str, &str)], name: &str, headers: &[&str], body: &str) -> String {
+    let var = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1;
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-X", "PUT", "-H", "content-type: application/json"])
+        .arg("-H")
+        .arg(format!("authorization: Bearer {}", var("PGPLANE_TOKEN")));
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .args(["-d", body])
+        .arg(format!(
+            "{}/api/v1/instances/{name}",
+            var("PGPLANE_ENDPOINT")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn list_columns_formats_watch_ownership_and_heal_from_the_cli() {
+    let up = Embedded::start();
+    let env = up.env();
+    ok(&["instance", "create", "orders", "--wait"], &env);
+    ok(&["instance", "create", "billing", "--wait"], &env);
+
+    // One table for list, create and update: who owns each, where it is.
+    let listed = ok(&["instance", "list"], &env);
+    let header: Vec<&str> = listed.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "STATE",
+            "OWNER",
+            "VERSION",
+            "EXTENSIONS",
+            "ENDPOINT",
+            "AGE"
+        ]
+    );
+    let port = json(&["instance", "get", "orders"], &env)["connection"]["port"].clone();
+    assert!(
+        listed.contains(&format!("127.0.0.1:{port}")) && listed.contains(" api "),
+        "{listed}"
+    );
+    let created = ok(
+        &["instance", "update", "orders", "--config", "work_mem=8MB"],
+        &env,
+    );
+    let columns = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        columns(&created),
+        header,
+        "update prints the list's columns"
+    );
+    let wide = ok(&["instance", "list", "-o", "wide"], &env);
+    assert!(
+        wide.lines().next().unwrap().contains("DATA PLANE"),
+        "{wide}"
+    );
+    assert_eq!(
+        ok(&["instance", "list", "-o", "name"], &env),
+        "billing\norders\n"
+    );
+    let yaml: serde_json::Value =
+        serde_yaml::from_str(&ok(&["instance", "get", "orders", "-o", "yaml"], &env)).unwrap();
+    assert_eq!(yaml["name"], "orders");
+    assert_eq!(yaml["spec"]["config"]["work_mem"], "8MB");
+
+    // A Terraform-owned instance: the CLI says who owns it and changes it
+    // only when told to override.
+    let handed = put_instance(
+        &env,
+        "billing",
+        &["pgplane-override-owner: true"],
+        r#"{"spec": {}, "owner": "terraform"}"#,
+    );
+    assert!(handed.contains(r#""owner":"terraform""#), "{handed}");
+    assert_eq!(
+        ok(
+            &["instance", "list", "--owner", "terraform", "-o", "name"],
+            &env
+        ),
+        "billing\n"
+    );
+    let o = run(
+        &["instance", "update", "billing", "--config", "work_mem=8MB"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("managed by terraform")
+            && err.contains("--override-owner")
+            && !err.contains("changing")
+            && !err.contains("run the command again"),
+        "{err}"
+    );
+    for action in ["stop", "delete"] {
+        let o = run(&["instance", action, "billing"], &env);
+        assert_eq!(o.status.code(), Some(1), "{action}");
+        assert!(
+            stderr(&o).contains("managed by terraform"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    ok(
+        &[
+            "instance",
+            "update",
+            "billing",
+            "--config",
+            "work_mem=8MB",
+            "--override-owner",
+            "--wait",
+        ],
+        &env,
+    );
+    assert_eq!(
+        json(&["instance", "get", "billing"], &env)["owner"],
+        "terraform",
+        "an override changes the spec, not the owner"
+    );
+
+    // Every change shows as a row while watching.
+    let mut watch = spawn(
+        "pgplane instance list -w",
+        &["instance", "list", "-w"],
+        &env,
+        &up.path("watch.log"),
+    );
+    ok(&["instance", "restart", "orders"], &env);
+    let seen = read_until(&mut watch, "Restarting", Duration::from_secs(60));
+    assert!(seen.lines().next().unwrap().starts_with("NAME"), "{seen}");
+    let row = seen.lines().last().unwrap();
+    assert!(row.starts_with("orders") && row.contains(" api "), "{seen}");
+    drop(watch);
+    eventually(
+        "orders Up after the restart",
+        Duration::from_secs(60),
+        || (json(&["instance", "get", "orders"], &env)["state"] == "Up").then_some(()),
+    );
+
+    // Drift on an API-owned instance heals from the CLI.
+    admin_sql(
+        &up.data_dir,
+        "orders",
+        &env,
+        "alter system set work_mem = '48MB'",
+    );
+    admin_sql(&up.data_dir, "orders", &env, "select pg_reload_conf()");
+    eventually("drift reported", Duration::from_secs(60), || {
+        let report = json(&["drift"], &env);
+        report["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "orders" && i["status"] == "Drifted")
+            .then_some(())
+    });
+    ok(&["instance", "heal", "orders", "--wait"], &env);
+    eventually("in sync again", Duration::from_secs(60), || {
+        let report = json(&["drift"], &env);
+        report["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "orders" && i["status"] == "InSync")
+            .then_some(())
+    });
+    let uri = ok(&["instance", "credentials", "orders"], &env);
+    assert_eq!(psql(uri.trim(), "show work_mem"), "8MB");
+    let o = run(&["instance", "heal", "orders"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to heal"), "{}", stderr(&o));
+
+    // The server's log, by the instance's name: an error a client caused
+    // shows up there, sealed at rest, and only for its organisation.
+    let o = run(
+        &[
+            "instance",
+            "psql",
+            "orders",
+            "--",
+            "-c",
+            "select nope_column",
+        ],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let logs = eventually("the error in the log", Duration::from_secs(60), || {
+        let text = ok(&["instance", "logs", "orders", "--tail", "1000"], &env);
+        text.contains("column \"nope_column\" does not exist")
+            .then_some(text)
+    });
+    assert!(logs.lines().count() <= 1000, "{logs}");
+    let page = json(&["instance", "logs", "orders", "--tail", "2"], &env);
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+    assert!(page["cursor"].as_i64().is_some(), "{page}");
+    let o = run(&["instance", "logs", "orders", "--tail", "0"], &env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("tail: must be between 1 and 10000"),
+        "{}",
+        stderr(&o)
+    );
+    let stored = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            &up.state_url(),
+            "-c",
+            "select chunk from instance_logs",
+        ])
+        .output()
+        .unwrap();
+    let stored = String::from_utf8(stored.stdout).unwrap();
+    assert!(
+        !stored.is_empty() && !stored.contains("nope_column"),
+        "sealed at rest"
+    );
+    assert!(
+        stored.lines().all(|l| l.starts_with("sealed:v1:")),
+        "{stored}"
+    );
+    let other = ok(
+        &["token", "create", "--org", "globex"],
+        &[("PGPLANE_DATABASE_URL", &up.state_url())],
+    )
+    .trim()
+    .to_owned();
+    let endpoint = env
+        .iter()
+        .find(|(k, _)| *k == "PGPLANE_ENDPOINT")
+        .unwrap()
+        .1;
+    let o = run(
+        &["instance", "logs", "orders"],
+        &[("PGPLANE_ENDPOINT", endpoint), ("PGPLANE_TOKEN", &other)],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+}

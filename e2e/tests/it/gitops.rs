@@ -223,6 +223,114 @@ fn git_push_drives_instances() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("managed by git:prod"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("changing") && !stderr(&o).contains("run the command again"),
+        "the refusal alone, without a diff or a retry hint: {}",
+        stderr(&o)
+    );
+    // Whether it runs is declared too: stop is refused here, and a
+    // manifest saying `stopped: true` stops it (and plan and drift agree).
+    let o = run(&["instance", "stop", "orders"], &env);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("managed by git:prod") && stderr(&o).contains("stopped: true"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(json(&["instance", "get", "orders"], &env)["state"], "Up");
+    push(
+        &work,
+        &[(
+            "instances/orders.yaml",
+            Some(&format!("{}  stopped: true\n", manifest("orders", "32MB"))),
+        )],
+        "stop orders",
+    );
+    sync();
+    eventually("orders Stopped by git", WAIT, || {
+        (json(&["instance", "get", "orders"], &env)["state"] == "Stopped").then_some(())
+    });
+    let worktree = work.join("instances");
+    let o = run(&["plan", "-f", worktree.to_str().unwrap()], &env);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("Planning as source \"prod\""),
+        "the owning source is found: {}",
+        stderr(&o)
+    );
+    let o = run(
+        &["plan", "-f", worktree.to_str().unwrap(), "--source", "prdo"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no such source \"prdo\"")
+            && stderr(&o).contains("did you mean \"prod\"")
+            && !stderr(&o).contains("adopt"),
+        "{}",
+        stderr(&o)
+    );
+    push(
+        &work,
+        &[("instances/orders.yaml", Some(&manifest("orders", "32MB")))],
+        "start orders",
+    );
+    sync();
+    eventually("orders Up again by git", WAIT, || {
+        (json(&["instance", "get", "orders"], &env)["state"] == "Up").then_some(())
+    });
+    let listed = ok(&["source", "list"], &env);
+    assert!(
+        listed.contains("STATUS") && listed.contains("applied"),
+        "{listed}"
+    );
+
+    // A repository, branch or path that cannot be read is refused when
+    // added, naming the field; `--no-verify` registers it anyway.
+    let o = run(
+        &[
+            "source",
+            "add",
+            "bad",
+            "--git",
+            "file:///srv/nonexistent.git",
+        ],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("url: could not fetch"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        &["source", "add", "bad", "--git", &url, "--branch", "mian"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("branch: ") && stderr(&o).contains("branches: main"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        &["source", "add", "bad", "--git", &url, "--path", "nowhere"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("path: "), "{}", stderr(&o));
+    ok(
+        &[
+            "source",
+            "add",
+            "later",
+            "--git",
+            "file:///srv/nonexistent.git",
+            "--no-verify",
+        ],
+        &env,
+    );
+    ok(&["source", "delete", "later"], &env);
 
     // An invalid commit is rejected whole; the instance is untouched.
     let generation = json(&["instance", "get", "orders"], &env)["generation"].clone();
@@ -483,6 +591,13 @@ fn server_sources_are_public_remotes_unless_the_operator_allows_more() {
     let remote = scratch.path().join("remote.git");
     std::fs::create_dir_all(&remote).unwrap();
     git(&remote, &["init", "-q", "--bare", "-b", "main"]);
+    git(
+        scratch.path(),
+        &["clone", "-q", remote.to_str().unwrap(), "work"],
+    );
+    let work = scratch.path().join("work");
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    push(&work, &[("README.md", Some("no manifests yet\n"))], "start");
     let file_url = format!("file://{}", remote.display());
     let private_url = format!("https://127.0.0.1:{}/x.git", free_port());
     let keys = ok(&["secrets", "generate-key"], &[]);
@@ -539,7 +654,20 @@ fn server_sources_are_public_remotes_unless_the_operator_allows_more() {
     assert_eq!(o.status.code(), Some(1), "private hosts still refused");
     drop(server);
 
+    // Allowed, the private host is tried: nothing listens there, so the
+    // add is refused for the repository, not for the policy, and
+    // `--no-verify` registers it.
     let (_server, endpoint) = serve(&["--allow-private-source-urls"]);
     let o = add(&endpoint, "lan", &private_url);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("url: could not fetch the repository"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        &["source", "add", "lan", "--git", &private_url, "--no-verify"],
+        &[("PGPLANE_ENDPOINT", &endpoint), ("PGPLANE_TOKEN", &token)],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -11,6 +11,7 @@ mod extensions;
 mod first_hour;
 mod gitops;
 mod healing;
+mod inside;
 mod invariants;
 mod plan;
 mod secrets;

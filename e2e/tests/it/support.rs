@@ -301,3 +301,35 @@ pub fn password_of(uri: &str) -> String {
         .1
         .to_owned()
 }
+
+/// Runs SQL on an instance as pgplane's own role, over its socket, as
+/// an operator on the machine would (root is mapped to it).
+pub fn admin_sql(data_dir: &Path, name: &str, env: &[(&str, &str)], sql: &str) -> String {
+    let got = json(&["instance", "get", name], env);
+    let port = got["connection"]["port"].as_u64().unwrap();
+    let id = got["id"].as_str().unwrap().replace('-', "");
+    let socket = data_dir
+        .join("instances")
+        .join(format!("i-{}.sock", &id[..12]));
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-h"])
+        .arg(&socket)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "pgplane",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

@@ -364,7 +364,7 @@ fn embedded_walkthrough() {
     );
     bad(
         &["instance", "create", "x", "--storage", "10GB"],
-        "not a valid byte quantity",
+        "write \"10Gi\" (binary, what Postgres calls 10GB)",
     );
     bad(
         &["instance", "create", "x", "--config", "work_mem"],

@@ -40,6 +40,36 @@ fn actions(p: &gitops::Plan) -> Vec<(&str, &str)> {
 }
 
 #[test]
+fn whether_an_instance_runs_is_declared_like_the_rest() {
+    let d = desired(&[
+        ("up.yaml", manifest("up", "")),
+        ("down.yaml", manifest("down", "stopped: true")),
+    ]);
+    let mut up = instance("up", OWNER, spec(&[], &[]));
+    up.spec.stopped = true;
+    let mut down = instance("down", OWNER, spec(&[], &[]));
+    down.spec.stopped = true;
+    let p = plan(&d, &[up, down], OWNER, &PlanOptions::default()).unwrap();
+    assert_eq!(actions(&p), [("down", "unchanged"), ("up", "update")]);
+    let Action::Update {
+        spec,
+        changes,
+        restart,
+        ..
+    } = &p.entries[1].action
+    else {
+        panic!("{:?}", p.entries[1]);
+    };
+    assert!(!spec.stopped, "declared running");
+    let paths: Vec<(&str, Option<&str>, Option<&str>)> = changes
+        .iter()
+        .map(|c| (c.path.as_str(), c.from.as_deref(), c.to.as_deref()))
+        .collect();
+    assert_eq!(paths, [("stopped", Some("true"), Some("false"))]);
+    assert!(restart.is_empty(), "{restart:?}");
+}
+
+#[test]
 fn creates_updates_and_leaves_equal_specs_alone() {
     let d = desired(&[
         ("new.yaml", manifest("fresh", "")),
@@ -59,7 +89,7 @@ fn creates_updates_and_leaves_equal_specs_alone() {
         ),
         ("soft.yaml", manifest("soft", "config:\n  work_mem: 64MB")),
     ]);
-    let mut same = instance(
+    let same = instance(
         "same",
         OWNER,
         spec(
@@ -70,7 +100,6 @@ fn creates_updates_and_leaves_equal_specs_alone() {
             &["citext", "hstore"],
         ),
     );
-    same.spec.stopped = true; // stopping is not the source's business
     let current = vec![
         same,
         instance("changed", OWNER, spec(&[("work_mem", "16MB")], &[])),

@@ -176,6 +176,7 @@ async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(
         Command::Update {
             spec: Box::new(spec),
             expected_generation: None,
+            owner: None,
         },
     )
     .await

@@ -81,13 +81,11 @@ async fn create(ctx: &Ctx, planned: Value) -> (Value, Diagnostics) {
         }
     };
     tracing::info!(instance_id = %inst.id, generation = inst.generation, "created; waiting until Up");
-    let waited = wait(
-        ctx,
-        &inst,
-        Goal::Settled,
-        timeout(&planned, Operation::Create),
-    )
-    .await;
+    let limit = timeout(&planned, Operation::Create);
+    let waited = match wait(ctx, &inst, Goal::Settled, limit).await {
+        Ok(inst) => run_state(ctx, inst, model::stopped(&planned), limit).await,
+        Err(e) => Err(e),
+    };
     finish(ctx, &planned, waited, "create").await
 }
 
@@ -107,9 +105,18 @@ async fn update(ctx: &Ctx, prior: &Value, planned: Value) -> (Value, Diagnostics
             vec![diag::error("Unknown values at apply", "")],
         );
     };
+    let limit = timeout(&planned, Operation::Update);
+    let stopped = model::stopped(&planned);
+    // A change to a stopped instance that is to run is made once it runs.
+    if !stopped && model::is_stopped(&current) {
+        if let Err(e) = run_state(ctx, current, false, limit).await {
+            return finish(ctx, &planned, Err(e), "update").await;
+        }
+    }
     let req = UpdateInstance {
         spec,
         expected_generation: None,
+        owner: None,
     };
     let inst = match ctx.client.update_instance(&id, &req).await {
         Ok(i) => i,
@@ -124,14 +131,37 @@ async fn update(ctx: &Ctx, prior: &Value, planned: Value) -> (Value, Diagnostics
     if !inst.restart_reasons.is_empty() {
         tracing::info!(reasons = ?inst.restart_reasons, "the update restarts Postgres");
     }
-    let waited = wait(
-        ctx,
-        &inst,
-        Goal::Settled,
-        timeout(&planned, Operation::Update),
-    )
-    .await;
+    let waited = match wait(ctx, &inst, Goal::Settled, limit).await {
+        Ok(inst) => run_state(ctx, inst, stopped, limit).await,
+        Err(e) => Err(e),
+    };
     finish(ctx, &planned, waited, "update").await
+}
+
+/// Stops or starts `inst` unless it already is as `stopped` says, and
+/// waits until the data plane has done it.
+async fn run_state(
+    ctx: &Ctx,
+    inst: Instance,
+    stopped: bool,
+    limit: Duration,
+) -> Result<Instance, WaitError> {
+    if model::is_stopped(&inst) == stopped {
+        return Ok(inst);
+    }
+    let action = if stopped { "stop" } else { "start" };
+    tracing::info!(instance_id = %inst.id, action, "changing the run state");
+    match ctx
+        .client
+        .instance_action(&inst.id.to_string(), action)
+        .await
+    {
+        Ok(next) => wait(ctx, &next, Goal::Settled, limit).await,
+        Err(error) => Err(WaitError::Api {
+            inst: Box::new(inst),
+            error,
+        }),
+    }
 }
 
 /// The new state after a create or update wait, with the failure (if any)
@@ -253,7 +283,8 @@ pub async fn read(ctx: &Ctx, prior: &Value) -> (Value, Diagnostics) {
 }
 
 /// `ImportResourceState`: by `ORG/NAME` (ORG must be the token's
-/// organisation) or by id.
+/// organisation) or by id. Importing takes the instance over: its owner
+/// becomes `terraform` (an instance a GitOps source owns is refused).
 pub async fn import(ctx: &Ctx, id: &str) -> (Value, Diagnostics) {
     let (org, key) = match id.split_once('/') {
         Some((org, name)) => (Some(org), name),
@@ -305,10 +336,34 @@ pub async fn import(ctx: &Ctx, id: &str) -> (Value, Diagnostics) {
             )],
         );
     }
+    let inst = match take_over(ctx, inst).await {
+        Ok(i) => i,
+        Err(e) => return (Value::Null, api_error("Taking the instance over", e)),
+    };
     match credentials(ctx, &inst).await {
         Ok(creds) => (refreshed(&Value::Null, &inst, creds.as_ref()), vec![]),
         Err(e) => (Value::Null, api_error("Reading the connection URI", e)),
     }
+}
+
+/// Makes `terraform` the owner of `inst` (a no-op when it is already).
+async fn take_over(ctx: &Ctx, inst: Instance) -> Result<Instance, ClientError> {
+    if inst.owner == OWNER {
+        return Ok(inst);
+    }
+    let req = UpdateInstance {
+        spec: inst.spec.clone(),
+        expected_generation: Some(inst.generation),
+        owner: Some(OWNER.to_owned()),
+    };
+    let taken = ctx
+        .client
+        .clone()
+        .overriding_owner(true)
+        .update_instance(&inst.id.to_string(), &req)
+        .await?;
+    tracing::info!(instance_id = %taken.id, from = %inst.owner, "imported: owner is now terraform");
+    Ok(taken)
 }
 
 /// The connection URI (with password), when the instance has a connection.

@@ -6,12 +6,23 @@ use std::time::Duration;
 use api::{Credentials, Instance};
 use domain::quantity::{normalize_setting, parse_bytes, parse_cpu};
 use domain::spec::{DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_POSTGRES_VERSION, DEFAULT_STORAGE};
-use domain::{Extension, InstanceSpec, Resources};
+use domain::{ConnectionInfo, Extension, InstanceSpec, Resources};
 
 use crate::value::Value;
 
 /// The attributes only the control plane sets.
-pub const COMPUTED_ONLY: [&str; 6] = ["id", "org", "state", "host", "port", "connection_uri"];
+pub const COMPUTED_ONLY: [&str; 10] = [
+    "id",
+    "org",
+    "owner",
+    "state",
+    "host",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "connection_uri",
+];
 
 /// Optional attributes with a default the control plane fills in.
 pub const DEFAULTS: [(&str, &str); 6] = [
@@ -58,8 +69,19 @@ pub fn timeout(v: &Value, op: Operation) -> Duration {
         .unwrap_or(DEFAULT_TIMEOUT)
 }
 
+/// Whether the resource value declares the instance stopped (unset: no).
+pub fn stopped(v: &Value) -> bool {
+    matches!(v.get("stopped"), Value::Bool(true))
+}
+
+/// Whether `inst` is stopped or being stopped, as the control plane says.
+pub fn is_stopped(inst: &Instance) -> bool {
+    inst.spec.stopped || inst.state == domain::State::Stopped
+}
+
 /// The desired spec a (wholly known) resource value declares; `base` gives
-/// what Terraform does not manage (replicas, stopped).
+/// what Terraform does not manage (replicas) and the run state (`stopped`
+/// is changed by stop and start, not by an update).
 pub fn spec_from(v: &Value, base: Option<&InstanceSpec>) -> Option<InstanceSpec> {
     let s = |name: &str, default: &str| -> Option<String> {
         match v.get(name) {
@@ -89,6 +111,8 @@ pub fn spec_from(v: &Value, base: Option<&InstanceSpec>) -> Option<InstanceSpec>
         extensions,
         config: v.get("config").string_map()?,
         stopped: base.stopped,
+        databases: super::inside::databases_from(v)?,
+        roles: super::inside::roles_from(v)?,
         superuser_access: match v.get("superuser_access") {
             Value::Null => false,
             Value::Bool(b) => *b,
@@ -191,25 +215,70 @@ pub fn refreshed(prior: &Value, inst: &Instance, credentials: Option<&Credential
         "config",
         refreshed_config(prior.get("config"), &spec.config),
     );
+    v.set("stopped", Value::Bool(is_stopped(inst)));
     v.set("id", Value::string(inst.id.to_string()));
     v.set("org", Value::string(&inst.org));
+    v.set("owner", Value::string(&inst.owner));
     v.set("state", Value::string(inst.state.as_str()));
-    let (host, port) = match &inst.connection {
-        Some(c) => (Value::string(&c.host), Value::Number(f64::from(c.port))),
-        None => (Value::Null, Value::Null),
-    };
-    let uri = match credentials {
-        Some(c) => Value::string(&c.uri),
-        None if host == *prior.get("host") && port == *prior.get("port") => {
-            prior.get("connection_uri").clone()
+    set_connection(&mut v, inst.connection.as_ref(), credentials);
+    if credentials.is_none() && same_endpoint(prior, &v) {
+        for name in ["password", "connection_uri"] {
+            v.set(name, prior.get(name).clone());
         }
-        None => Value::Null,
+    }
+    v.set("timeouts", prior.get("timeouts").clone());
+    v.set(
+        "role",
+        super::inside::refreshed_roles(prior.get("role"), spec),
+    );
+    v.set(
+        "database",
+        super::inside::refreshed_databases(prior.get("database"), spec),
+    );
+    v
+}
+
+/// Sets `host`, `port`, `dbname`, `user`, `password` and
+/// `connection_uri` from `credentials`, or without them the first four from
+/// `connection` (null when absent).
+pub fn set_connection(
+    v: &mut Value,
+    connection: Option<&ConnectionInfo>,
+    credentials: Option<&Credentials>,
+) {
+    let endpoint = |host: &str, port: u16, database: &str, user: &str| {
+        (
+            Value::string(host),
+            Value::Number(f64::from(port)),
+            Value::string(database),
+            Value::string(user),
+        )
+    };
+    let (host, port, database, user) = match (credentials, connection) {
+        (Some(c), _) => endpoint(&c.host, c.port, &c.database, &c.user),
+        (None, Some(c)) => endpoint(&c.host, c.port, &c.database, &c.user),
+        (None, None) => (Value::Null, Value::Null, Value::Null, Value::Null),
     };
     v.set("host", host);
     v.set("port", port);
-    v.set("connection_uri", uri);
-    v.set("timeouts", prior.get("timeouts").clone());
-    v
+    v.set("dbname", database);
+    v.set("user", user);
+    v.set(
+        "password",
+        Value::opt_string(credentials.map(|c| c.password.clone())),
+    );
+    v.set(
+        "connection_uri",
+        Value::opt_string(credentials.map(|c| c.uri.clone())),
+    );
+}
+
+/// Whether `a` and `b` name the same server, database and role.
+fn same_endpoint(a: &Value, b: &Value) -> bool {
+    !b.get("host").is_null()
+        && ["host", "port", "dbname", "user"]
+            .iter()
+            .all(|n| a.get(n) == b.get(n))
 }
 
 /// Whether two RFC 3339 spellings name the same instant.
@@ -219,12 +288,14 @@ fn same_time(a: &str, b: &str) -> bool {
 
 /// Whether the connection URI must be fetched to refresh `prior` for `inst`.
 pub fn needs_credentials(prior: &Value, inst: &Instance) -> bool {
-    let Some(c) = &inst.connection else {
+    if inst.connection.is_none() {
         return false;
-    };
+    }
+    let mut current = Value::Map(BTreeMap::new());
+    set_connection(&mut current, inst.connection.as_ref(), None);
     prior.get("connection_uri").as_str().is_none()
-        || prior.get("host").as_str() != Some(c.host.as_str())
-        || *prior.get("port") != Value::Number(f64::from(c.port))
+        || prior.get("password").as_str().is_none()
+        || !same_endpoint(prior, &current)
 }
 
 fn refreshed_extensions(prior: &Value, spec: &InstanceSpec) -> Value {
@@ -270,6 +341,9 @@ pub fn applied(planned: &Value, inst: &Instance, credentials: Option<&Credential
         }
     }
     v.set("state", fresh.get("state").clone());
+    if planned.get("stopped").is_unknown() {
+        v.set("stopped", Value::Bool(is_stopped(inst)));
+    }
     without_unknowns(v)
 }
 
@@ -326,8 +400,11 @@ mod tests {
             ),
             ("memory", Value::string("1Gi")),
             ("connection_uri", Value::string("postgres://x")),
+            ("password", Value::string("secret")),
             ("host", Value::string("127.0.0.1")),
             ("port", Value::Number(5433.0)),
+            ("dbname", Value::string("postgres")),
+            ("user", Value::string("postgres")),
         ]);
         let inst = instance(spec);
         let v = refreshed(&prior, &inst, None);
@@ -335,7 +412,14 @@ mod tests {
         assert_eq!(v.get("extensions"), prior.get("extensions"));
         assert_eq!(v.get("memory"), &Value::string("1Gi"));
         assert_eq!(v.get("connection_uri"), &Value::string("postgres://x"));
+        assert_eq!(v.get("password"), &Value::string("secret"));
+        assert_eq!(v.get("owner"), &Value::string("terraform"));
+        assert_eq!(v.get("stopped"), &Value::Bool(false));
         assert!(!needs_credentials(&prior, &inst));
+        let mut moved = prior.clone();
+        moved.set("port", Value::Number(5434.0));
+        assert!(needs_credentials(&moved, &inst));
+        assert_eq!(refreshed(&moved, &inst, None).get("password"), &Value::Null);
     }
 
     #[test]

@@ -73,11 +73,12 @@ pub fn validate(config: &Value) -> Diagnostics {
                 if unknown_paths.iter().any(|p| e.path.starts_with(p.as_str())) {
                     continue;
                 }
-                diags.push(diag::error_at(
-                    diag::spec_field_path(&e.path),
-                    "Invalid instance spec",
-                    e.message,
-                ));
+                let at = diag::spec_field_path(&e.path);
+                let summary = match at.steps.is_empty() {
+                    true => format!("Invalid instance spec: {}", e.path),
+                    false => "Invalid instance spec".to_owned(),
+                };
+                diags.push(diag::error_at(at, summary, e.message));
             }
         }
     }
@@ -141,8 +142,9 @@ pub struct Plan {
 
 /// Plans a change by Terraform's rules: known values are exactly the
 /// configuration's; computed values are unknown only where they can change;
-/// `name` and `postgres_version` force replacement.
-pub fn plan(prior: &Value, proposed: Value) -> Plan {
+/// `name` and `postgres_version` force replacement. `config` tells an unset
+/// `stopped` (planned `false`) from the prior value Terraform proposes.
+pub fn plan(prior: &Value, proposed: Value, config: &Value) -> Plan {
     let mut out = Plan {
         planned: Value::Null,
         requires_replace: Vec::new(),
@@ -153,6 +155,13 @@ pub fn plan(prior: &Value, proposed: Value) -> Plan {
         return out; // destroy
     }
     let mut planned = proposed;
+    planned.set(
+        "stopped",
+        match config.get("stopped") {
+            Value::Unknown => Value::Unknown,
+            v => Value::Bool(*v == Value::Bool(true)),
+        },
+    );
     if prior.is_null() {
         for (name, default) in DEFAULTS {
             if planned.get(name).is_null() {
@@ -162,8 +171,13 @@ pub fn plan(prior: &Value, proposed: Value) -> Plan {
         for name in COMPUTED_ONLY {
             planned.set(name, Value::Unknown);
         }
+        planned.set("owner", Value::string(super::apply::OWNER));
         out.planned = planned;
         return out;
+    }
+    if planned.get("stopped") != prior.get("stopped") {
+        // Stopping or starting: the state it ends in is Stopped or Up.
+        planned.set("state", Value::Unknown);
     }
 
     for name in ["name", "postgres_version"]
@@ -251,6 +265,50 @@ mod tests {
     }
 
     #[test]
+    fn every_validation_error_has_a_path_and_names_it() {
+        let bad = config(vec![
+            ("name", Value::string("Bad_Name")),
+            ("postgres_version", Value::string("9")),
+            ("cpu", Value::string("lots")),
+            ("memory", Value::string("1XB")),
+            ("storage", Value::string("big")),
+            ("extensions", Value::List(vec![Value::string("Not Valid")])),
+            (
+                "config",
+                Value::Map(
+                    [
+                        ("max_connections".to_owned(), Value::string("lots")),
+                        ("shared_buffers".to_owned(), Value::string("on")),
+                        ("port".to_owned(), Value::string("5433")),
+                    ]
+                    .into(),
+                ),
+            ),
+            ("backup_schedule", Value::string("whenever")),
+            ("backup_retention", Value::string("forever")),
+            ("restore_at", Value::string("yesterday")),
+            ("restore_lsn", Value::string("x")),
+            (
+                "timeouts",
+                Value::object([("create", Value::string("5 minutes"))]),
+            ),
+        ]);
+        let diags = diag::named(validate(&bad));
+        assert!(diags.len() >= 12, "{diags:?}");
+        for d in &diags {
+            let at = d.attribute.as_ref().expect("an attribute path");
+            let name = diag::display(at);
+            assert!(!name.is_empty(), "{d:?}");
+            assert!(d.summary.contains(&name), "{d:?}");
+        }
+        let max = diags
+            .iter()
+            .find(|d| d.summary.contains("config.max_connections"))
+            .expect("max_connections named");
+        assert!(max.detail.contains("integer"), "{max:?}");
+    }
+
+    #[test]
     fn unknown_values_are_not_judged() {
         let diags = validate(&config(vec![
             ("name", Value::Unknown),
@@ -275,11 +333,14 @@ mod tests {
 
     #[test]
     fn create_plans_defaults_and_unknown_computed() {
-        let p = plan(&Value::Null, config(vec![("name", Value::string("a"))]));
+        let c = config(vec![("name", Value::string("a"))]);
+        let p = plan(&Value::Null, c.clone(), &c);
         assert_eq!(p.planned.get("postgres_version"), &Value::string("15"));
         assert_eq!(p.planned.get("memory"), &Value::string("1Gi"));
         assert!(p.planned.get("id").is_unknown());
         assert!(p.planned.get("extensions").is_null());
+        assert_eq!(p.planned.get("stopped"), &Value::Bool(false));
+        assert_eq!(p.planned.get("owner"), &Value::string("terraform"));
     }
 
     #[test]
@@ -295,12 +356,13 @@ mod tests {
         ] {
             prior.set(k, Value::string(v));
         }
+        prior.set("stopped", Value::Bool(false));
         let mut proposed = prior.clone();
         proposed.set(
             "config",
             Value::Map([("max_connections".to_owned(), Value::string("150"))].into()),
         );
-        let p = plan(&prior, proposed);
+        let p = plan(&prior, proposed.clone(), &proposed);
         assert!(p.requires_replace.is_empty());
         assert_eq!(p.planned.get("state"), &Value::string("Up"));
         assert_eq!(p.planned.get("id"), &Value::string("x"));
@@ -309,8 +371,28 @@ mod tests {
         let mut renamed = prior.clone();
         renamed.set("name", Value::string("b"));
         assert_eq!(
-            plan(&prior, renamed).requires_replace,
+            plan(&prior, renamed.clone(), &renamed).requires_replace,
             vec![attr_path("name")]
         );
+    }
+
+    #[test]
+    fn stopped_is_planned_in_place_from_the_configuration() {
+        let mut prior = config(vec![("name", Value::string("a"))]);
+        prior.set("state", Value::string("Stopped"));
+        prior.set("stopped", Value::Bool(true));
+        // Unset in the configuration: Terraform proposes the prior `true`;
+        // the plan is to start it.
+        let unset = config(vec![("name", Value::string("a"))]);
+        let p = plan(&prior, prior.clone(), &unset);
+        assert_eq!(p.planned.get("stopped"), &Value::Bool(false));
+        assert!(p.planned.get("state").is_unknown());
+        assert!(p.requires_replace.is_empty());
+        let stay = config(vec![
+            ("name", Value::string("a")),
+            ("stopped", Value::Bool(true)),
+        ]);
+        let p = plan(&prior, prior.clone(), &stay);
+        assert_eq!(p.planned.get("state"), &Value::string("Stopped"));
     }
 }

@@ -41,9 +41,27 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     (
         r#"name = "a"
+  config = { max_connections = "lots" }"#,
+        "Error: Invalid instance spec: config.max_connections",
+        r#"config = { max_connections = "lots" }"#,
+    ),
+    (
+        r#"name = "a"
+  config = { max_connections = true }"#,
+        "Error: Invalid instance spec: config.max_connections",
+        r#"config = { max_connections = true }"#,
+    ),
+    (
+        r#"name = "a"
   cpu = "lots""#,
-        "Invalid instance spec",
+        "Error: Invalid instance spec: cpu",
         r#"cpu = "lots""#,
+    ),
+    (
+        r#"name = "a"
+  backup_retention = "forever""#,
+        "Error: Invalid backup retention: backup_retention",
+        r#"backup_retention = "forever""#,
     ),
     (
         r#"name = "a"
@@ -60,7 +78,7 @@ const CASES: &[(&str, &str, &str)] = &[
     (
         r#"name = "a"
   timeouts { create = "5 minutes" }"#,
-        "Invalid timeout",
+        "Error: Invalid timeout: timeouts.create",
         r#"create = "5 minutes""#,
     ),
 ];
@@ -93,6 +111,20 @@ fn bad_input(tf: Tf) {
             "{tf:?} {body}: expected the line {line:?} in:\n{out}"
         );
     }
+    // A parameter from elsewhere: the line Terraform shows does not name
+    // it, the summary does.
+    ws.write(&format!(
+        "{HEADER}locals {{\n  settings = {{ work_mem = \"16MB\", max_connections = \"lots\" }}\n}}\n\
+         resource \"pgplane_instance\" \"x\" {{\n  name   = \"a\"\n  config = local.settings\n}}\n"
+    ));
+    let r = ws.expect(1, &["validate", "-no-color"]);
+    assert!(
+        r.all()
+            .contains("Error: Invalid instance spec: config.max_connections"),
+        "{tf:?}: {}",
+        r.all()
+    );
+    assert!(r.all().contains("expected an integer"), "{}", r.all());
     // The data source's state filter.
     ws.write(&format!(
         "{HEADER}data \"pgplane_instances\" \"x\" {{\n  state = \"Sleeping\"\n}}\n"
@@ -116,4 +148,9 @@ fn bad_input_terraform_1_15() {
 #[test]
 fn bad_input_terraform_1_0() {
     bad_input(Tf::V1_0);
+}
+
+#[test]
+fn bad_input_tofu() {
+    bad_input(Tf::Tofu);
 }

@@ -42,6 +42,24 @@ output "uri" {{
     )
 }
 
+/// The preloaded extensions the resource's documentation says the local
+/// data plane offers, sorted.
+fn documented_preloads() -> Vec<&'static str> {
+    const DOCS: &str = include_str!("../../docs/resources/instance.md");
+    const LEAD: &str = "installs it, those are ";
+    let from = DOCS
+        .find(LEAD)
+        .expect("the docs list the preloaded extensions")
+        + LEAD.len();
+    let list = &DOCS[from..];
+    let mut names: Vec<&str> = list[..list.find(" (").unwrap()]
+        .split(',')
+        .map(|n| n.trim().trim_matches('`'))
+        .collect();
+    names.sort_unstable();
+    names
+}
+
 #[test]
 fn the_extensions_data_source_and_versions_under_terraform() {
     let scratch = scratch_dir();
@@ -58,6 +76,13 @@ fn the_extensions_data_source_and_versions_under_terraform() {
         assert!(preloaded.contains(&"pg_cron"), "{preloaded:?}");
         assert!(preloaded.contains(&"pgaudit"), "{preloaded:?}");
         assert!(!preloaded.contains(&"hstore"), "{preloaded:?}");
+        let mut offered = preloaded.clone();
+        offered.sort_unstable();
+        assert_eq!(
+            offered,
+            documented_preloads(),
+            "provider/docs/resources/instance.md names other preloaded extensions than the data plane offers"
+        );
         assert_eq!(
             ws.ok(&["output", "-raw", "cron"]).stdout,
             "postgresql-15-cron 1.4-1 pg_cron"

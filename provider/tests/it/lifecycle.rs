@@ -1,4 +1,5 @@
-//! The whole life of instances under Terraform, for both Terraform versions:
+//! The whole life of instances under Terraform, for both Terraform versions
+//! and OpenTofu:
 //! init → apply → connect → update in place → empty plan → drift → re-apply
 //! → import (by ORG/NAME and by id) → deleted outside → re-create → data
 //! sources → destroy.
@@ -61,6 +62,10 @@ data "pgplane_instances" "up" {
 output "orders_work_mem" {
   value = data.pgplane_instance.orders.config["work_mem"]
 }
+output "orders_connection" {
+  value     = "${data.pgplane_instance.orders.user}:${data.pgplane_instance.orders.password}@${data.pgplane_instance.orders.host}:${data.pgplane_instance.orders.port}/${data.pgplane_instance.orders.dbname}"
+  sensitive = true
+}
 output "up_names" {
   value = sort([for i in data.pgplane_instances.up.instances : i.name])
 }
@@ -119,6 +124,7 @@ fn lifecycle(tf: Tf) {
         "--config",
         "work_mem=64MB",
         "--wait",
+        "--override-owner",
     ]);
     let plan = ws.expect(2, PLAN);
     assert!(
@@ -204,9 +210,27 @@ fn lifecycle(tf: Tf) {
         id,
     ]);
     ws.expect(0, PLAN);
+    // Importing took them over: Terraform owns them now, the history says
+    // so, and the CLI changes them only when it overrides.
+    for name in ["legacy", "by-id"] {
+        assert_eq!(
+            instance_json(&pgplane, name)["owner"],
+            "terraform",
+            "{name}"
+        );
+    }
+    let shown = ws
+        .ok(&["state", "show", "-no-color", "pgplane_instance.legacy"])
+        .stdout;
+    assert!(shown.contains(r#""terraform""#), "{shown}");
+    let history = pgplane.cli(&["instance", "history", "legacy"]);
+    assert!(history.contains("api → terraform"), "{history}");
+    let refused = pgplane.cli_fails(&["instance", "update", "legacy", "--config", "work_mem=9MB"]);
+    assert!(refused.contains("managed by terraform"), "{refused}");
+    ws.expect(0, PLAN);
 
     // Deleted outside Terraform: planned for re-creation, not an error.
-    pgplane.cli(&["instance", "delete", "by-id", "--wait"]);
+    pgplane.cli(&["instance", "delete", "by-id", "--wait", "--override-owner"]);
     let plan = ws.expect(2, PLAN);
     assert!(
         plan.stdout
@@ -269,6 +293,12 @@ fn lifecycle(tf: Tf) {
     let outputs: serde_json::Value =
         serde_json::from_str(&reader.ok(&["output", "-json"]).stdout).unwrap();
     assert_eq!(outputs["orders_work_mem"]["value"], "32MB");
+    let connection = outputs["orders_connection"]["value"].as_str().unwrap();
+    assert_eq!(
+        uri.strip_prefix("postgres://"),
+        Some(connection),
+        "the data source's attributes and the resource's URI disagree"
+    );
     assert_eq!(
         outputs["up_names"]["value"],
         serde_json::json!(["bad", "by-id", "legacy", "orders"])
@@ -297,16 +327,6 @@ fn lifecycle(tf: Tf) {
     );
 }
 
-fn psql_fails(uri: &str) -> bool {
-    !std::process::Command::new("psql")
-        .args([uri, "-Atc", "select 1"])
-        .env("PGCONNECT_TIMEOUT", "3")
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
 #[test]
 fn lifecycle_terraform_1_15() {
     lifecycle(Tf::V1_15);
@@ -315,4 +335,9 @@ fn lifecycle_terraform_1_15() {
 #[test]
 fn lifecycle_terraform_1_0() {
     lifecycle(Tf::V1_0);
+}
+
+#[test]
+fn lifecycle_tofu() {
+    lifecycle(Tf::Tofu);
 }

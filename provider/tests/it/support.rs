@@ -22,10 +22,13 @@ pub fn pgplane_bin() -> PathBuf {
     bin
 }
 
-#[derive(Clone, Copy, Debug)]
+/// The CLIs that drive the provider: two Terraform versions and OpenTofu.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tf {
     V1_15,
     V1_0,
+    /// OpenTofu, built by scripts/setup-tofu.sh.
+    Tofu,
 }
 
 impl Tf {
@@ -35,14 +38,15 @@ impl Tf {
             .unwrap_or_else(|_| {
                 PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/pgplane")
             });
-        let name = match self {
-            Tf::V1_15 => "terraform-1.15",
-            Tf::V1_0 => "terraform-1.0",
+        let (name, setup) = match self {
+            Tf::V1_15 => ("terraform-1.15", "setup-terraform.sh"),
+            Tf::V1_0 => ("terraform-1.0", "setup-terraform.sh"),
+            Tf::Tofu => ("tofu", "setup-tofu.sh"),
         };
         let bin = tools.join("bin").join(name);
         assert!(
             bin.exists(),
-            "{} not found: run `bash scripts/setup-terraform.sh` (scripts/test.sh does)",
+            "{} not found: run `bash scripts/{setup}` (scripts/test.sh does)",
             bin.display()
         );
         bin
@@ -139,12 +143,7 @@ impl Pgplane {
     /// Runs `pgplane ARGS` against this control plane; asserts success, returns stdout.
     #[track_caller]
     pub fn cli(&self, args: &[&str]) -> String {
-        let o = Command::new(pgplane_bin())
-            .args(args)
-            .envs(self.env())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = self.run_cli(args);
         assert!(
             o.status.success(),
             "pgplane {args:?} failed: {}\n{}",
@@ -152,6 +151,24 @@ impl Pgplane {
             text(&o.stderr)
         );
         text(&o.stdout)
+    }
+
+    /// Runs `pgplane ARGS`; asserts failure, returns stdout and stderr.
+    #[track_caller]
+    pub fn cli_fails(&self, args: &[&str]) -> String {
+        let o = self.run_cli(args);
+        let out = format!("{}\n{}", text(&o.stdout), text(&o.stderr));
+        assert!(!o.status.success(), "pgplane {args:?} succeeded: {out}");
+        out
+    }
+
+    fn run_cli(&self, args: &[&str]) -> Output {
+        Command::new(pgplane_bin())
+            .args(args)
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 }
 
@@ -203,9 +220,11 @@ impl Workspace {
         let mirror = root.join("mirror");
         let platform = mirror.join("registry.pgplane.io/pgplane/pgplane/0.1.0/linux_amd64");
         std::fs::create_dir_all(&platform).unwrap();
-        let link = platform.join("terraform-provider-pgplane_v0.1.0");
-        if !link.exists() {
-            std::os::unix::fs::symlink(provider_bin(), &link).unwrap();
+        // A copy, not a link: a rebuild of the provider while a test runs
+        // would change the binary under the lock file's checksum.
+        let copy = platform.join("terraform-provider-pgplane_v0.1.0");
+        if !copy.exists() {
+            std::fs::copy(provider_bin(), &copy).unwrap();
         }
         let cli_config = root.join("terraform.tfrc");
         std::fs::write(
@@ -237,6 +256,7 @@ impl Workspace {
             .args(args)
             .current_dir(&self.dir)
             .env("TF_CLI_CONFIG_FILE", &self.cli_config)
+            .env("TOFU_CLI_CONFIG_FILE", &self.cli_config)
             .env("TF_IN_AUTOMATION", "1")
             .env("CHECKPOINT_DISABLE", "1")
             .env("TF_INPUT", "0")
@@ -261,7 +281,7 @@ impl Workspace {
         assert_eq!(
             r.code,
             code,
-            "terraform ({:?}) {args:?} exited {} (expected {code}):\n{}",
+            "{:?} {args:?} exited {} (expected {code}):\n{}",
             self.tf,
             r.code,
             r.all()
@@ -289,4 +309,20 @@ pub fn psql(uri: &str, sql: &str) -> String {
         text(&o.stderr)
     );
     text(&o.stdout).trim().to_owned()
+}
+
+/// Whether `select 1` through `uri` fails (nothing accepts connections there).
+pub fn psql_fails(uri: &str) -> bool {
+    !Command::new("psql")
+        .args([uri, "-Atc", "select 1"])
+        .env("PGCONNECT_TIMEOUT", "3")
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// The control plane's view of instance `name` (`pgplane instance get -o json`).
+pub fn instance_json(pgplane: &Pgplane, name: &str) -> serde_json::Value {
+    serde_json::from_str(&pgplane.cli(&["instance", "get", name, "-o", "json"])).unwrap()
 }

@@ -201,6 +201,7 @@ async fn save(
     let command = Command::Update {
         spec: Box::new(spec),
         expected_generation: Some(form.generation),
+        owner: None,
     };
     let refused = |status: StatusCode, errors: FieldErrors| {
         Ok((status, render(session, row, form, &errors, None)).into_response())
@@ -212,7 +213,12 @@ async fn save(
             StatusCode::UNPROCESSABLE_ENTITY,
             FieldErrors::from_validation(&errs),
         ),
-        Err(e @ (ApiError::Transition(_) | ApiError::Conflict(_) | ApiError::Deleted { .. })) => {
+        Err(
+            e @ (ApiError::Transition(_)
+            | ApiError::Conflict(_)
+            | ApiError::OwnedElsewhere { .. }
+            | ApiError::Deleted { .. }),
+        ) => {
             let mut errors = FieldErrors::default();
             errors.push(Field::Form, e.to_string());
             refused(StatusCode::CONFLICT, errors)

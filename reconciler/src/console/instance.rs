@@ -125,6 +125,7 @@ pub async fn act(
         Err(
             e @ (ApiError::Transition(_)
             | ApiError::Conflict(_)
+            | ApiError::OwnedElsewhere { .. }
             | ApiError::Deleted { .. }
             | ApiError::Invalid(_)),
         ) => refuse(e.to_string()),

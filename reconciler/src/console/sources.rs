@@ -390,6 +390,8 @@ mod tests {
             last_good_commit: Some("0123456789abcdef".into()),
             last_seen_commit: None,
             last_sync_at: last_sync,
+            last_outcome: None,
+            last_error: None,
         }
     }
 

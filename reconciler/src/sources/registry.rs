@@ -6,7 +6,11 @@ use api::{CreateSource, DriftMode, Source, WebhookSecret, MIN_SOURCE_INTERVAL_SE
 use chrono::{DateTime, Utc};
 use gitops::LocationError;
 
-use super::{webhook, SourceKey};
+use std::time::Duration;
+
+use gitops::{GitSource, SourceError};
+
+use super::{fetch_blocking, webhook, FetchFailure, SourceKey, FETCH_FAILED};
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::AppState;
@@ -64,6 +68,8 @@ impl SourceRow {
             last_good_commit: self.last_good_commit,
             last_seen_commit: self.last_seen_commit,
             last_sync_at: self.last_sync_at,
+            last_outcome: None,
+            last_error: None,
         }
     }
 }
@@ -75,6 +81,9 @@ const SOURCE_COLUMNS: &str =
 pub async fn create(state: &AppState, caller: &Caller, req: CreateSource) -> Result<Source> {
     validate(&req)?;
     check_url(state, &caller.org, &req.name, &req.url).await?;
+    if req.verify {
+        verify(state, &caller.org, &req).await?;
+    }
     let drift = match req.drift {
         DriftMode::Report => "report",
         DriftMode::Heal => "heal",
@@ -173,6 +182,60 @@ async fn check_url(state: &AppState, org: &str, name: &str, url: &str) -> Result
     }
 }
 
+/// How long adding a source waits for its repository to answer.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Fetches the new source's branch into its cache (the first sync then
+/// has it) and checks that its path exists, as `argocd repo add` checks a
+/// repository: a mistyped URL, branch or path is refused at once, naming
+/// the field. Why a repository cannot be read stays in the server's log,
+/// as for syncs.
+async fn verify(state: &AppState, org: &str, req: &CreateSource) -> Result<()> {
+    let key = SourceKey::new(org, &req.name);
+    let root = state.gitops.cache_dir.clone();
+    let dir = state.gitops.repo_dir(&key, &req.url);
+    let policy = state.gitops.policy();
+    let source = GitSource {
+        url: req.url.clone(),
+        reference: req.branch.clone(),
+        path: req.path.trim_matches('/').to_owned(),
+    };
+    let probe = tokio::task::spawn_blocking(move || {
+        let (git, commit) = fetch_blocking(&root, &dir, policy, &source)?;
+        git.list_files(&commit.sha, &source.path)
+            .map_err(FetchFailure::Source)?;
+        Ok::<_, FetchFailure>(())
+    });
+    let failure = match tokio::time::timeout(VERIFY_TIMEOUT, probe).await {
+        Ok(joined) => match joined.map_err(|e| ApiError::Internal(Box::new(e)))? {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        },
+        Err(_) => {
+            tracing::warn!(%org, source = %req.name, "adding a source: the repository did not answer in time");
+            return Err(ApiError::invalid(
+                "url",
+                format!(
+                    "{FETCH_FAILED}: no answer within {} s (add it with verify off to register it anyway)",
+                    VERIFY_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+    };
+    let field = match &failure {
+        FetchFailure::Source(SourceError::RefNotFound { .. }) => "branch",
+        FetchFailure::Source(SourceError::PathNotFound { .. }) => "path",
+        _ => "url",
+    };
+    let mut message = failure.tenant_message(org, &req.name);
+    if message == FETCH_FAILED {
+        message = format!(
+            "{FETCH_FAILED}: check the URL and that the control plane may read it (add it with verify off to register a repository that does not exist yet)"
+        );
+    }
+    Err(ApiError::invalid(field, message))
+}
+
 pub(super) fn log_refused(org: &str, name: &str, e: &LocationError) {
     match e {
         LocationError::NotPublic { host, detail } => {
@@ -202,7 +265,61 @@ pub async fn list(state: &AppState, org: &str) -> Result<Vec<Source>> {
     .bind(org)
     .fetch_all(&state.pool)
     .await?;
-    Ok(rows.into_iter().map(SourceRow::into_api).collect())
+    let mut health = last_syncs(state, org, None).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let last = health.remove(&row.name);
+            with_health(row.into_api(), last)
+        })
+        .collect())
+}
+
+/// A source as the API shows it, with its newest sync's outcome.
+pub async fn describe(state: &AppState, row: SourceRow) -> Result<Source> {
+    let mut health = last_syncs(state, &row.org, Some(&row.name)).await?;
+    let last = health.remove(&row.name);
+    Ok(with_health(row.into_api(), last))
+}
+
+/// The newest recorded sync of a source: its outcome and errors.
+#[derive(sqlx::FromRow)]
+struct LastSync {
+    source: String,
+    outcome: String,
+    errors: sqlx::types::Json<Vec<String>>,
+    results: sqlx::types::Json<Vec<api::SyncResult>>,
+}
+
+/// The newest recorded sync of each of `org`'s sources (or of one).
+async fn last_syncs(
+    state: &AppState,
+    org: &str,
+    name: Option<&str>,
+) -> Result<std::collections::HashMap<String, LastSync>> {
+    let rows: Vec<LastSync> = sqlx::query_as(
+        "select distinct on (source) source, outcome, errors, results
+         from source_syncs where org = $1 and ($2::text is null or source = $2)
+         order by source, id desc",
+    )
+    .bind(org)
+    .bind(name)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.source.clone(), r)).collect())
+}
+
+fn with_health(mut source: Source, last: Option<LastSync>) -> Source {
+    if let Some(last) = last {
+        source.last_error = last.errors.0.into_iter().next().or_else(|| {
+            last.results
+                .0
+                .into_iter()
+                .find_map(|r| r.error.map(|e| format!("{}: {e}", r.name)))
+        });
+        source.last_outcome = Some(last.outcome);
+    }
+    source
 }
 
 /// Deletes a source, its sync history and its git cache. Waits for a sync

@@ -32,6 +32,8 @@ async fn report(t: &TestApp, id: &str, generation: i64, kind: ReportKind, config
         pending_restart: vec![],
         superuser_access: None,
         archive: None,
+        roles: None,
+        databases: None,
     };
     let report = StatusReport {
         observed: Some(observed),

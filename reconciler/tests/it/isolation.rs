@@ -44,6 +44,17 @@ async fn add(t: &TestApp, token: &str, name: &str, url: &str) -> (StatusCode, Va
     .await
 }
 
+/// Adds a source without reading its repository first.
+async fn add_unverified(t: &TestApp, token: &str, name: &str, url: &str) -> (StatusCode, Value) {
+    t.call_as(
+        token,
+        "POST",
+        "/api/v1/sources",
+        Some(json!({"name": name, "url": url, "intervalSeconds": 3600, "verify": false})),
+    )
+    .await
+}
+
 async fn sync(t: &TestApp, token: &str, name: &str) -> Value {
     let (status, body) = t
         .call_as(token, "POST", &format!("/api/v1/sources/{name}/sync"), None)
@@ -220,6 +231,7 @@ async fn fetch_errors_read_the_same_whatever_the_remote_did(pool: PgPool) {
     let hangs_up = http_server("");
     let garbage = http_server("SSH-2.0-OpenSSH_9.2\r\n");
     let mut seen = Vec::new();
+    let mut refusals = Vec::new();
     for (name, port) in [
         ("closed", closed),
         ("not-found", not_found),
@@ -227,13 +239,13 @@ async fn fetch_errors_read_the_same_whatever_the_remote_did(pool: PgPool) {
         ("hangs-up", hangs_up),
         ("garbage", garbage),
     ] {
-        let (status, body) = add(
-            &t,
-            &t.token,
-            name,
-            &format!("http://127.0.0.1:{port}/x.git"),
-        )
-        .await;
+        let url = format!("http://127.0.0.1:{port}/x.git");
+        // Added with the check, the refusal reads the same too.
+        let (status, refused) = add(&t, &t.token, name, &url).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+        assert_eq!(field(&refused), "url", "{refused}");
+        refusals.push((name, refused["fields"].clone()));
+        let (status, body) = add_unverified(&t, &t.token, name, &url).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let record = sync(&t, &t.token, name).await;
         assert_eq!(record["outcome"], "fetch-failed", "{name}: {record}");
@@ -245,6 +257,9 @@ async fn fetch_errors_read_the_same_whatever_the_remote_did(pool: PgPool) {
     }
     for (name, errors) in &seen {
         assert_eq!(errors, &json!([FETCH_FAILED]), "{name}");
+    }
+    for (name, fields) in &refusals {
+        assert_eq!(fields, &refusals[0].1, "{name}");
     }
 }
 
@@ -265,7 +280,7 @@ async fn the_policy_is_checked_again_before_every_fetch(pool: PgPool) {
         listener.local_addr().unwrap().port()
     );
     assert_eq!(
-        add(&open, &open.token, "lan", &lan).await.0,
+        add_unverified(&open, &open.token, "lan", &lan).await.0,
         StatusCode::CREATED
     );
 
@@ -428,7 +443,9 @@ async fn add_with_secret(t: &TestApp, token: &str, name: &str, secret: &str) -> 
             token,
             "POST",
             "/api/v1/sources",
-            Some(json!({"name": name, "url": PUBLIC_URL, "webhookSecret": secret})),
+            Some(
+                json!({"name": name, "url": PUBLIC_URL, "webhookSecret": secret, "verify": false}),
+            ),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -499,7 +516,7 @@ async fn a_source_added_without_a_secret_gets_one_shown_once(pool: PgPool) {
         .call(
             "POST",
             "/api/v1/sources",
-            Some(json!({"name": "auto", "url": PUBLIC_URL})),
+            Some(json!({"name": "auto", "url": PUBLIC_URL, "verify": false})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -533,7 +550,7 @@ async fn a_source_added_without_a_secret_gets_one_shown_once(pool: PgPool) {
         .call(
             "POST",
             "/api/v1/sources",
-            Some(json!({"name": "empty", "url": PUBLIC_URL, "webhookSecret": ""})),
+            Some(json!({"name": "empty", "url": PUBLIC_URL, "webhookSecret": "", "verify": false})),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -591,7 +608,7 @@ async fn intervals_below_the_minimum_are_refused(pool: PgPool) {
             .call(
                 "POST",
                 "/api/v1/sources",
-                Some(json!({"name": "prod", "url": PUBLIC_URL, "intervalSeconds": interval})),
+                Some(json!({"name": "prod", "url": PUBLIC_URL, "intervalSeconds": interval, "verify": false})),
             )
             .await;
         assert_eq!(status, want, "{interval}: {body}");
@@ -644,9 +661,118 @@ async fn clients_may_set_only_their_own_owners(pool: PgPool) {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         assert_eq!(body["owner"], want);
     }
-    // What the client created stays deletable by the client.
-    let (status, _) = t.call("DELETE", "/api/v1/instances/a", None).await;
-    assert_eq!(status, StatusCode::OK);
+    // What Terraform created changes through Terraform: the API is told
+    // who owns it, and may override only when it says so.
+    let (status, body) = t.call("DELETE", "/api/v1/instances/a", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "owned_elsewhere", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("managed by terraform") && message.contains("--override-owner"),
+        "{message}"
+    );
+    for (method, uri) in [
+        ("POST", "/api/v1/instances/a/stop"),
+        ("POST", "/api/v1/instances/a/heal"),
+    ] {
+        let (status, body) = t.call(method, uri, None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{uri}: {body}");
+    }
+    let (status, body) = t
+        .call_with(
+            &t.token,
+            &[("pgplane-owner", "terraform")],
+            "DELETE",
+            "/api/v1/instances/b",
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "and the other way round: {body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("managed by api"),
+        "{body}"
+    );
+    let (status, body) = t
+        .call_with(
+            &t.token,
+            &[("pgplane-owner", "chef")],
+            "DELETE",
+            "/api/v1/instances/b",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(field(&body), "pgplane-owner", "{body}");
+    let (status, _) = t
+        .call_with(
+            &t.token,
+            &[("pgplane-owner", "terraform")],
+            "DELETE",
+            "/api/v1/instances/a",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "Terraform deletes its own");
+    let (status, body) = t
+        .call_with(
+            &t.token,
+            &[
+                ("pgplane-override-owner", "true"),
+                ("pgplane-owner", "terraform"),
+            ],
+            "DELETE",
+            "/api/v1/instances/b",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "an explicit override: {body}");
+
+    // Handing an instance over (what `terraform import` does) is the
+    // owner's decision, or an override; it is recorded.
+    let (status, body) = t
+        .call_with(
+            &t.token,
+            &[("pgplane-owner", "terraform")],
+            "PUT",
+            "/api/v1/instances/c",
+            Some(json!({"spec": {}, "owner": "terraform"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = t
+        .call_with(
+            &t.token,
+            &[
+                ("pgplane-owner", "terraform"),
+                ("pgplane-override-owner", "true"),
+            ],
+            "PUT",
+            "/api/v1/instances/c",
+            Some(json!({"spec": {}, "owner": "terraform"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["owner"], "terraform");
+    assert_eq!(body["generation"], 1, "nothing else changed");
+    let (_, history) = t.call("GET", "/api/v1/instances/c/history", None).await;
+    let last = history["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event"], "Owner", "{history}");
+    assert_eq!(last["detail"], "owner: api → terraform", "{history}");
+    let (status, body) = t
+        .call_with(
+            &t.token,
+            &[("pgplane-owner", "terraform")],
+            "PUT",
+            "/api/v1/instances/c",
+            Some(json!({"spec": {}, "owner": "git:prod"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(field(&body), "owner", "{body}");
 }
 
 fn modes_under(dir: &Path) -> Vec<(String, u32)> {

@@ -79,6 +79,7 @@ async fn one_changed_manifest_enqueues_exactly_one_event(pool: PgPool) {
         drift: DriftMode::Report,
         adopt: false,
         webhook_secret: None,
+        verify: true,
     };
     reconciler::sources::create(&t.state, &caller, req)
         .await
@@ -154,6 +155,7 @@ async fn an_unreachable_remote_or_vanished_path_changes_nothing(pool: PgPool) {
         drift: DriftMode::Report,
         adopt: false,
         webhook_secret: None,
+        verify: true,
     };
     reconciler::sources::create(&t.state, &caller, req.clone())
         .await
@@ -194,9 +196,26 @@ async fn an_unreachable_remote_or_vanished_path_changes_nothing(pool: PgPool) {
         good
     );
 
-    // A remote that cannot be reached: nothing changes either.
+    // A remote that cannot be reached is refused when added, naming the
+    // URL and nothing of why; registered without the check, its syncs
+    // change nothing either.
     req.name = "gone".into();
     req.url = "http://127.0.0.1:1/nothing.git".into();
+    let refused = reconciler::sources::create(&t.state, &caller, req.clone())
+        .await
+        .unwrap_err();
+    let reconciler::error::ApiError::Invalid(errors) = refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(errors.0[0].path, "url", "{errors:?}");
+    assert!(
+        errors.0[0]
+            .message
+            .starts_with(reconciler::sources::FETCH_FAILED)
+            && !errors.0[0].message.contains("refused"),
+        "{errors:?}"
+    );
+    req.verify = false;
     reconciler::sources::create(&t.state, &caller, req)
         .await
         .unwrap();

@@ -88,7 +88,22 @@ impl TestApp {
         uri: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.call_with(token, &[], method, uri, body).await
+    }
+
+    /// A call with `token` and extra request `headers`.
+    pub async fn call_with(
+        &self,
+        token: &str,
+        headers: &[(&str, &str)],
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if !token.is_empty() {
             req = req.header("authorization", format!("Bearer {token}"));
         }
