@@ -7,11 +7,12 @@
 
 mod status;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::{Agent, InstanceConfig, PostgresBinaries, RunAs, Secret, Template};
+use agent::{Agent, InstanceConfig, PostgresBinaries, RolePasswords, RunAs, Secret, Template};
 use anyhow::Context;
 use domain::InstanceSpec;
 
@@ -48,6 +49,12 @@ pub struct AgentArgs {
     /// works, without a restart.
     #[arg(long, env = "PGPLANE_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+    /// Directory holding the declared roles' passwords, one file per role
+    /// named after it (the operator mounts the roles' Secret here). Read
+    /// before every converge: a role whose file is not there yet is created
+    /// without a password and is given it once the file appears.
+    #[arg(long, env = "PGPLANE_ROLE_PASSWORDS_DIR")]
+    pub role_passwords_dir: Option<PathBuf>,
     /// The OS user Postgres runs as when this process runs as root.
     #[arg(long, env = "PGPLANE_POSTGRES_USER", default_value = "postgres")]
     pub postgres_user: String,
@@ -76,6 +83,39 @@ fn read_spec(path: &Path) -> anyhow::Result<InstanceSpec> {
         .with_context(|| format!("{} is not a valid instance spec", path.display()))?;
     domain::validate_spec(&spec, "spec").map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(spec)
+}
+
+/// The declared roles' passwords in `dir`: one file per role, named after
+/// it. Dot files (the kubelet's `..data` and its timestamped directories)
+/// and empty or unreadable files are skipped; a missing directory holds
+/// none.
+fn read_role_passwords(dir: &Path) -> BTreeMap<String, Secret> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "role passwords unreadable");
+            }
+            return BTreeMap::new();
+        }
+    };
+    entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let role = path.file_name()?.to_str()?.to_owned();
+            if role.starts_with('.') || !path.is_file() {
+                return None;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(password) if !password.is_empty() => Some((role, Secret::new(password))),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(%role, error = %e, "role password file unreadable");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// Where the password comes from: fixed at start, or a file to follow.
@@ -143,10 +183,24 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut applied_password = password.expose().to_owned();
     tracing::info!(data_dir = %args.data_dir.display(), port = args.port, "postgres running");
 
+    let mut applied_roles = None;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        converge_to_file(&agent, &args.spec_file, &generation_file, &converged).await;
+        let role_passwords = args
+            .role_passwords_dir
+            .as_deref()
+            .map(read_role_passwords)
+            .unwrap_or_default();
+        converge_to_file(
+            &agent,
+            &args.spec_file,
+            &generation_file,
+            &converged,
+            &role_passwords,
+            &mut applied_roles,
+        )
+        .await;
         if let PasswordSource::File(_) = passwords {
             match passwords.read() {
                 Ok(password) if password.expose() != applied_password => {
@@ -178,13 +232,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Converges to the spec file when it or its generation changed, holding
-/// the status lock throughout, and records what was converged.
+/// Converges to the spec file when it, its generation or the role
+/// passwords changed (`applied_roles`: the passwords of the last converge),
+/// holding the status lock throughout, and records what was converged.
 async fn converge_to_file(
     agent: &Agent,
     spec_file: &Path,
     generation_file: &Path,
     converged: &status::Shared,
+    role_passwords: &BTreeMap<String, Secret>,
+    applied_roles: &mut Option<BTreeMap<String, Secret>>,
 ) {
     let mut converged = converged.lock().await;
     // The kubelet swaps a ConfigMap's files all at once: a generation read
@@ -202,15 +259,18 @@ async fn converge_to_file(
     if read_generation(generation_file) != generation {
         return;
     }
-    if converged.spec.as_ref() == Some(&spec) {
+    if converged.spec.as_ref() == Some(&spec) && applied_roles.as_ref() == Some(role_passwords) {
         // The generation may move without a change for the server.
         converged.generation = generation;
         converged.error = None;
         return;
     }
-    match agent.converge(&spec, false).await {
+    let passwords = RolePasswords::new(role_passwords.clone());
+    match agent.converge_with(&spec, false, &passwords).await {
         Ok(outcome) => {
-            tracing::info!(restarted = outcome.restarted, pending = ?outcome.pending_restart_before, ?generation, "converged to the spec file");
+            let with_password: Vec<&String> = role_passwords.keys().collect();
+            tracing::info!(restarted = outcome.restarted, pending = ?outcome.pending_restart_before, ?generation, roles_with_password = ?with_password, "converged to the spec file");
+            *applied_roles = Some(role_passwords.clone());
             converged.spec = Some(spec);
             converged.generation = generation;
             converged.error = None;

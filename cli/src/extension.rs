@@ -10,7 +10,10 @@ pub enum ExtensionCommand {
     /// preloaded (declaring one restarts the server), trusted, what they
     /// require and the package they come from.
     ///
+    /// Examples:
+    ///
     ///   pgplane extension list
+    ///
     ///   pgplane extension list --data-plane eu-west -o json
     List {
         /// The data plane (default: the control plane's default one).

@@ -26,23 +26,58 @@ use wait::Goal;
 #[derive(clap::Subcommand, Debug)]
 pub enum InstanceCommand {
     /// Create an instance.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane instance create orders --wait
+    ///
+    ///   pgplane instance create orders --extension hstore,citext=1.6 --config work_mem=16MB --memory 2Gi --wait
+    ///
+    ///   pgplane instance create shop --role app --database shop:app --backup-schedule @daily --backup-retention 7d
+    ///
+    ///   pgplane instance create orders-fix --restore-from orders --at 2026-12-01T10:00:00Z --wait
     Create(CreateArgs),
     /// List the organisation's instances: who owns each and where it is
     /// reached.
     ///
+    /// Examples:
+    ///
     ///   pgplane instance list
+    ///
     ///   pgplane instance list --owner git:prod -o wide
+    ///
     ///   pgplane instance list --state Error -o name | xargs -n1 pgplane instance status
+    ///
     ///   pgplane instance list -w            # then a row per change, until Ctrl-C
     List(ListArgs),
     /// Show one instance in detail: spec, what the data plane observes, connection.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane instance get orders
+    ///
+    ///   pgplane instance get orders -o yaml
     Get {
         /// Instance name (or id).
         name: String,
     },
     /// Change an instance's spec; only the flags given change.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane instance update orders --config max_connections=200 --wait
+    ///
+    ///   pgplane instance update orders --extension pg_cron --memory 2Gi
+    ///
+    ///   pgplane instance update orders --unset-config work_mem --remove-extension citext
     Update(UpdateArgs),
     /// Restart Postgres.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane instance restart orders --wait
+    ///
+    ///   pgplane instance restart orders --wait --timeout 5m
     Restart {
         /// Instance name (or id).
         name: String,
@@ -50,6 +85,12 @@ pub enum InstanceCommand {
         wait: WaitArgs,
     },
     /// Stop Postgres; the data is kept.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane instance stop orders --wait
+    ///
+    ///   pgplane instance stop orders --wait --timeout 5m
     Stop {
         /// Instance name (or id).
         name: String,
@@ -57,6 +98,12 @@ pub enum InstanceCommand {
         wait: WaitArgs,
     },
     /// Start a stopped instance.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane instance start orders --wait
+    ///
+    ///   pgplane instance start orders --wait --timeout 2m
     Start {
         /// Instance name (or id).
         name: String,
@@ -68,7 +115,10 @@ pub enum InstanceCommand {
     /// extension, a stopped server); restarts when a drifted parameter
     /// needs it. Nothing happens to an instance in sync.
     ///
+    /// Examples:
+    ///
     ///   pgplane drift                      # what drifted
+    ///
     ///   pgplane instance heal orders --wait
     Heal {
         /// Instance name (or id).
@@ -78,7 +128,10 @@ pub enum InstanceCommand {
     },
     /// Delete an instance and its data.
     ///
+    /// Examples:
+    ///
     ///   pgplane instance delete orders --wait
+    ///
     ///   pgplane instance delete orders --ignore-not-found   # for scripts: gone already is fine
     Delete {
         /// Instance name (or id).
@@ -90,6 +143,12 @@ pub enum InstanceCommand {
         wait: WaitArgs,
     },
     /// Show an instance's state changes, oldest first.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane instance history orders
+    ///
+    ///   pgplane instance history orders -o json
     History {
         /// Instance name (or id).
         name: String,
@@ -97,9 +156,14 @@ pub enum InstanceCommand {
     /// Print how to connect, password included: a URI (the default), libpq
     /// environment variables, or a `.pgpass` line.
     ///
+    /// Examples:
+    ///
     ///   psql "$(pgplane instance credentials orders)"
+    ///
     ///   eval "$(pgplane instance credentials orders --format env)"; psql
+    ///
     ///   pgplane instance credentials orders --format pgpass >> ~/.pgpass
+    ///
     ///   pgplane instance credentials orders --role app   # a role the spec declares
     Credentials {
         /// Instance name (or id).
@@ -115,7 +179,11 @@ pub enum InstanceCommand {
     /// git: commit the file to a source's path, then sync that source with
     /// adopt on (`pgplane source add … --adopt`) so it takes the instance over.
     ///
+    /// Examples:
+    ///
     ///   pgplane instance export orders > instances/orders.yaml
+    ///
+    ///   pgplane instance list --owner api -o name | xargs -I{} sh -c 'pgplane instance export {} > instances/{}.yaml'
     Export {
         /// Instance name (or id).
         name: String,
@@ -124,7 +192,10 @@ pub enum InstanceCommand {
     /// installs it). Arguments after `--` go to psql. The password reaches
     /// psql through its environment, never its command line.
     ///
+    /// Examples:
+    ///
     ///   pgplane instance psql orders
+    ///
     ///   pgplane instance psql orders -- -c 'select version()'
     Psql {
         /// Instance name (or id).
@@ -137,8 +208,12 @@ pub enum InstanceCommand {
     /// them at each re-observation (the local data plane; on Kubernetes the
     /// pod's log has them: `kubectl logs`).
     ///
+    /// Examples:
+    ///
     ///   pgplane instance logs orders
+    ///
     ///   pgplane instance logs orders --tail 500 | grep ERROR
+    ///
     ///   pgplane instance logs orders -f      # keep printing new lines, until Ctrl-C
     Logs {
         /// Instance name (or id).
@@ -155,6 +230,8 @@ pub enum InstanceCommand {
     /// something needs attention (Error, drift, archiving failing or off,
     /// no backup yet), so it can gate a script.
     ///
+    /// Example:
+    ///
     ///   pgplane instance status orders
     Status {
         /// Instance name (or id).
@@ -164,6 +241,8 @@ pub enum InstanceCommand {
     ///
     /// With --wait, waits until the backup is in the repository and prints
     /// what was taken; exits 1 when it failed.
+    ///
+    /// Example:
     ///
     ///   pgplane instance backup orders --wait
     Backup {
@@ -176,6 +255,12 @@ pub enum InstanceCommand {
     ///
     /// Works for deleted instances too: their backups are kept for their
     /// retention, and `instance create NEW --restore-from NAME` restores them.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane instance backups orders
+    ///
+    ///   pgplane instance backups orders -o json | jq .restorableUntil
     Backups {
         /// Instance name (or id).
         name: String,
@@ -185,7 +270,10 @@ pub enum InstanceCommand {
     /// (the data plane samples at each re-observation; the newest 120 are
     /// kept).
     ///
+    /// Examples:
+    ///
     ///   pgplane instance activity orders
+    ///
     ///   pgplane instance activity orders -o json | jq '.items[-1]'
     Activity {
         /// Instance name (or id).
@@ -247,6 +335,8 @@ pub struct CreateArgs {
     /// Start as a copy of another instance's data, restored from its backups
     /// (a branch). The source may have been deleted; it is never touched.
     /// Its extensions and configuration are the starting point of this spec.
+    ///
+    /// Example:
     ///
     ///   pgplane instance create orders-fix --restore-from orders --at 2026-12-01T10:00:00Z
     #[arg(long, value_name = "NAME")]

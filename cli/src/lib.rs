@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod backup_repo;
 pub mod context;
+pub mod down;
 pub mod drift;
 pub mod extension;
 pub mod instance;
@@ -36,7 +37,29 @@ pub struct Cli {
 pub enum Command {
     /// Run everything in one process: an embedded state Postgres, the control
     /// plane's HTTP API and a conductor with the local runtime.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane up
+    ///
+    ///   pgplane up --data-dir ./demo --listen 127.0.0.1:8081
+    ///
+    ///   pgplane up --backup-repo /srv/pgplane-backups --instance-ports 6000-6099
     Up(up::UpArgs),
+    /// Stop a `pgplane up` running on a data directory (in the background,
+    /// in another terminal, under a service manager) as Ctrl-C would: every
+    /// instance stops with a fast shutdown and comes back on the next
+    /// `pgplane up`. Exits 0 once it has stopped (or when none runs there),
+    /// 3 when --timeout passed.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane up > up.log 2>&1 &   # later:
+    ///
+    ///   pgplane down
+    ///
+    ///   pgplane down --data-dir ./demo --timeout 5m
+    Down(down::DownArgs),
     /// Manage Postgres instances through the control-plane API.
     Instance {
         #[command(flatten)]
@@ -48,6 +71,14 @@ pub enum Command {
         command: instance::InstanceCommand,
     },
     /// Dry run of a GitOps sync: what would be created, updated, deleted or orphaned.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane plan -f instances/
+    ///
+    ///   pgplane plan -f instances/ --source prod --prune
+    ///
+    ///   pgplane plan --git https://git.example.com/infra.git --ref main --path instances -o markdown
     Plan {
         #[command(flatten)]
         conn: ApiArgs,
@@ -78,6 +109,14 @@ pub enum Command {
         command: extension::ExtensionCommand,
     },
     /// Show drift: each instance's declaration versus what its data plane reports.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane drift
+    ///
+    ///   pgplane drift --exit-code          # exits 2 when anything drifted
+    ///
+    ///   pgplane drift -o markdown
     Drift {
         #[command(flatten)]
         conn: ApiArgs,
@@ -85,12 +124,30 @@ pub enum Command {
         args: drift::DriftArgs,
     },
     /// Run the control plane alone, against an external Postgres.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane server --database-url postgres://pgplane@db.internal/pgplane
+    ///
+    ///   pgplane server --database-url postgres://pgplane@db.internal/pgplane --listen 0.0.0.0:8080 --secret-key-file /etc/pgplane/keys
     Server(server::ServerArgs),
     /// Run a conductor (data plane) alone, against the control plane's database.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane conductor --database-url postgres://pgplane@db.internal/pgplane --data-dir /srv/pgplane
+    ///
+    ///   pgplane conductor --database-url postgres://pgplane@db.internal/pgplane --data-plane k8s --runtime kubernetes --namespace databases
     Conductor(server::ConductorArgs),
     /// Run the instance agent in the foreground (the container entrypoint of
     /// the pods the Kubernetes operator creates): Postgres converged to a
     /// spec file, re-applied when the file changes.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane agent --data-dir /var/lib/postgresql/data --spec-file /etc/pgplane/spec.json --password-file /etc/pgplane/secret/password
+    ///
+    ///   pgplane agent --data-dir ./pgdata --spec-file spec.json --password-file password --port 5433 --status-addr 127.0.0.1:8008
     Agent(agent::AgentArgs),
     /// Manage API tokens: create (with a name and an expiry), list, revoke.
     Token {
@@ -108,12 +165,21 @@ pub enum Command {
         command: secrets::SecretsCommand,
     },
     /// Print the control plane's OpenAPI document.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane openapi > openapi.json
+    ///
+    ///   pgplane openapi | jq '.paths | keys'
     Openapi,
     /// Which control plane this shell talks to, as which organisation, and
     /// the versions and data planes there. Exits 1 when it cannot be
     /// reached or refuses the token.
     ///
+    /// Examples:
+    ///
     ///   pgplane status
+    ///
     ///   pgplane status -o json
     Status {
         #[command(flatten)]
@@ -124,8 +190,12 @@ pub enum Command {
     },
     /// Print a shell completion script.
     ///
+    /// Examples:
+    ///
     ///   source <(pgplane completion bash)        # this shell
+    ///
     ///   pgplane completion bash > /etc/bash_completion.d/pgplane
+    ///
     ///   pgplane completion zsh > "${fpath[1]}/_pgplane"
     Completion {
         /// bash, zsh, fish, elvish or powershell.
@@ -176,6 +246,7 @@ pub async fn run(cli: Cli) -> u8 {
             init_logging("info,sqlx=warn");
             report(up::run(args).await)
         }
+        Command::Down(args) => down::run(args).clamp(0, 255) as u8,
         Command::Server(args) => {
             init_logging("info,sqlx=warn");
             report(server::run_server(args).await)
@@ -286,4 +357,83 @@ pub fn init_logging(default: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every leaf command's path (`pgplane instance create`) and its help text.
+    fn leaves(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        let path = format!("{path} {}", cmd.get_name());
+        let subcommands: Vec<_> = cmd
+            .get_subcommands()
+            .filter(|c| c.get_name() != "help")
+            .collect();
+        if subcommands.is_empty() {
+            let help = cmd
+                .get_long_about()
+                .or(cmd.get_about())
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            out.push((path.trim().to_owned(), help));
+        }
+        for sub in subcommands {
+            leaves(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        let mut all = Vec::new();
+        leaves(&Cli::command(), "", &mut all);
+        assert!(all.len() > 30, "{all:?}");
+        let missing: Vec<&str> = all
+            .iter()
+            .filter(|(_, help)| !help.lines().any(|l| l.trim_start().starts_with("pgplane ")))
+            .map(|(path, _)| path.as_str())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "these commands' --help shows no example (an indented `pgplane …` line in the doc comment): {missing:#?}"
+        );
+    }
+
+    /// The words of an example's `pgplane` command: up to a pipe, a
+    /// redirection, a comment or the next command; quotes removed.
+    fn example_words(line: &str) -> Vec<String> {
+        let end = [" | ", " > ", " >> ", " && ", " #", "; ", " &"]
+            .iter()
+            .filter_map(|sep| line.find(sep))
+            .min()
+            .unwrap_or(line.len());
+        line[..end]
+            .split_whitespace()
+            .map(|w| w.trim_matches(['\'', '"']).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_example_parses() {
+        use clap::Parser;
+        let mut all = Vec::new();
+        leaves(&Cli::command(), "", &mut all);
+        let mut checked = 0;
+        for (path, help) in &all {
+            for line in help
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("pgplane "))
+            {
+                let words = example_words(line);
+                if let Err(e) = Cli::try_parse_from(&words) {
+                    panic!("{path}: the example `{line}` does not parse:\n{e}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > all.len(), "{checked} examples");
+    }
 }

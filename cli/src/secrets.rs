@@ -39,9 +39,12 @@ impl KeyArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum SecretsCommand {
     /// Print a new sealing key, for --secret-key-file or PGPLANE_SECRET_KEYS.
-    #[command(after_help = "Example:\n  \
-        umask 077; pgplane secrets generate-key > /etc/pgplane/keys\n  \
-        pgplane server --secret-key-file /etc/pgplane/keys")]
+    ///
+    /// Examples:
+    ///
+    ///   umask 077; pgplane secrets generate-key > /etc/pgplane/keys
+    ///
+    ///   pgplane server --database-url postgres://pgplane@db.internal/pgplane --secret-key-file /etc/pgplane/keys
     GenerateKey,
     /// Seal every stored secret with a new key and retire the old ones.
     ///
@@ -49,10 +52,12 @@ pub enum SecretsCommand {
     /// plane that reads the same file picks the new key up by itself. With
     /// keys in PGPLANE_SECRET_KEYS, rotate with a key file and put its new
     /// content in the environment.
-    #[command(after_help = "Examples:\n  \
-        pgplane secrets rotate --data-dir ./demo                      # pgplane up's\n  \
-        PGPLANE_DATABASE_URL=postgres://… \\\n    \
-        pgplane secrets rotate --secret-key-file /etc/pgplane/keys    # pgplane server's")]
+    ///
+    /// Examples:
+    ///
+    ///   pgplane secrets rotate --data-dir ./demo                        # pgplane up's
+    ///
+    ///   pgplane secrets rotate --database-url postgres://pgplane@db.internal/pgplane --secret-key-file /etc/pgplane/keys
     Rotate {
         /// The data directory of `pgplane up` (its state database and key file).
         #[arg(long, conflicts_with_all = ["database_url", "secret_key_file"])]

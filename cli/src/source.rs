@@ -12,23 +12,50 @@ pub enum SourceCommand {
     /// at once on a push webhook). The branch is fetched first: a
     /// repository, branch or path that cannot be read is refused.
     ///
+    /// Examples:
+    ///
     ///   pgplane source add prod --git https://git.example.com/infra.git --path instances
-    ///   pgplane source add prod --git … --prune --drift heal --adopt
+    ///
+    ///   pgplane source add prod --git https://git.example.com/infra.git --prune --drift heal --adopt
     Add(AddArgs),
     /// List sources with their health: the commit in force, when they last
     /// synced, and the newest sync's outcome and first error.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane source list
+    ///
+    ///   pgplane source list -o json
     List,
     /// Sync now and show what the sync did.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane source sync prod
+    ///
+    ///   pgplane source sync prod -o json
     Sync {
         /// Source name.
         name: String,
     },
     /// The history of syncs: commit, author, message, outcome per instance, errors.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane source status prod
+    ///
+    ///   pgplane source status prod -o yaml
     Status {
         /// Source name.
         name: String,
     },
     /// Stop watching a source (its instances are left as they are).
+    ///
+    /// Examples:
+    ///
+    ///   pgplane source delete prod
+    ///
+    ///   pgplane source delete prod && pgplane instance list --owner git:prod   # its instances stay
     Delete {
         /// Source name.
         name: String,

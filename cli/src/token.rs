@@ -19,8 +19,11 @@ pub enum TokenCommand {
     /// PGPLANE_TOKEN, as `pgplane up` writes them), or with --database-url
     /// straight into the control plane's database (the first token).
     ///
+    /// Examples:
+    ///
     ///   pgplane token create --org acme --name ci --expires-in 30d
-    ///   pgplane token create --org acme --admin --database-url postgres://…
+    ///
+    ///   pgplane token create --org acme --admin --database-url postgres://pgplane@db.internal/pgplane
     Create {
         /// The organisation (created if new).
         #[arg(long)]
@@ -44,13 +47,18 @@ pub enum TokenCommand {
     },
     /// List every token (admin token): never the tokens themselves.
     ///
+    /// Example:
+    ///
     ///   pgplane token list
     List,
     /// Revoke a token (admin token) by its id, or by its name within --org
     /// (default: your token's organisation). Its console sessions end too.
     ///
+    /// Examples:
+    ///
     ///   pgplane token revoke ci --org acme
-    ///   pgplane token revoke 2f0c…
+    ///
+    ///   pgplane token revoke 0b6f4a52-7d2e-4c1a-9a3e-5f8d2c1b9e07
     Revoke {
         /// The token's id or name.
         #[arg(value_name = "ID_OR_NAME")]

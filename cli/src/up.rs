@@ -306,7 +306,15 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => {
+            // `pgplane down` reads who to stop from the lock file.
+            use std::io::Write;
+            let mut f = &file;
+            f.set_len(0)
+                .and_then(|()| writeln!(f, "{}", std::process::id()))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(file)
+        }
         Err(std::fs::TryLockError::WouldBlock) => bail!(
             "another `pgplane up` is already running on {} (lock {} is held)",
             dir.display(),

@@ -13,7 +13,7 @@ mod status;
 use kube::CustomResourceExt;
 
 pub use spec::{
-    role_secret_name, DatabaseRef, ExtensionRef, PostgresInstance, PostgresInstanceSpec,
+    roles_secret_name, DatabaseRef, ExtensionRef, PostgresInstance, PostgresInstanceSpec,
     ResourceRequests, RoleRef, MAX_NAME_LEN,
 };
 pub use status::{

@@ -92,9 +92,9 @@ pub struct PostgresInstanceSpec {
     /// Databases besides `postgres`; those not listed are left alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<DatabaseRef>,
-    /// Roles besides `postgres`; those not listed are left alone. Each
-    /// role's password is in the Secret `NAME-role-ROLE` (key `password`,
-    /// `_` written `-`), made by the operator.
+    /// Roles besides `postgres`; those not listed are left alone. The
+    /// operator generates each present role's password once and keeps it
+    /// in the Secret `NAME-roles`, one key per role.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<RoleRef>,
 }
@@ -238,10 +238,12 @@ impl From<RoleRef> for domain::Role {
     }
 }
 
-/// The Secret holding a declared role's password (Kubernetes names take no
-/// `_`; role names take no `-`, so the mapping is one to one).
-pub fn role_secret_name(instance: &str, role: &str) -> String {
-    format!("{instance}-role-{}", role.replace('_', "-"))
+/// The Secret holding the passwords of an instance's declared roles, one
+/// key per present role, named after the role (role names are valid keys).
+/// One Secret, not one per role, so that it is mounted once and a role
+/// added later reaches the pod without changing its template.
+pub fn roles_secret_name(instance: &str) -> String {
+    format!("{instance}-roles")
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -147,8 +147,14 @@ mod tests {
             "{err}"
         );
         let err = parse_bytes("512kb").unwrap_err().to_string();
-        assert!(err.contains("\"512Ki\"") && err.contains("\"512k\""), "{err}");
-        assert!(parse_bytes("lots").unwrap_err().to_string().contains("suffixes Ki Mi"));
+        assert!(
+            err.contains("\"512Ki\"") && err.contains("\"512k\""),
+            "{err}"
+        );
+        assert!(parse_bytes("lots")
+            .unwrap_err()
+            .to_string()
+            .contains("suffixes Ki Mi"));
     }
 
     #[test]

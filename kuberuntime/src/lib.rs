@@ -20,7 +20,14 @@
 //! Every successful apply reports the password in the operator's Secret, so
 //! a Secret recreated behind the operator's back (it then holds a new
 //! password, which the pod's agent applies) reaches the control plane's
-//! secret store with the next event. A `Restart` event sets the spec's
+//! secret store with the next event. Likewise the passwords of the
+//! declared roles, from the operator's Secret `NAME-roles`
+//! ([`crd::roles_secret_name`]): every successful apply reports the set
+//! the Secret holds for the spec's present roles, which the conductor makes
+//! the control plane's sealed `role_secrets` (so `pgplane instance
+//! credentials NAME --role ROLE` works for an instance on Kubernetes); an
+//! unreadable or missing Secret reports none and leaves the stored ones
+//! alone. A `Restart` event sets the spec's
 //! `restartRequest`, which the operator applies as a rolling restart;
 //! `restarted` is reported whenever the operator's completed rollout changed
 //! the restart hash (a restart request, or a change that needed a restart).
@@ -306,6 +313,35 @@ impl KubernetesRuntime {
         let bytes = secret.data?.remove("password")?.0;
         String::from_utf8(bytes).ok()
     }
+
+    /// The passwords of the spec's present roles in the operator's roles
+    /// Secret; `None` when it cannot be read (the stored ones stay).
+    async fn role_passwords(
+        &self,
+        pi: &PostgresInstance,
+        spec: &domain::InstanceSpec,
+    ) -> Option<BTreeMap<String, String>> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &pi.namespace()?);
+        let name = crd::roles_secret_name(&pi.name_any());
+        let secret = match secrets.get_opt(&name).await {
+            Ok(secret) => secret?,
+            Err(e) => {
+                tracing::warn!(secret = %name, error = %e, "reading the role passwords failed");
+                return None;
+            }
+        };
+        let mut data = secret.data.unwrap_or_default();
+        Some(
+            spec.roles
+                .iter()
+                .filter(|r| r.ensure == domain::Ensure::Present)
+                .filter_map(|r| {
+                    let password = String::from_utf8(data.remove(&r.name)?.0).ok()?;
+                    (!password.is_empty()).then(|| (r.name.clone(), password))
+                })
+                .collect(),
+        )
+    }
 }
 
 #[async_trait]
@@ -356,6 +392,7 @@ impl Runtime for KubernetesRuntime {
         let pi = self.converged(ns, &event.name).await?;
         let created = event.kind == EventKind::Create;
         let password = self.password(&pi).await;
+        let role_passwords = self.role_passwords(&pi, &event.spec).await;
         let rolled_out = |pi: &PostgresInstance| {
             pi.status
                 .as_ref()
@@ -371,7 +408,7 @@ impl Runtime for KubernetesRuntime {
             connection: connection(&pi),
             restarted,
             password,
-            role_passwords: None,
+            role_passwords,
             backups: None,
         })
     }

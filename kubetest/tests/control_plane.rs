@@ -178,6 +178,10 @@ async fn an_instance_created_through_the_control_plane_runs_and_its_drift_shows(
             "--superuser-access",
             "--config",
             "work_mem=16MB",
+            "--role",
+            "app",
+            "--database",
+            "shop:app",
             "--wait",
         ],
         &env,
@@ -219,6 +223,52 @@ async fn an_instance_created_through_the_control_plane_runs_and_its_drift_shows(
     .await
     .unwrap();
     tokio::spawn(connection);
+
+    // The declared role's password, as the operator generated it, reaches
+    // the control plane's secret store and logs in to its database.
+    let creds: serde_json::Value = serde_json::from_str(&ok(
+        &[
+            "instance",
+            "credentials",
+            "k1",
+            "--role",
+            "app",
+            "-o",
+            "json",
+        ],
+        &env,
+    ))
+    .unwrap();
+    let roles = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cluster.client(), NAMESPACE)
+        .get("k1-roles")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert_eq!(
+        creds["password"].as_str().map(str::as_bytes),
+        Some(roles["app"].0.as_slice()),
+        "the stored password is the Secret's"
+    );
+    assert_eq!(
+        (&creds["user"], &creds["database"]),
+        (&"app".into(), &"shop".into())
+    );
+    let conninfo = format!(
+        "host={ip} port=5432 user=app password={} dbname=shop connect_timeout=10",
+        creds["password"].as_str().unwrap()
+    );
+    let (app, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting as app with the stored password: {e}"));
+    tokio::spawn(connection);
+    let user: String = app
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(user, "app");
+
     pg.batch_execute("alter system set work_mem = '48MB'")
         .await
         .unwrap();

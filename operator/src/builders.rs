@@ -35,6 +35,10 @@ pub const POSTGRES_UID: i64 = 999;
 const SPEC_FILE_DIR: &str = "/etc/pgplane";
 /// Where the credentials Secret is mounted (the agent follows the file).
 const CREDENTIALS_DIR: &str = "/etc/pgplane-credentials";
+/// Where the declared roles' Secret is mounted, one file per role. Mounted
+/// whole (no `items`), so a key added later appears in the pod with the
+/// kubelet's next refresh of the volume, without a restart.
+pub const ROLE_PASSWORDS_DIR: &str = "/etc/pgplane-roles";
 
 pub fn statefulset_name(pi: &PostgresInstance) -> String {
     pi.name_any()
@@ -47,6 +51,9 @@ pub fn secret_name(pi: &PostgresInstance) -> String {
 }
 pub fn configmap_name(pi: &PostgresInstance) -> String {
     format!("{}-config", pi.name_any())
+}
+pub fn roles_secret_name(pi: &PostgresInstance) -> String {
+    crd::roles_secret_name(&pi.name_any())
 }
 
 /// Labels on every child and the pod selector.
@@ -129,6 +136,7 @@ pub fn statefulset(pi: &PostgresInstance, settings: &Settings) -> StatefulSet {
                             { "name": "PGPLANE_SPEC_FILE", "value": format!("{SPEC_FILE_DIR}/spec.json") },
                             { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
                             { "name": "PGPLANE_PASSWORD_FILE", "value": format!("{CREDENTIALS_DIR}/{PASSWORD_KEY}") },
+                            { "name": "PGPLANE_ROLE_PASSWORDS_DIR", "value": ROLE_PASSWORDS_DIR },
                         ],
                         "ports": [{ "name": "postgres", "containerPort": POSTGRES_PORT }],
                         "resources": {
@@ -143,6 +151,7 @@ pub fn statefulset(pi: &PostgresInstance, settings: &Settings) -> StatefulSet {
                             { "name": "data", "mountPath": "/var/lib/postgresql/data" },
                             { "name": "spec", "mountPath": SPEC_FILE_DIR, "readOnly": true },
                             { "name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": true },
+                            { "name": "role-passwords", "mountPath": ROLE_PASSWORDS_DIR, "readOnly": true },
                         ],
                     }],
                     "volumes": [
@@ -152,6 +161,12 @@ pub fn statefulset(pi: &PostgresInstance, settings: &Settings) -> StatefulSet {
                         { "name": "credentials", "secret": {
                             "secretName": secret_name(pi),
                             "items": [{ "key": PASSWORD_KEY, "path": PASSWORD_KEY }],
+                            "defaultMode": 0o400,
+                        } },
+                        // Every key, so that roles added later need no new
+                        // item (which would change the template and restart).
+                        { "name": "role-passwords", "secret": {
+                            "secretName": roles_secret_name(pi),
                             "defaultMode": 0o400,
                         } },
                     ],
@@ -228,6 +243,43 @@ pub fn secret(pi: &PostgresInstance, password: &str) -> Secret {
         },
         "type": "Opaque",
         "stringData": { "username": SUPERUSER, PASSWORD_KEY: password },
+    });
+    serde_json::from_value(value).expect("the Secret literal matches the API type")
+}
+
+/// The present declared roles' passwords: those in `existing` kept as they
+/// are (a password is never changed once generated), one from `generate`
+/// for each present role without one, and those of roles no longer present
+/// (removed from the spec or `ensure: absent`) left out.
+pub fn role_passwords(
+    pi: &PostgresInstance,
+    existing: &BTreeMap<String, String>,
+    mut generate: impl FnMut() -> String,
+) -> BTreeMap<String, String> {
+    pi.spec
+        .roles
+        .iter()
+        .filter(|r| domain::Role::from((*r).clone()).ensure == domain::Ensure::Present)
+        .map(|r| {
+            let password = existing.get(&r.name).cloned().unwrap_or_else(&mut generate);
+            (r.name.clone(), password)
+        })
+        .collect()
+}
+
+/// The declared roles' Secret with `passwords` (role → password).
+pub fn roles_secret(pi: &PostgresInstance, passwords: &BTreeMap<String, String>) -> Secret {
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": roles_secret_name(pi),
+            "namespace": pi.namespace(),
+            "labels": labels(pi),
+            "ownerReferences": [owner(pi)],
+        },
+        "type": "Opaque",
+        "stringData": passwords,
     });
     serde_json::from_value(value).expect("the Secret literal matches the API type")
 }

@@ -137,6 +137,7 @@ async fn apply(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
 
 async fn converge(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
     ensure_secret(pi, ctx).await?;
+    ensure_roles_secret(pi, ctx).await?;
     apply_child(pi, ctx, builders::configmap(pi)).await?;
     let desired = builders::statefulset(pi, &ctx.settings);
     let restart_scheduled = restart_scheduled(pi, ctx, &desired).await?;
@@ -245,6 +246,70 @@ async fn ensure_secret(pi: &PostgresInstance, ctx: &Context) -> Result<()> {
     }
 }
 
+/// The declared roles' Secret: created with a password for each present
+/// role, then only given keys for roles added and rid of those of roles no
+/// longer present; a stored password is never replaced. Written before the
+/// ConfigMap, so a new role's password reaches the pod with (or before) the
+/// spec that declares it. The update carries the resourceVersion read, so
+/// a concurrent writer makes it fail and the reconcile retry from what is
+/// stored, instead of being overwritten.
+async fn ensure_roles_secret(pi: &PostgresInstance, ctx: &Context) -> Result<()> {
+    let api: Api<Secret> = child_api(pi, ctx);
+    let name = builders::roles_secret_name(pi);
+    let ns = pi.namespace().unwrap_or_default();
+    let failed = |source| Error::Apply {
+        kind: "Secret",
+        namespace: ns.clone(),
+        name: name.clone(),
+        source,
+    };
+    let existing = api.get_opt(&name).await.map_err(|source| Error::Get {
+        kind: "Secret",
+        namespace: ns.clone(),
+        name: name.clone(),
+        source,
+    })?;
+    let stored = existing.as_ref().map(stored_passwords).unwrap_or_default();
+    let wanted = builders::role_passwords(pi, &stored, builders::generate_password);
+    let mut secret = builders::roles_secret(pi, &wanted);
+    let Some(current) = existing else {
+        return match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => {
+                info!(secret = %name, roles = ?wanted.keys().collect::<Vec<_>>(), "created role passwords");
+                Ok(())
+            }
+            // Another writer was first; its Secret triggers the next reconcile.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(source) => Err(failed(source)),
+        };
+    };
+    if stored == wanted && current.data.as_ref().map_or(0, |d| d.len()) == wanted.len() {
+        return Ok(());
+    }
+    let added: Vec<&String> = wanted.keys().filter(|r| !stored.contains_key(*r)).collect();
+    let removed: Vec<&String> = stored.keys().filter(|r| !wanted.contains_key(*r)).collect();
+    secret.metadata.resource_version = current.metadata.resource_version;
+    api.replace(&name, &PostParams::default(), &secret)
+        .await
+        .map_err(failed)?;
+    info!(secret = %name, ?added, ?removed, "updated role passwords");
+    Ok(())
+}
+
+/// The usable passwords in the roles' Secret (UTF-8, not empty); any other
+/// value is replaced by a new password.
+fn stored_passwords(secret: &Secret) -> std::collections::BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(role, value)| {
+            let password = String::from_utf8(value.0.clone()).ok()?;
+            (!password.is_empty()).then(|| (role.clone(), password))
+        })
+        .collect()
+}
+
 /// Applies the headless Service. A Service from an older operator that has
 /// a cluster IP cannot be changed to headless in place (`clusterIP` is
 /// immutable): it is deleted and created again, which only moves its DNS
@@ -308,6 +373,7 @@ async fn cleanup(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
     delete_child::<Service>(pi, ctx, &builders::service_name(pi)).await?;
     delete_child::<ConfigMap>(pi, ctx, &builders::configmap_name(pi)).await?;
     delete_child::<Secret>(pi, ctx, &builders::secret_name(pi)).await?;
+    delete_child::<Secret>(pi, ctx, &builders::roles_secret_name(pi)).await?;
     info!("children deleted");
     Ok(Action::await_change())
 }

@@ -345,7 +345,8 @@ impl provider_server::Provider for Provider {
         let config = decode(r.config.as_ref(), block)?;
         let mut plan = instance::plan(&prior, proposed, &config);
         if !plan.planned.is_null() && !diag::has_errors(&plan.diagnostics) {
-            plan.diagnostics.extend(self.check_extensions(&prior, &config).await);
+            plan.diagnostics
+                .extend(self.check_extensions(&prior, &config).await);
         }
         Ok(Response::new(pb::plan_resource_change::Response {
             planned_state: encode(plan.planned, block),

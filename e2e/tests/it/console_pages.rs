@@ -228,10 +228,17 @@ async fn console_edits_an_instance_after_reviewing_it_and_shows_sources_drift_an
     }
     let last = eventually("the workload in the samples", WAIT, || {
         let v = json(&["instance", "activity", "shop"], &up.env());
-        let last = v["items"].as_array()?.last()?.clone();
+        let items = v["items"].as_array()?;
+        let last = items.last()?.clone();
         let grew = last["databaseBytes"].as_i64()? > first_size + 5_000_000;
         let connected = last["connections"].as_i64()? >= 1;
-        (grew && connected).then_some(last)
+        // Each chart draws a line: two points at least (a rate needs two
+        // samples, so two rates need three).
+        let rates = items
+            .iter()
+            .filter(|i| i["transactionsPerSecond"].as_f64().is_some())
+            .count();
+        (grew && connected && rates >= 2).then_some(last)
     });
     assert!(last["transactionsPerSecond"].as_f64().is_some(), "{last}");
     b.client

@@ -798,3 +798,21 @@ fn list_columns_formats_watch_ownership_and_heal_from_the_cli() {
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
     assert!(stdout(&o).is_empty(), "{}", stdout(&o));
 }
+
+#[test]
+fn down_stops_a_background_up_and_its_instances() {
+    let up = Embedded::start();
+    let env = up.env();
+    ok(&["instance", "create", "orders", "--wait"], &env);
+    let uri = ok(&["instance", "credentials", "orders"], &env);
+    let data_dir = up.data_dir.to_str().unwrap();
+    let o = run(&["down", "--data-dir", data_dir], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stopped after"), "{}", stderr(&o));
+    assert!(psql_fails(uri.trim()), "the instance stopped with it");
+    let log = std::fs::read_to_string(&up.log).unwrap();
+    assert!(log.contains("stopping instances"), "{log}");
+    let o = run(&["down", "--data-dir", data_dir], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
+}

@@ -37,6 +37,8 @@ fn secrets_are_sealed_at_rest_and_rotate_while_running() {
             &format!("file://{}", repo.display()),
             "--branch",
             "main",
+            // An empty repository: no branch to check yet.
+            "--no-verify",
         ],
         &env,
     );

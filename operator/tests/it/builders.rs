@@ -136,3 +136,56 @@ fn backoff_is_jittered_exponential_and_capped() {
     assert!(backoff(1, 0.0) < backoff(1, 1.0));
     assert_eq!(backoff(40, 0.5), ERROR_BACKOFF_MAX);
 }
+
+fn with_roles(roles: serde_json::Value) -> PostgresInstance {
+    let mut pi = sample();
+    pi.spec.roles = serde_json::from_value(roles).unwrap();
+    pi
+}
+
+#[test]
+fn role_passwords_are_generated_once_and_follow_the_present_roles() {
+    let pi = with_roles(serde_json::json!([{ "name": "app" }, { "name": "reporting" }]));
+    let mut n = 0;
+    let mut generate = || {
+        n += 1;
+        format!("generated-{n}")
+    };
+    let first = builders::role_passwords(&pi, &Default::default(), &mut generate);
+    assert_eq!(
+        first,
+        [("app", "generated-1"), ("reporting", "generated-2")]
+            .map(|(r, p)| (r.to_owned(), p.to_owned()))
+            .into()
+    );
+    // Stored passwords stay; only a new role gets one.
+    let pi = with_roles(serde_json::json!([
+        { "name": "app" }, { "name": "reporting" }, { "name": "etl" },
+    ]));
+    let second = builders::role_passwords(&pi, &first, &mut generate);
+    assert_eq!(second["app"], "generated-1");
+    assert_eq!(second["reporting"], "generated-2");
+    assert_eq!(second["etl"], "generated-3");
+    // Removed or declared absent: the key goes.
+    let pi = with_roles(serde_json::json!([
+        { "name": "app" }, { "name": "reporting", "ensure": "absent" },
+    ]));
+    let third = builders::role_passwords(&pi, &second, &mut generate);
+    assert_eq!(third.keys().collect::<Vec<_>>(), ["app"]);
+    assert_eq!(third["app"], "generated-1");
+}
+
+#[test]
+fn roles_secret_snapshot() {
+    let pi = with_roles(serde_json::json!([{ "name": "app" }]));
+    let passwords = [("app".to_owned(), "not-a-real-password".to_owned())].into();
+    assert_snapshot("roles_secret", &builders::roles_secret(&pi, &passwords));
+}
+
+#[test]
+fn roles_added_later_keep_the_pod_template() {
+    let s = Settings::default();
+    let before = builders::statefulset(&sample(), &s);
+    let after = builders::statefulset(&with_roles(serde_json::json!([{ "name": "app" }])), &s);
+    assert_eq!(before.spec.template, after.spec.template);
+}

@@ -411,3 +411,100 @@ async fn a_service_with_a_cluster_ip_is_replaced_by_a_headless_one() {
     assert!(op.metrics.reconciles() > 0);
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roles_secret_follows_the_declared_roles() {
+    let (server, api) = setup().await;
+    let op = RunningOperator::start(&server.client, NS);
+    let secrets: Api<Secret> = Api::namespaced(server.client.clone(), NS);
+    let sts_api: Api<StatefulSet> = Api::namespaced(server.client.clone(), NS);
+    let keys_are = |want: &'static [&'static str]| {
+        let secrets = secrets.clone();
+        move || {
+            let secrets = secrets.clone();
+            async move {
+                let s = secrets.get_opt("orders-roles").await.ok()??;
+                let data = s.data.unwrap_or_default();
+                let passwords: std::collections::BTreeMap<String, String> = data
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+                    .collect();
+                (passwords.keys().map(String::as_str).collect::<Vec<_>>() == want)
+                    .then_some(passwords)
+            }
+        }
+    };
+
+    create(
+        &api,
+        "orders",
+        json!({ "roles": [{ "name": "app" }], "databases": [{ "name": "shop", "owner": "app" }] }),
+    )
+    .await;
+    let first = eventually("the roles' Secret with app", keys_are(&["app"])).await;
+    assert_eq!(first["app"].len(), 32);
+    let secret = secrets.get("orders-roles").await.unwrap();
+    assert_eq!(secret.owner_references()[0].name, "orders");
+    let template = eventually("the StatefulSet", || async {
+        Some(sts_api.get_opt("orders").await.ok()??.spec.template)
+    })
+    .await;
+
+    // Added later: a new key, the stored one untouched, the pod template
+    // unchanged (no restart).
+    patch_spec(
+        &api,
+        "orders",
+        json!({ "roles": [{ "name": "app" }, { "name": "reporting" }] }),
+    )
+    .await;
+    let second = eventually("reporting added", keys_are(&["app", "reporting"])).await;
+    assert_eq!(second["app"], first["app"]);
+    assert_ne!(second["reporting"], second["app"]);
+
+    // A key deleted behind the operator's back gets a new password.
+    secrets
+        .patch(
+            "orders-roles",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "data": { "reporting": null } })),
+        )
+        .await
+        .unwrap();
+    let healed = eventually("reporting regenerated", || async {
+        let passwords = keys_are(&["app", "reporting"])().await?;
+        (passwords["reporting"] != second["reporting"]).then_some(passwords)
+    })
+    .await;
+    assert_eq!(healed["app"], first["app"]);
+
+    // Declared absent: the key goes.
+    patch_spec(
+        &api,
+        "orders",
+        json!({ "roles": [{ "name": "app" }, { "name": "reporting", "ensure": "absent" }] }),
+    )
+    .await;
+    let third = eventually("reporting removed", keys_are(&["app"])).await;
+    assert_eq!(third["app"], first["app"]);
+    assert_eq!(
+        sts_api.get("orders").await.unwrap().spec.template,
+        template,
+        "role changes roll nothing"
+    );
+
+    // Deleted with the instance.
+    api.delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the roles' Secret deleted", || async {
+        secrets
+            .get_opt("orders-roles")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    op.stop().await;
+}

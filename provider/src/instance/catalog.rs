@@ -214,19 +214,30 @@ mod tests {
         let diags = check(&newly_declared(&Value::Null, &config), &catalog());
         let texts: Vec<_> = diags
             .iter()
-            .map(|d| (diag::display(d.attribute.as_ref().unwrap()), d.detail.clone()))
+            .map(|d| {
+                (
+                    diag::display(d.attribute.as_ref().unwrap()),
+                    d.detail.clone(),
+                )
+            })
             .collect();
         assert_eq!(texts.len(), 3, "{texts:?}");
-        assert!(texts.iter().any(|(at, detail)| at == "extensions.hstore=9.9"
-            && detail.contains("version \"9.9\" of extension \"hstore\"")
-            && detail.contains("available: 1.7, 1.8")));
-        assert!(texts.iter().any(|(at, detail)| at == "extensions.hstor"
-            && detail.contains("did you mean \"hstore\"?")));
+        assert!(texts
+            .iter()
+            .any(|(at, detail)| at == "extensions.hstore=9.9"
+                && detail.contains("version \"9.9\" of extension \"hstore\"")
+                && detail.contains("available: 1.7, 1.8")));
+        assert!(texts
+            .iter()
+            .any(|(at, detail)| at == "extensions.hstor"
+                && detail.contains("did you mean \"hstore\"?")));
         assert!(texts
             .iter()
             .any(|(at, detail)| at == "database.0.extensions.citext=1.5"
                 && detail.contains("available: 1.6")));
-        assert!(diags.iter().all(|d| d.summary.contains("data plane \"local\"")));
+        assert!(diags
+            .iter()
+            .all(|d| d.summary.contains("data plane \"local\"")));
     }
 
     #[test]

@@ -5,6 +5,12 @@ use crate::support::*;
 
 const APPLY: &[&str] = &["apply", "-auto-approve", "-input=false", "-no-color"];
 const PLAN: &[&str] = &["plan", "-detailed-exitcode", "-input=false", "-no-color"];
+const HEADER: &str = r#"terraform {
+  required_providers {
+    pgplane = { source = "registry.pgplane.io/pgplane/pgplane" }
+  }
+}
+"#;
 
 fn config(hstore: &str) -> String {
     format!(
@@ -105,9 +111,16 @@ fn the_extensions_data_source_and_versions_under_terraform() {
         assert_eq!(version(), "1.8");
         ws.expect(0, PLAN);
 
-        // The data plane's versions are checked by the control plane, when
-        // the change is sent: nothing is applied.
+        // The data plane's versions are checked at plan, against its
+        // catalog: nothing is applied.
         ws.write(&config("hstore=9.9"));
+        let bad = ws.expect(1, PLAN);
+        assert!(
+            bad.all()
+                .contains("version \"9.9\" of extension \"hstore\" is not available"),
+            "{}",
+            bad.all()
+        );
         let bad = ws.expect(1, APPLY);
         assert!(
             bad.all()
@@ -116,6 +129,105 @@ fn the_extensions_data_source_and_versions_under_terraform() {
             bad.all()
         );
         assert_eq!(version(), "1.8");
+        // Destroy plans the configuration first, as it validates it: the
+        // refused version is put right before.
+        ws.write(&config("hstore=1.8"));
         ws.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     }
+}
+
+/// A `pgplane_instance` named `jobs` declaring `extensions` and one
+/// database declaring `db_extensions`, under `provider`.
+fn instance(provider: &str, extensions: &str, db_extensions: &str) -> String {
+    format!(
+        r#"{HEADER}{provider}
+resource "pgplane_instance" "jobs" {{
+  name       = "jobs"
+  extensions = [{extensions}]
+  database {{
+    name       = "app"
+    extensions = [{db_extensions}]
+  }}
+}}
+"#
+    )
+}
+
+/// What the data plane does not offer fails `terraform plan`, at the
+/// extension, naming what it does offer; nothing is created.
+fn unoffered_extensions_fail_the_plan(tf: Tf) {
+    let scratch = scratch_dir();
+    let pgplane = Pgplane::up(scratch.path());
+    let ws = Workspace::new(tf, scratch.path(), pgplane.env());
+    let configured = r#"provider "pgplane" {}"#;
+    ws.write(&instance(configured, r#""hstore""#, ""));
+    ws.ok(&["init", "-input=false", "-no-color"]);
+    ws.expect(2, PLAN);
+
+    let cases = [
+        (
+            r#""hstore=9.9""#,
+            "",
+            "version \"9.9\" of extension \"hstore\" is not available on data plane \"local\"; available: 1.4, 1.5, 1.6, 1.7, 1.8",
+            "extensions.hstore=9.9",
+        ),
+        (
+            r#""citext", "hstor""#,
+            "",
+            "extension \"hstor\" is not available on data plane \"local\" (did you mean \"hstore\"?)",
+            "extensions.hstor",
+        ),
+        (
+            "",
+            r#""citext=0.1""#,
+            "version \"0.1\" of extension \"citext\" is not available",
+            "database.0.extensions.citext=0.1",
+        ),
+    ];
+    for (extensions, db_extensions, message, at) in cases {
+        ws.write(&instance(configured, extensions, db_extensions));
+        for args in [PLAN, APPLY] {
+            let out = ws.expect(1, args).all();
+            // Terraform wraps the detail to its width.
+            let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                flat.contains(message),
+                "{tf:?} {args:?}: expected {message:?} in:\n{out}"
+            );
+            assert!(
+                out.contains(&format!(
+                    "Error: Extension not available on data plane \"local\": {at}"
+                )),
+                "{tf:?} {args:?}: expected the path {at:?} in:\n{out}"
+            );
+            assert!(
+                out.contains("extensions = ["),
+                "{tf:?}: the line is shown:\n{out}"
+            );
+        }
+    }
+    pgplane.cli_fails(&["instance", "get", "jobs"]);
+
+    // Without a reachable control plane the plan goes on; apply judges.
+    let unreachable = format!(
+        "provider \"pgplane\" {{\n  endpoint = \"http://127.0.0.1:{}\"\n  token    = \"unused\"\n}}",
+        free_port()
+    );
+    ws.write(&instance(&unreachable, r#""hstore=9.9""#, ""));
+    ws.expect(2, PLAN);
+}
+
+#[test]
+fn unoffered_extensions_fail_the_plan_terraform_1_15() {
+    unoffered_extensions_fail_the_plan(Tf::V1_15);
+}
+
+#[test]
+fn unoffered_extensions_fail_the_plan_terraform_1_0() {
+    unoffered_extensions_fail_the_plan(Tf::V1_0);
+}
+
+#[test]
+fn unoffered_extensions_fail_the_plan_tofu() {
+    unoffered_extensions_fail_the_plan(Tf::Tofu);
 }

@@ -10,7 +10,7 @@
 //! other part of the spec (version, replicas, backups, where it was restored
 //! from, stopped or not) is kept as it is.
 
-use axum::extract::{Path, State as AxumState};
+use axum::extract::{Path, Query, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use domain::state::Change;
@@ -22,7 +22,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::create::{config_lines, parse_config, parse_extensions, Field, FieldErrors};
-use super::instance::managed_elsewhere;
+use super::instance::{managed_elsewhere, overridable};
 use super::layout::{self, csrf_field};
 use super::session::{Protected, Session};
 use super::Result;
@@ -49,6 +49,15 @@ pub struct EditForm {
     /// `review` (the default), `edit` (back to the form) or `save`.
     #[serde(default)]
     pub step: String,
+    /// Change an instance another client owns (Terraform's).
+    #[serde(default)]
+    pub override_owner: bool,
+}
+
+#[derive(Deserialize)]
+pub struct EditQuery {
+    #[serde(default)]
+    override_owner: bool,
 }
 
 impl EditForm {
@@ -63,6 +72,7 @@ impl EditForm {
             extensions: spec.extension_names().collect::<Vec<_>>().join(", "),
             config: config_lines(&spec.config),
             step: String::new(),
+            override_owner: false,
         }
     }
 }
@@ -100,9 +110,13 @@ pub async fn page(
     AxumState(state): AxumState<AppState>,
     session: Session,
     Path(name): Path<String>,
+    Query(q): Query<EditQuery>,
 ) -> Result<Response> {
     let row = read(&state, &session, &name).await?;
-    let form = EditForm::of(&row);
+    let form = EditForm {
+        override_owner: q.override_owner,
+        ..EditForm::of(&row)
+    };
     Ok(render(&session, &row, &form, &FieldErrors::default(), None).into_response())
 }
 
@@ -121,7 +135,7 @@ pub async fn submit(
         errors.push(Field::Form, message);
         errors
     };
-    if let Some(note) = not_editable(&row) {
+    if let Some(note) = not_editable(&row, form.override_owner) {
         return refused(StatusCode::CONFLICT, form_error(note));
     }
     let (spec, mut errors) = proposed_spec(&row.spec.0, &form);
@@ -155,10 +169,13 @@ pub async fn submit(
     }
 }
 
-/// Why `row` cannot be edited here, if it cannot.
-fn not_editable(row: &InstanceRow) -> Option<String> {
+/// Why `row` cannot be edited here, if it cannot (`override_owner`: the
+/// user chose to change another client's instance anyway).
+fn not_editable(row: &InstanceRow, override_owner: bool) -> Option<String> {
     if let Some(note) = managed_elsewhere(row) {
-        return Some(format!("Not changed here. {note}"));
+        if !(override_owner && overridable(row)) {
+            return Some(format!("Not changed here. {note}"));
+        }
     }
     (row.state() == State::Deleted).then(|| format!("Instance {:?} is deleted.", row.name))
 }
@@ -206,8 +223,12 @@ async fn save(
     let refused = |status: StatusCode, errors: FieldErrors| {
         Ok((status, render(session, row, form, &errors, None)).into_response())
     };
+    let caller = crate::auth::Caller {
+        override_owner: form.override_owner,
+        ..session.caller.clone()
+    };
     // By id: the form edits one instance even if the name is reused.
-    match commands::execute(state, &session.caller, &row.id.to_string(), command).await {
+    match commands::execute(state, &caller, &row.id.to_string(), command).await {
         Ok(updated) => Ok(Redirect::to(&format!("/instances/{}", updated.id)).into_response()),
         Err(ApiError::Invalid(errs)) => refused(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -243,7 +264,7 @@ fn render(
         &title,
         html! {
             h1 { "Edit " a href=(back) { (row.name) } " " (layout::badge(row.state())) }
-            @if let Some(note) = not_editable(row) {
+            @if let Some(note) = not_editable(row, form.override_owner) {
                 p.note #read-only { (note) }
             } @else if let Some(review) = review {
                 section.card #review aria-labelledby="h-review" {
@@ -280,6 +301,9 @@ fn render(
                         (hidden("storage", &form.storage))
                         (hidden("extensions", &form.extensions))
                         (hidden("config", &form.config))
+                        @if form.override_owner {
+                            (hidden("override_owner", "true"))
+                        }
                         div.buttons {
                             @if !review.changes.is_empty() {
                                 button type="submit" name="step" value="save" #edit-save { "Save changes" }
@@ -307,6 +331,9 @@ fn edit_form(
         form.card #edit method="post" action=(action) novalidate {
             (csrf_field(session))
             input type="hidden" name="generation" value=(form.generation);
+            @if form.override_owner {
+                input type="hidden" name="override_owner" value="true";
+            }
             @if !errors.is_empty() {
                 p.error role="alert" #form-errors { "Not saved; see the fields marked below." }
             }
@@ -353,6 +380,7 @@ mod tests {
             extensions: "hstore, pg_trgm".into(),
             config: "work_mem=8MB\nshared_preload_libraries=pg_stat_statements".into(),
             step: "review".into(),
+            override_owner: false,
         };
         let (spec, errors) = proposed_spec(&current, &form);
         assert!(errors.is_empty());
@@ -387,6 +415,7 @@ mod tests {
             extensions: "hstore".into(),
             config: config_lines(&spec.config),
             step: String::new(),
+            override_owner: false,
         };
         let (again, errors) = proposed_spec(&spec, &form);
         assert!(errors.is_empty());

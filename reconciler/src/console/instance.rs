@@ -68,6 +68,15 @@ pub struct ActionForm {
     /// The name typed to confirm a delete.
     #[serde(default)]
     confirm: String,
+    /// Change an instance another client owns ("Change it here anyway").
+    #[serde(default)]
+    override_owner: bool,
+}
+
+/// Whether the console may change `row` when told to override its owner:
+/// another client's instance (Terraform's), never a source's.
+pub(super) fn overridable(row: &InstanceRow) -> bool {
+    row.owner != "api" && api::CLIENT_OWNERS.contains(&row.owner.as_str())
 }
 
 /// Who may change an instance here: only instances owned by `api`; the
@@ -111,8 +120,14 @@ pub async fn act(
         Ok((status, render(&session, &view, extra)).into_response())
     };
     if let Some(note) = managed_elsewhere(&view.row) {
-        return refuse(format!("Not changed here. {note}"));
+        if !(form.override_owner && overridable(&view.row)) {
+            return refuse(format!("Not changed here. {note}"));
+        }
     }
+    let caller = crate::auth::Caller {
+        override_owner: form.override_owner,
+        ..session.caller.clone()
+    };
     if matches!(command, Command::Delete) && form.confirm.trim() != view.row.name {
         return refuse(format!(
             "Type the instance's name, {:?}, to confirm the delete.",
@@ -120,7 +135,7 @@ pub async fn act(
         ));
     }
     // By id: the page names one instance even if the name is reused.
-    match commands::execute(&state, &session.caller, &view.row.id.to_string(), command).await {
+    match commands::execute(&state, &caller, &view.row.id.to_string(), command).await {
         Ok(_) => Ok(Redirect::to(&format!("/instances/{}", view.row.id)).into_response()),
         Err(
             e @ (ApiError::Transition(_)
@@ -202,9 +217,18 @@ fn render(session: &Session, view: &View, extra: Extra) -> Markup {
                     }
                 }
                 @if let Some(note) = &elsewhere {
-                    p.note #read-only { (note) " It is read-only here." }
+                    @if overridable(row) && state != State::Deleted {
+                        p.note #managed-elsewhere { (note) }
+                        details #override {
+                            summary { "Change it here anyway" }
+                            p.note { "Its owner's next run may put back what you change here." }
+                            (actions(session, row, true))
+                        }
+                    } @else {
+                        p.note #read-only { (note) " It is read-only here." }
+                    }
                 } @else if state != State::Deleted {
-                    (actions(session, row))
+                    (actions(session, row, false))
                 }
                 section aria-labelledby="h-connection" {
                     h2 #h-connection { "Connection" }
@@ -244,26 +268,40 @@ fn render(session: &Session, view: &View, extra: Extra) -> Markup {
     )
 }
 
-fn actions(session: &Session, row: &InstanceRow) -> Markup {
+/// The action buttons; with `override_owner`, each one overrides the
+/// instance's owner.
+fn actions(session: &Session, row: &InstanceRow, override_owner: bool) -> Markup {
+    let overriding = html! {
+        @if override_owner {
+            input type="hidden" name="override_owner" value="true";
+        }
+    };
     let action = |name: &str, label: &str| {
         html! {
             form.inline method="post" action={ "/instances/" (row.id) "/" (name) } {
                 (csrf_field(session))
+                (overriding)
                 button type="submit" id={ "action-" (name) } { (label) }
             }
         }
+    };
+    let edit = if override_owner {
+        format!("/instances/{}/edit?override_owner=true", row.id)
+    } else {
+        format!("/instances/{}/edit", row.id)
     };
     html! {
         section.actions aria-labelledby="h-actions" {
             h2 #h-actions { "Actions" }
             div.buttons {
-                a.button.secondary href={ "/instances/" (row.id) "/edit" } #action-edit { "Edit" }
+                a.button.secondary href=(edit) #action-edit { "Edit" }
                 (action("restart", "Restart"))
                 (action("stop", "Stop"))
                 (action("start", "Start"))
             }
             form.delete method="post" action={ "/instances/" (row.id) "/delete" } {
                 (csrf_field(session))
+                (overriding)
                 label for="confirm" { "Type " code { (row.name) } " to delete this instance and its data" }
                 input #confirm type="text" name="confirm" autocomplete="off" data-expect=(row.name);
                 button.danger type="submit" #action-delete { "Delete" }

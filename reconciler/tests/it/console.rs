@@ -295,9 +295,16 @@ async fn a_refused_action_shows_the_state_machines_reason_and_changes_nothing(po
         Some(json!({"name": "infra", "spec": {}, "owner": "terraform"})),
     )
     .await;
+    // A Terraform-owned instance changes here only when told to
+    // override its owner, as with the CLI's --override-owner.
     let page = b.get("/instances/infra").await;
     assert!(page.body.contains("managed by Terraform"));
-    assert!(!page.body.contains("id=\"action-delete\""));
+    assert!(page.body.contains("Change it here anyway"), "{}", page.body);
+    assert!(
+        page.body.contains("name=\"override_owner\" value=\"true\""),
+        "{}",
+        page.body
+    );
     let page = b
         .post(
             "/instances/infra/delete",
@@ -307,6 +314,24 @@ async fn a_refused_action_shows_the_state_machines_reason_and_changes_nothing(po
     assert_eq!(page.status, StatusCode::CONFLICT);
     let (_, inst) = t.call("GET", "/api/v1/instances/infra", None).await;
     assert_eq!(inst["state"], "Submitted");
+    let page = b.get("/instances/infra/edit").await;
+    assert!(page.body.contains("Not changed here."), "{}", page.body);
+    let page = b.get("/instances/infra/edit?override_owner=true").await;
+    assert!(!page.body.contains("Not changed here."), "{}", page.body);
+    let page = b
+        .post(
+            "/instances/infra/delete",
+            &[
+                ("csrf", &csrf),
+                ("confirm", "infra"),
+                ("override_owner", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let (_, inst) = t.call("GET", "/api/v1/instances/infra", None).await;
+    assert_eq!(inst["state"], "Deleting");
+    assert_eq!(inst["owner"], "terraform", "the owner stays");
 }
 
 #[sqlx::test]
