@@ -14,6 +14,15 @@ pguser=${PGPLANE_POSTGRES_USER:-postgres}
 need_apt=()
 bindir=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 [ -x "$bindir/initdb" ] && [ -x "$bindir/postgres" ] || need_apt+=(postgresql-15)
+# The parameter table (domain/data/pg15_settings.tsv) is generated from one minor
+# release, and minor releases add and remove parameters: a server of another
+# release is upgraded to Debian's newest 15.x (run scripts/gen-pg-settings.sh
+# when that is newer than the table).
+table_version=$(sed -n '1s/.*PostgreSQL \(15\.[0-9]*\).*/\1/p' "$(dirname "$0")/../domain/data/pg15_settings.tsv")
+if [ -x "$bindir/postgres" ] && [ -n "$table_version" ]; then
+  server_version=$("$bindir/postgres" --version | sed -n 's/.* \(15\.[0-9]*\).*/\1/p')
+  [ "$server_version" = "$table_version" ] || need_apt+=(postgresql-15 postgresql-client-15)
+fi
 [ -f /usr/share/postgresql/15/extension/hstore.control ] || need_apt+=(postgresql-contrib)
 command -v psql >/dev/null || need_apt+=(postgresql-client-15)
 # Extensions beyond contrib the data planes offer (the instance image copies them).

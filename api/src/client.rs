@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::*;
+use crate::vocabulary::ErrorCode;
 use crate::API_PREFIX;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,7 +14,7 @@ pub enum ClientError {
     #[error("{message}")]
     Api {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
         fields: Vec<domain::FieldError>,
     },
@@ -48,8 +49,8 @@ impl ClientError {
         }
     }
 
-    /// The API's error code (`conflict`, `owned_elsewhere`, …).
-    pub fn code(&self) -> Option<&str> {
+    /// The API's error code.
+    pub fn code(&self) -> Option<&ErrorCode> {
         match self {
             ClientError::Api { code, .. } => Some(code),
             _ => None,

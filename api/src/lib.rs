@@ -5,10 +5,12 @@
 pub mod client;
 pub mod events;
 pub mod types;
+pub mod vocabulary;
 
 pub use client::{Client, ClientError};
 pub use events::{EventStream, InstanceEvent, StreamEvent};
 pub use types::*;
+pub use vocabulary::{ErrorCode, HistoryEvent, SyncAction, SyncOutcome};
 
 /// Prefix of every API route.
 pub const API_PREFIX: &str = "/api/v1";

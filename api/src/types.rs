@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::vocabulary::{ErrorCode, HistoryEvent, SyncAction, SyncOutcome};
+
 /// `POST /api/v1/instances`
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -136,7 +138,7 @@ pub struct InstanceList {
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     pub from: Option<State>,
-    pub event: String,
+    pub event: HistoryEvent,
     pub to: State,
     pub generation: i64,
     pub actor: String,
@@ -306,9 +308,8 @@ pub struct TokenList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
-    /// Machine-readable: `invalid`, `conflict`, `illegal_transition`,
-    /// `not_found`, `unauthorized`, `deleted`, `unavailable`, `internal`.
-    pub code: String,
+    /// Machine-readable; a client should expect values it does not know.
+    pub code: ErrorCode,
     pub message: String,
     /// For `invalid`: each field that failed, with its path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -454,10 +455,9 @@ pub struct Source {
     pub last_good_commit: Option<String>,
     pub last_seen_commit: Option<String>,
     pub last_sync_at: Option<DateTime<Utc>>,
-    /// The outcome of the newest recorded sync (`applied`, `unchanged`,
-    /// `rejected`, `fetch-failed`, `refused`); absent before the first.
+    /// The outcome of the newest recorded sync; absent before the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_outcome: Option<String>,
+    pub last_outcome: Option<SyncOutcome>,
     /// That sync's first error, if it had any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -474,8 +474,7 @@ pub struct SourceList {
 #[serde(rename_all = "camelCase")]
 pub struct SyncResult {
     pub name: String,
-    /// `create`, `update`, `delete`, `orphan`, `conflict`, `heal`, `delete-deferred`.
-    pub action: String,
+    pub action: SyncAction,
     /// Field changes or the reason, in words.
     pub detail: Option<String>,
     /// Whether Postgres restarts for it.
@@ -491,9 +490,7 @@ pub struct SyncRecord {
     pub author: Option<String>,
     pub message: Option<String>,
     pub commit_time: Option<DateTime<Utc>>,
-    /// `applied`, `unchanged`, `rejected` (invalid manifests: nothing applied),
-    /// `fetch-failed` (nothing changed), `refused` (an unsafe prune).
-    pub outcome: String,
+    pub outcome: SyncOutcome,
     /// For `rejected`: every problem, `file:line:col: path: message`.
     pub errors: Vec<String>,
     pub results: Vec<SyncResult>,

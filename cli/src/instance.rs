@@ -574,14 +574,15 @@ async fn backup(
             .history(name)
             .await
             .map_err(|e| Failure::client(name, e))?;
-        let outcome = history
-            .items
-            .iter()
-            .skip(seen)
-            .find(|h| h.event == "BackedUp" || h.event == "BackupFailed");
+        let outcome = history.items.iter().skip(seen).find(|h| {
+            matches!(
+                h.event,
+                api::HistoryEvent::BackedUp | api::HistoryEvent::BackupFailed
+            )
+        });
         if let Some(h) = outcome {
             let detail = h.detail.clone().unwrap_or_default();
-            if h.event == "BackupFailed" {
+            if h.event == api::HistoryEvent::BackupFailed {
                 return Err(Failure::InstanceFailed {
                     name: name.to_owned(),
                     error: detail,
@@ -893,7 +894,7 @@ async fn update(client: &Client, args: UpdateArgs, output: OutputFormat) -> Resu
         .update_instance(&args.name, &req)
         .await
         .map_err(|e| match Failure::client(&args.name, e) {
-            Failure::Client { error, hint: None } if error.code() == Some("conflict") => {
+            Failure::Client { error, hint: None } if error.code() == Some(&api::ErrorCode::Conflict) => {
                 Failure::Client {
                     error,
                     hint: Some(format!(
@@ -941,7 +942,7 @@ async fn action(
         // what is already declared: nothing to do, and --wait still waits
         // for the instance to get there.
         (Err(e @ ClientError::Api { status: 409, .. }), Action::Stop | Action::Start)
-            if e.code() == Some("illegal_transition") =>
+            if e.code() == Some(&api::ErrorCode::IllegalTransition) =>
         {
             let inst = fetch(client, name).await?;
             let there = match action {

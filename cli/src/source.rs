@@ -137,7 +137,7 @@ pub async fn run(cmd: SourceCommand, client: &api::Client, out: OutputFormat) ->
             .map(|l| show(out, &l, |l| render_list(&l.items))),
         SourceCommand::Sync { name } => client.sync_source(&name).await.map(|r| {
             let code = show(out, &r, render_sync);
-            if code == 0 && matches!(r.outcome.as_str(), "rejected" | "fetch-failed" | "refused") {
+            if code == 0 && r.outcome.is_failure() {
                 1
             } else {
                 code
@@ -217,7 +217,9 @@ fn render_source(endpoint: &str, s: &Source) -> String {
         )
         .field(
             "Status",
-            s.last_outcome.as_deref().unwrap_or("not synced yet"),
+            s.last_outcome
+                .as_ref()
+                .map_or("not synced yet", |o| o.as_str()),
         )
         .field("Error", s.last_error.as_deref().unwrap_or(NONE));
     d.render()
@@ -245,7 +247,9 @@ fn render_list(items: &[Source]) -> String {
             s.last_sync_at
                 .map(|at| format!("{} ago", output::age(at, now)))
                 .unwrap_or_default(),
-            s.last_outcome.clone().unwrap_or_else(|| "pending".into()),
+            s.last_outcome
+                .as_ref()
+                .map_or_else(|| "pending".into(), ToString::to_string),
             s.last_error
                 .as_deref()
                 .map(|e| output::ellipsize(e, 80))
@@ -273,7 +277,7 @@ pub fn render_sync(r: &SyncRecord) -> String {
         for x in &r.results {
             t.row([
                 format!("  {}", x.name),
-                x.action.clone(),
+                x.action.to_string(),
                 if x.restart { "yes".into() } else { "no".into() },
                 x.error
                     .clone()

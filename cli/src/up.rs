@@ -73,24 +73,10 @@ pub struct UpArgs {
     pub max_instances_per_org: u32,
 }
 
-/// Parses `90s`, `5m`, `2h`, `500ms` or plain seconds.
+/// Parses a duration flag in [`domain::duration`]'s grammar (`90s`,
+/// `1.5m`, `1h30m`, a bare number of seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 5m, 1h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    domain::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// Parses `20000-29999` (or one port).
@@ -458,16 +444,6 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("abc").is_err());
-    }
 
     #[test]
     fn the_default_data_directory_is_reachable_by_postgres_users_as_root() {

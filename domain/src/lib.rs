@@ -12,11 +12,13 @@
 //! - [`inside`]: databases and roles declared inside an instance.
 //! - [`extension`]: the extension catalog of a data plane and checks against it.
 //! - [`backup`]: backup policy, restore targets, backup catalogs and the restore window.
+//! - [`duration`]: the one grammar for durations users write (`90s`, `1h30m`).
 //! - [`message`]: what travels on the queues between control and data planes.
 
 pub mod backup;
 pub mod diff;
 pub mod drift;
+pub mod duration;
 pub mod extension;
 pub mod inside;
 pub mod message;

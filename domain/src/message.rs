@@ -25,6 +25,33 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        EventKind::Create,
+        EventKind::Update,
+        EventKind::Restart,
+        EventKind::Stop,
+        EventKind::Start,
+        EventKind::Delete,
+        EventKind::Backup,
+    ];
+
+    /// The name stored and sent for the kind (its serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Create => "Create",
+            EventKind::Update => "Update",
+            EventKind::Restart => "Restart",
+            EventKind::Stop => "Stop",
+            EventKind::Start => "Start",
+            EventKind::Delete => "Delete",
+            EventKind::Backup => "Backup",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
     pub fn from_event(event: Event) -> Option<EventKind> {
         Some(match event {
             Event::Create => EventKind::Create,
@@ -178,6 +205,18 @@ pub struct Activity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_kinds_are_stored_as_their_serde_names() {
+        for k in EventKind::ALL {
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                serde_json::json!(k.as_str())
+            );
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(EventKind::parse("Resize"), None);
+    }
 
     #[test]
     fn every_command_event_has_a_kind_and_no_report_does() {

@@ -15,7 +15,6 @@
 pub mod config;
 pub mod data_sources;
 pub mod diag;
-pub mod duration;
 pub mod hclog;
 pub mod instance;
 pub mod plugin;

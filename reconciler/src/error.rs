@@ -134,7 +134,7 @@ impl IntoResponse for ApiError {
             _ => Vec::new(),
         };
         let body = ErrorBody {
-            code: code.to_owned(),
+            code: api::ErrorCode::from(code),
             message: self.to_string(),
             fields,
         };

@@ -54,13 +54,10 @@ pub async fn resend_overdue(state: &AppState, overdue: Duration) -> Result<usize
             fail_overdue(&mut tx, row, last_event, *resends, overdue).await?;
             continue;
         }
-        let kind = match last_event.as_str() {
-            "Update" => EventKind::Update,
-            "Restart" => EventKind::Restart,
-            "Stop" => EventKind::Stop,
-            "Start" => EventKind::Start,
-            "Delete" => EventKind::Delete,
-            _ => EventKind::Create,
+        // A check constraint keeps the column to EventKind names.
+        let Some(kind) = EventKind::parse(last_event) else {
+            tracing::error!(instance = %row.id, %last_event, "unknown last event; not re-sent");
+            continue;
         };
         let restart = !row.restart_reasons.0.is_empty();
         enqueue(state, &mut tx, row, kind, restart).await?;

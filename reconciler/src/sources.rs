@@ -22,7 +22,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use api::{CreateInstance, DriftMode, DriftStatus, SyncRecord, SyncResult};
+use api::{
+    CreateInstance, DriftMode, DriftStatus, SyncAction, SyncOutcome, SyncRecord, SyncResult,
+};
 use chrono::{DateTime, Utc};
 use gitops::{
     Action, DesiredCache, GitCache, GitSource, LocationError, ParseOptions, PlanOptions,
@@ -197,7 +199,7 @@ pub async fn history(
             author: r.author,
             message: r.message,
             commit_time: r.commit_time,
-            outcome: r.outcome,
+            outcome: SyncOutcome::from(r.outcome.as_str()),
             errors: r.errors.0,
             results: r.results.0,
             at: r.at,
@@ -212,10 +214,10 @@ pub async fn sync(state: &AppState, org: &str, name: &str) -> Result<SyncRecord>
     let src = find(state, org, name).await?;
     let record = sync_locked(state, &src).await?;
     let changed_commit = record.commit.is_some() && record.commit != src.last_seen_commit;
-    if record.outcome != "unchanged" || changed_commit || src.last_sync_at.is_none() {
+    if record.outcome != SyncOutcome::Unchanged || changed_commit || src.last_sync_at.is_none() {
         save_record(state, &src, &record).await?;
     }
-    let good = matches!(record.outcome.as_str(), "applied" | "unchanged");
+    let good = record.outcome.is_good();
     sqlx::query(
         "update sources set last_sync_at = now(),
                 last_seen_commit = coalesce($3, last_seen_commit),
@@ -242,7 +244,7 @@ async fn save_record(state: &AppState, src: &SourceRow, r: &SyncRecord) -> Resul
     .bind(&r.author)
     .bind(&r.message)
     .bind(r.commit_time)
-    .bind(&r.outcome)
+    .bind(r.outcome.as_str())
     .bind(Json(&r.errors))
     .bind(Json(&r.results))
     .execute(&state.pool)
@@ -251,7 +253,7 @@ async fn save_record(state: &AppState, src: &SourceRow, r: &SyncRecord) -> Resul
 }
 
 fn record(
-    outcome: &str,
+    outcome: SyncOutcome,
     commit: Option<&gitops::CommitInfo>,
     errors: Vec<String>,
     results: Vec<SyncResult>,
@@ -261,7 +263,7 @@ fn record(
         author: commit.map(|c| c.author.clone()),
         message: commit.map(|c| c.message.trim().to_owned()),
         commit_time: commit.map(|c| c.time),
-        outcome: outcome.to_owned(),
+        outcome,
         errors,
         results,
         at: Utc::now(),
@@ -344,7 +346,12 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
         // A failed or empty read never means "nothing is desired".
         Err(e) => {
             let message = e.tenant_message(&src.org, &src.name);
-            return Ok(record("fetch-failed", None, vec![message], vec![]));
+            return Ok(record(
+                SyncOutcome::FetchFailed,
+                None,
+                vec![message],
+                vec![],
+            ));
         }
     };
 
@@ -352,7 +359,7 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
     let desired = match &*compiled {
         Err(errors) => {
             let lines = errors.0.iter().map(ToString::to_string).collect();
-            return Ok(record("rejected", Some(&commit), lines, vec![]));
+            return Ok(record(SyncOutcome::Rejected, Some(&commit), lines, vec![]));
         }
         Ok(desired) => desired,
     };
@@ -368,7 +375,12 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
         })
         .collect();
     if !foreign.is_empty() {
-        return Ok(record("rejected", Some(&commit), foreign, vec![]));
+        return Ok(record(
+            SyncOutcome::Rejected,
+            Some(&commit),
+            foreign,
+            vec![],
+        ));
     }
 
     // 3. Plan against the organisation's instances.
@@ -389,7 +401,7 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
         Ok(p) => p,
         Err(e) => {
             return Ok(record(
-                "refused",
+                SyncOutcome::Refused,
                 Some(&commit),
                 vec![e.to_string()],
                 vec![],
@@ -415,10 +427,12 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
     if src.drift() == DriftMode::Heal {
         results.extend(heal(state, &caller, &owner).await?);
     }
-    let acted = results
-        .iter()
-        .any(|r| r.action != "orphan" && r.action != "conflict" && r.action != "delete-deferred");
-    let outcome = if acted { "applied" } else { "unchanged" };
+    let acted = results.iter().any(|r| r.action.acted());
+    let outcome = if acted {
+        SyncOutcome::Applied
+    } else {
+        SyncOutcome::Unchanged
+    };
     Ok(record(outcome, Some(&commit), vec![], results))
 }
 
@@ -429,14 +443,16 @@ async fn apply_entry(
     entry: &gitops::PlanEntry,
 ) -> Option<SyncResult> {
     let name = entry.name.clone();
-    let result =
-        |action: &str, detail: Option<String>, restart: bool, outcome: Result<()>| SyncResult {
-            name: name.clone(),
-            action: action.to_owned(),
-            detail,
-            restart,
-            error: outcome.err().map(|e| e.to_string()),
-        };
+    let result = |action: SyncAction,
+                  detail: Option<String>,
+                  restart: bool,
+                  outcome: Result<()>| SyncResult {
+        name: name.clone(),
+        action,
+        detail,
+        restart,
+        error: outcome.err().map(|e| e.to_string()),
+    };
     match &entry.action {
         Action::Unchanged => None,
         Action::Create { spec } => {
@@ -448,7 +464,7 @@ async fn apply_entry(
                 owner: None,
             };
             let outcome = commands::create(state, caller, req).await.map(|_| ());
-            Some(result("create", None, false, outcome))
+            Some(result(SyncAction::Create, None, false, outcome))
         }
         Action::Update {
             spec,
@@ -488,26 +504,26 @@ async fn apply_entry(
             if !restart.is_empty() {
                 detail = format!("{detail}; restart: {}", restart.join("; "));
             }
-            Some(result("update", Some(detail), !restart.is_empty(), outcome))
+            Some(result(SyncAction::Update, Some(detail), !restart.is_empty(), outcome))
         }
         Action::Delete => {
             let outcome = commands::execute(state, caller, &entry.name, Command::Delete).await.map(|_| ());
-            Some(result("delete", None, false, outcome))
+            Some(result(SyncAction::Delete, None, false, outcome))
         }
         Action::DeleteDeferred => Some(result(
-            "delete-deferred",
+            SyncAction::DeleteDeferred,
             Some("over the deletions allowed per sync; deleted by a later sync".into()),
             false,
             Ok(()),
         )),
         Action::Orphan => Some(result(
-            "orphan",
+            SyncAction::Orphan,
             Some("no longer declared; left alone (prune is off)".into()),
             false,
             Ok(()),
         )),
         Action::Conflict { owner: current, source } => Some(result(
-            "conflict",
+            SyncAction::Conflict,
             Some(format!("declared by {source} but managed by {current}; left alone (add the source with --adopt to take it over)")),
             false,
             Ok(()),
@@ -547,7 +563,7 @@ async fn heal(state: &AppState, caller: &Caller, owner: &str) -> Result<Vec<Sync
             .map(|_| ());
         out.push(SyncResult {
             name: item.name,
-            action: "heal".into(),
+            action: SyncAction::Heal,
             detail: Some(detail),
             restart: restarts,
             error: outcome.err().map(|e| e.to_string()),
@@ -590,7 +606,7 @@ pub async fn run(state: AppState, cancel: CancellationToken) {
         };
         for (org, name) in due {
             match sync(&state, &org, &name).await {
-                Ok(r) if r.outcome != "unchanged" => {
+                Ok(r) if r.outcome != SyncOutcome::Unchanged => {
                     tracing::info!(%org, source = %name, outcome = %r.outcome, commit = ?r.commit, "source synced")
                 }
                 Ok(_) => {}

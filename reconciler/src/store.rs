@@ -36,8 +36,8 @@ pub struct InstanceRow {
 
 impl InstanceRow {
     pub fn state(&self) -> State {
-        // The column only ever holds State::as_str values (written below).
-        State::parse(&self.state).unwrap_or(State::Error)
+        // A check constraint keeps the column to State::as_str values.
+        State::parse(&self.state).expect("instances.state is checked by the schema")
     }
 
     pub fn into_api(self) -> Instance {
@@ -190,7 +190,7 @@ pub async fn apply_command(
     .bind(Json(spec))
     .bind(generation)
     .bind(Json(restart_reasons))
-    .bind(format!("{event:?}"))
+    .bind(event.as_str())
     .fetch_one(&mut *conn)
     .await?)
 }
@@ -245,8 +245,9 @@ pub async fn history(conn: &mut PgConnection, instance_id: Uuid) -> Result<Vec<H
         .into_iter()
         .map(|r| HistoryEntry {
             from: r.from_state.as_deref().and_then(State::parse),
-            event: r.event,
-            to: State::parse(&r.to_state).unwrap_or(State::Error),
+            event: api::HistoryEvent::from(r.event.as_str()),
+            to: State::parse(&r.to_state)
+                .expect("instance_history.to_state is checked by the schema"),
             generation: r.generation,
             actor: r.actor,
             detail: r.detail,

@@ -50,7 +50,7 @@ impl Failure {
     /// A client error about instance `name`, with a hint where one helps.
     pub fn client(name: &str, error: ClientError) -> Failure {
         match &error {
-            ClientError::Api { code, .. } if code == "deleted" => Failure::Deleted {
+            ClientError::Api { code, .. } if *code == api::ErrorCode::Deleted => Failure::Deleted {
                 name: name.to_owned(),
             },
             ClientError::Unreachable { .. } => Failure::Client {

@@ -150,7 +150,7 @@ pub fn history(h: &History) -> String {
         t.row([
             output::timestamp(e.at),
             e.from.map(|s| s.to_string()).unwrap_or_default(),
-            e.event.clone(),
+            e.event.to_string(),
             e.to.to_string(),
             e.generation.to_string(),
             e.actor.clone(),

@@ -16,54 +16,10 @@ use super::failure::Failure;
 /// How often the instance is fetched while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// `--timeout`: `90s`, `5m`, `1h30m`, `500ms`, `30d`; a bare number is seconds.
+/// `--timeout`: a duration in [`domain::duration`]'s grammar (`90s`, `5m`,
+/// `1h30m`, `500ms`, `30d`; a bare number is seconds), longer than zero.
 pub fn parse_duration(arg: &str) -> Result<Duration, String> {
-    let invalid =
-        || format!("invalid duration {arg:?}: use a number with a unit, like 90s, 5m or 1h30m");
-    let text = arg.trim();
-    if text.is_empty() {
-        return Err(invalid());
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return positive(Duration::from_secs(secs), arg);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" | "sec" => Duration::from_secs(1),
-            "m" | "min" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3_600),
-            "d" => Duration::from_secs(86_400),
-            _ => return Err(invalid()),
-        };
-        rest = &rest[unit_len..];
-        let part = u32::try_from(number)
-            .ok()
-            .and_then(|n| unit.checked_mul(n))
-            .ok_or_else(invalid)?;
-        total = total.checked_add(part).ok_or_else(invalid)?;
-    }
-    positive(total, arg)
-}
-
-fn positive(d: Duration, arg: &str) -> Result<Duration, String> {
-    if d.is_zero() {
-        Err(format!(
-            "invalid duration {arg:?}: must be longer than zero"
-        ))
-    } else {
-        Ok(d)
-    }
+    domain::duration::parse_positive(arg).map_err(|e| e.to_string())
 }
 
 /// What the command waits for.
@@ -391,31 +347,6 @@ mod tests {
             heartbeat_line(&inst, 3, Goal::Deleted, Duration::from_millis(4_250))
                 .ends_with("still Deleting after 4.2s, waiting for the data plane to delete it")
         );
-    }
-
-    #[test]
-    fn durations_take_units_and_combinations() {
-        let secs = Duration::from_secs;
-        assert_eq!(parse_duration("90s"), Ok(secs(90)));
-        assert_eq!(parse_duration("5m"), Ok(secs(300)));
-        assert_eq!(parse_duration("5min"), Ok(secs(300)));
-        assert_eq!(parse_duration("1h30m"), Ok(secs(5_400)));
-        assert_eq!(parse_duration("2m30s"), Ok(secs(150)));
-        assert_eq!(parse_duration("300"), Ok(secs(300)));
-        assert_eq!(parse_duration(" 10s "), Ok(secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-    }
-
-    #[test]
-    fn bad_durations_say_what_is_expected() {
-        for bad in ["", "s", "5x", "5 m", "-5s", "1.5m", "m5", "99999999999h"] {
-            let err = parse_duration(bad).unwrap_err();
-            assert!(err.contains("like 90s, 5m"), "{bad}: {err}");
-        }
-        assert!(parse_duration("0s")
-            .unwrap_err()
-            .contains("longer than zero"));
-        assert!(parse_duration("0").is_err());
     }
 
     fn at(state: State, generation: i64, observed: i64) -> Instance {

@@ -48,8 +48,8 @@ fn users_of(deps: &BTreeMap<String, Vec<String>>, krate: &str) -> Vec<String> {
 #[test]
 fn domain_depends_on_no_io_crate() {
     let deps = direct_dependencies();
-    // chrono for time values and croner for cron schedules: both pure
-    // (callers pass the current time in).
+    // chrono for time values, croner for cron schedules and humantime for
+    // the duration grammar: all pure (callers pass the current time in).
     let allowed = [
         "serde",
         "serde_json",
@@ -58,6 +58,7 @@ fn domain_depends_on_no_io_crate() {
         "utoipa",
         "chrono",
         "croner",
+        "humantime",
     ];
     for d in &deps["domain"] {
         assert!(

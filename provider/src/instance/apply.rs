@@ -123,9 +123,10 @@ async fn update(ctx: &Ctx, prior: &Value, planned: Value) -> (Value, Diagnostics
         Err(ClientError::Api { status: 404, .. }) => {
             return (prior.clone(), vec![gone_error(prior)])
         }
-        Err(ClientError::Api { code, .. }) if code == "deleted" => {
-            return (prior.clone(), vec![gone_error(prior)])
-        }
+        Err(ClientError::Api {
+            code: api::ErrorCode::Deleted,
+            ..
+        }) => return (prior.clone(), vec![gone_error(prior)]),
         Err(e) => return (prior.clone(), api_error("Updating the instance", e)),
     };
     if !inst.restart_reasons.is_empty() {
@@ -233,7 +234,10 @@ async fn delete(ctx: &Ctx, prior: &Value) -> (Value, Diagnostics) {
     let inst = match ctx.client.delete_instance(&id).await {
         Ok(i) => i,
         Err(ClientError::Api { status: 404, .. }) => return (Value::Null, vec![]),
-        Err(ClientError::Api { code, .. }) if code == "deleted" => return (Value::Null, vec![]),
+        Err(ClientError::Api {
+            code: api::ErrorCode::Deleted,
+            ..
+        }) => return (Value::Null, vec![]),
         Err(e) => return (prior.clone(), api_error("Deleting the instance", e)),
     };
     match wait(ctx, &inst, Goal::Deleted, timeout(prior, Operation::Delete)).await {

@@ -65,7 +65,7 @@ pub fn timeout(v: &Value, op: Operation) -> Duration {
     v.get("timeouts")
         .get(op.as_str())
         .as_str()
-        .and_then(|s| crate::duration::parse(s).ok())
+        .and_then(|s| domain::duration::parse_positive(s).ok())
         .unwrap_or(DEFAULT_TIMEOUT)
 }
 

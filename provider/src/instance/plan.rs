@@ -121,11 +121,11 @@ pub fn validate(config: &Value) -> Diagnostics {
     }
     for op in ["create", "update", "delete"] {
         if let Some(s) = config.get("timeouts").get(op).as_str() {
-            if let Err(e) = crate::duration::parse(s) {
+            if let Err(e) = domain::duration::parse_positive(s) {
                 diags.push(diag::error_at(
                     diag::path(&[Step::Attr("timeouts".into()), Step::Attr(op.into())]),
                     "Invalid timeout",
-                    e,
+                    e.to_string(),
                 ));
             }
         }

@@ -57,14 +57,14 @@ impl Health {
             .as_deref()
             .map(|c| format!("commit {} stays in force", short(c)))
             .unwrap_or_else(|| "nothing has been applied yet".to_owned());
-        match last.map(|r| r.outcome.as_str()) {
-            Some("fetch-failed") => {
+        match last.map(|r| &r.outcome) {
+            Some(api::SyncOutcome::FetchFailed) => {
                 return Health::Failing(format!("the repository cannot be fetched; {in_force}"))
             }
-            Some("rejected") => {
+            Some(api::SyncOutcome::Rejected) => {
                 return Health::Degraded(format!("the newest revision was rejected; {in_force}"))
             }
-            Some("refused") => {
+            Some(api::SyncOutcome::Refused) => {
                 return Health::Degraded(format!(
                     "the newest revision was refused (an unsafe prune); {in_force}"
                 ))
@@ -177,7 +177,7 @@ pub async fn list_page(AxumState(state): AxumState<AppState>, session: Session) 
                                 td data-role="last-sync" {
                                     @match last {
                                         Some(r) => {
-                                            (outcome(&r.outcome))
+                                            (outcome(r.outcome.as_str()))
                                             @if let Some(c) = &r.commit { " " code { (short(c)) } }
                                             " " span.muted { (layout::age(r.at, now)) " ago" }
                                         }
@@ -331,7 +331,7 @@ fn sync_row(r: &SyncRecord) -> Markup {
             td { @match &r.commit { Some(c) => code title=(c) { (short(c)) }, None => (layout::none()) } }
             td { @match &r.author { Some(a) => (a), None => (layout::none()) } }
             td { @match &r.message { Some(m) => (m), None => (layout::none()) } }
-            td { (outcome(&r.outcome)) }
+            td { (outcome(r.outcome.as_str())) }
             td {
                 @if !r.errors.is_empty() {
                     ul.sync-errors {
@@ -405,7 +405,7 @@ mod tests {
             errors: vec![],
             results: vec![api::SyncResult {
                 name: "orders".into(),
-                action: "update".into(),
+                action: api::SyncAction::Update,
                 detail: None,
                 restart: false,
                 error: error.map(str::to_owned),

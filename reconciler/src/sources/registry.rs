@@ -317,7 +317,7 @@ fn with_health(mut source: Source, last: Option<LastSync>) -> Source {
                 .into_iter()
                 .find_map(|r| r.error.map(|e| format!("{}: {e}", r.name)))
         });
-        source.last_outcome = Some(last.outcome);
+        source.last_outcome = Some(api::SyncOutcome::from(last.outcome.as_str()));
     }
     source
 }

@@ -13,3 +13,4 @@ mod isolation;
 mod reports;
 mod sources;
 mod support;
+mod vocabulary;
