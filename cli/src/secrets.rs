@@ -1,5 +1,6 @@
-//! `pgplane secrets`: the keys that seal secrets at rest (instance
-//! passwords, webhook secrets), and their rotation.
+//! `pgplane secrets`: the keys that seal secrets at rest (instance and
+//! role passwords, webhook secrets, shipped server logs), and their
+//! rotation.
 
 use std::path::{Path, PathBuf};
 
@@ -103,10 +104,10 @@ async fn rotate(url: &str, file: &Path) -> anyhow::Result<()> {
     let both = Keyring::parse(&format!("{}{}", new.to_text(), old.to_text()))?;
     both.save(file)?;
     let pool = reconciler::connect(url).await?;
-    let n = queue::sealed::rotate(&pool, &both).await?;
+    let resealed = queue::sealed::rotate(&pool, &both).await?;
     new.save(file)?;
     eprintln!(
-        "re-sealed {n} secret(s) with key {}; {} now holds only that key",
+        "re-sealed {resealed} with key {}; {} now holds only that key",
         new.current().id(),
         file.display()
     );

@@ -287,23 +287,23 @@ impl Queues {
     /// Stores an instance's password in the secret store (never on a
     /// queue), sealed to the control plane's published key.
     pub async fn put_secret(&self, instance_id: Uuid, password: &str) -> Result<()> {
-        let key = sealed::SealingKey::current(&self.pool)
-            .await?
-            .ok_or_else(|| {
-                Error::Sealing(
-                    "no sealing key is published yet (the control plane has not started)".into(),
-                )
-            })?;
-        let password = key.seal(password);
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(sql("store instance secret"))?;
+        let key =
+            sealed::SealingKey::for_writing(&mut tx, sealed::Store::InstancePasswords).await?;
         sqlx::query(
             "insert into instance_secrets (instance_id, password) values ($1, $2)
              on conflict (instance_id) do update set password = excluded.password, updated_at = now()",
         )
         .bind(instance_id)
-        .bind(password)
-        .execute(&self.pool)
+        .bind(key.seal(password))
+        .execute(&mut *tx)
         .await
         .map_err(sql("store instance secret"))?;
+        tx.commit().await.map_err(sql("store instance secret"))?;
         Ok(())
     }
 
@@ -315,14 +315,8 @@ impl Queues {
         instance_id: Uuid,
         passwords: &std::collections::BTreeMap<String, String>,
     ) -> Result<()> {
-        let key = sealed::SealingKey::current(&self.pool)
-            .await?
-            .ok_or_else(|| {
-                Error::Sealing(
-                    "no sealing key is published yet (the control plane has not started)".into(),
-                )
-            })?;
         let mut tx = self.pool.begin().await.map_err(sql("store role secrets"))?;
+        let key = sealed::SealingKey::for_writing(&mut tx, sealed::Store::RolePasswords).await?;
         let roles: Vec<&str> = passwords.keys().map(String::as_str).collect();
         sqlx::query("delete from role_secrets where instance_id = $1 and role <> all($2)")
             .bind(instance_id)

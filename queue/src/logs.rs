@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{sealed, sql, Error, Queues, Result};
+use crate::{sealed, sql, Queues, Result};
 
 /// Chunks kept per instance.
 pub const KEPT_CHUNKS: i64 = 200;
@@ -24,18 +24,12 @@ impl Queues {
     /// Stores `text` (whole lines) as the newest chunk of the instance's
     /// log and forgets chunks beyond [`KEPT_CHUNKS`].
     pub async fn put_log(&self, instance_id: Uuid, text: &str) -> Result<()> {
-        let key = sealed::SealingKey::current(self.pool())
-            .await?
-            .ok_or_else(|| {
-                Error::Sealing(
-                    "no sealing key is published yet (the control plane has not started)".into(),
-                )
-            })?;
         let mut tx = self
             .pool()
             .begin()
             .await
             .map_err(sql("store a log chunk"))?;
+        let key = sealed::SealingKey::for_writing(&mut tx, sealed::Store::LogChunks).await?;
         sqlx::query("insert into instance_logs (instance_id, chunk) values ($1, $2)")
             .bind(instance_id)
             .bind(key.seal(text))

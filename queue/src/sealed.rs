@@ -1,4 +1,5 @@
-//! Secrets at rest: instance passwords and webhook secrets are stored as
+//! Secrets at rest: instance and role passwords, webhook secrets and
+//! shipped server logs are stored as
 //! sealed boxes (libsodium's `crypto_box_seal`: X25519 and
 //! XSalsa20-Poly1305) to a public key of the control plane's.
 //!
@@ -70,23 +71,35 @@ impl SealingKey {
         format!("{PREFIX}{}:{}", self.id, B64.encode(sealed))
     }
 
-    /// The key the control plane published as current, if any.
-    pub async fn current(pool: &PgPool) -> Result<Option<SealingKey>> {
+    /// The key to seal a new value of `store` with: the published current
+    /// key, read after `store`'s table is locked against a concurrent
+    /// [`rotate`] (which takes a conflicting lock before it re-seals), so a
+    /// value written in `conn`'s transaction is either re-sealed by the
+    /// rotation or sealed with the key it published — never left sealed to
+    /// a retired key. `conn` must be in a transaction.
+    pub async fn for_writing(conn: &mut PgConnection, store: Store) -> Result<SealingKey> {
+        sqlx::query(&format!(
+            "lock table {} in row exclusive mode",
+            store.table()
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(sql("lock a secret store"))?;
         let row: Option<(String, Vec<u8>)> =
             sqlx::query_as("select id, public_key from sealing_keys where current")
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(sql("read the sealing key"))?;
-        row.map(|(id, bytes)| {
-            let bytes: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| invalid(format!("sealing key {id} is not 32 bytes")))?;
-            Ok(SealingKey {
-                id,
-                public: PublicKey::from_bytes(bytes),
-            })
+        let (id, bytes) = row.ok_or_else(|| {
+            invalid("no sealing key is published yet (the control plane has not started)")
+        })?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| invalid(format!("sealing key {id} is not 32 bytes")))?;
+        Ok(SealingKey {
+            id,
+            public: PublicKey::from_bytes(bytes),
         })
-        .transpose()
     }
 }
 
@@ -305,41 +318,124 @@ async fn publish_in(conn: &mut PgConnection, key: &SealingKey) -> Result<()> {
     Ok(())
 }
 
-/// Every stored secret: (table, key column, value column).
-const STORES: [(&str, &str, &str); 4] = [
-    ("instance_secrets", "instance_id::text", "password"),
-    (
-        "role_secrets",
-        "instance_id::text || '/' || role",
-        "password",
-    ),
-    ("sources", "org || '/' || name", "webhook_secret"),
-    ("instance_logs", "id::text", "chunk"),
-];
+/// A table that holds sealed values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    InstancePasswords,
+    RolePasswords,
+    WebhookSecrets,
+    LogChunks,
+}
+
+impl Store {
+    pub const ALL: [Store; 4] = [
+        Store::InstancePasswords,
+        Store::RolePasswords,
+        Store::WebhookSecrets,
+        Store::LogChunks,
+    ];
+
+    fn table(self) -> &'static str {
+        match self {
+            Store::InstancePasswords => "instance_secrets",
+            Store::RolePasswords => "role_secrets",
+            Store::WebhookSecrets => "sources",
+            Store::LogChunks => "instance_logs",
+        }
+    }
+
+    /// An expression naming a row uniquely.
+    fn key(self) -> &'static str {
+        match self {
+            Store::InstancePasswords => "instance_id::text",
+            Store::RolePasswords => "instance_id::text || '/' || role",
+            Store::WebhookSecrets => "org || '/' || name",
+            Store::LogChunks => "id::text",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Store::InstancePasswords | Store::RolePasswords => "password",
+            Store::WebhookSecrets => "webhook_secret",
+            Store::LogChunks => "chunk",
+        }
+    }
+
+    /// What one value is, in words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Store::InstancePasswords => "instance password",
+            Store::RolePasswords => "role password",
+            Store::WebhookSecrets => "webhook secret",
+            Store::LogChunks => "log chunk",
+        }
+    }
+}
+
+/// How many values of each store were re-sealed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resealed(pub Vec<(Store, usize)>);
+
+impl Resealed {
+    pub fn total(&self) -> usize {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl fmt::Display for Resealed {
+    /// `3 secret(s) (1 instance password, 2 log chunks)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} secret(s)", self.total())?;
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(store, n)| {
+                let plural = if *n == 1 { "" } else { "s" };
+                format!("{n} {}{plural}", store.label())
+            })
+            .collect();
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
 
 /// Re-seals every stored secret with `ring`'s current key (opening each
 /// with whichever key of `ring` sealed it), in one transaction, and
 /// publishes that key. Returns how many values were re-sealed.
-pub async fn rotate(pool: &PgPool, ring: &Keyring) -> Result<usize> {
+pub async fn rotate(pool: &PgPool, ring: &Keyring) -> Result<Resealed> {
     reseal(pool, ring, |_| true).await
 }
 
 /// Seals the values still stored in plain text. Returns how many.
-pub async fn seal_plaintext(pool: &PgPool, ring: &Keyring) -> Result<usize> {
+pub async fn seal_plaintext(pool: &PgPool, ring: &Keyring) -> Result<Resealed> {
     reseal(pool, ring, |v| !is_sealed(v)).await
 }
 
-async fn reseal(pool: &PgPool, ring: &Keyring, wanted: impl Fn(&str) -> bool) -> Result<usize> {
+async fn reseal(pool: &PgPool, ring: &Keyring, wanted: impl Fn(&str) -> bool) -> Result<Resealed> {
     let mut tx = pool.begin().await.map_err(sql("re-seal secrets"))?;
+    // Conflicts with the lock a writer takes in `SealingKey::for_writing`:
+    // writers that read the old key commit before this reads their rows,
+    // and later ones read the key published here.
+    let tables: Vec<&str> = Store::ALL.iter().map(|s| s.table()).collect();
+    sqlx::query(&format!("lock table {} in share mode", tables.join(", ")))
+        .execute(&mut *tx)
+        .await
+        .map_err(sql("lock the secret stores"))?;
     publish_in(&mut tx, &ring.current()).await?;
-    let mut n = 0;
-    for (table, key, column) in STORES {
+    let mut counts = Resealed::default();
+    for store in Store::ALL {
+        let (key, column, table) = (store.key(), store.column(), store.table());
         let rows: Vec<(String, String)> = sqlx::query_as(&format!(
-            "select {key}, {column} from {table} where {column} is not null for update"
+            "select {key}, {column} from {table} where {column} is not null"
         ))
         .fetch_all(&mut *tx)
         .await
         .map_err(sql("read secrets to re-seal"))?;
+        let mut n = 0;
         for (id, stored) in rows.into_iter().filter(|(_, v)| wanted(v)) {
             let resealed = ring.seal(&ring.open(&stored)?);
             sqlx::query(&format!(
@@ -352,13 +448,14 @@ async fn reseal(pool: &PgPool, ring: &Keyring, wanted: impl Fn(&str) -> bool) ->
             .map_err(sql("re-seal a secret"))?;
             n += 1;
         }
+        counts.0.push((store, n));
     }
     sqlx::query("delete from sealing_keys where not current")
         .execute(&mut *tx)
         .await
         .map_err(sql("retire old sealing keys"))?;
     tx.commit().await.map_err(sql("re-seal secrets"))?;
-    Ok(n)
+    Ok(counts)
 }
 
 #[cfg(test)]

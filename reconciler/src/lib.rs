@@ -121,8 +121,8 @@ impl AppState {
         let sealed = queue::sealed::seal_plaintext(&self.pool, &self.keyring)
             .await
             .map_err(StartError::Queue)?;
-        if sealed > 0 {
-            tracing::info!(count = sealed, "sealed secrets stored in plain text");
+        if sealed.total() > 0 {
+            tracing::info!(count = sealed.total(), %sealed, "sealed secrets stored in plain text");
         }
         Ok(())
     }

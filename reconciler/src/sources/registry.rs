@@ -92,6 +92,9 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateSource) -> Res
     let secret = req
         .webhook_secret
         .unwrap_or_else(|| WebhookSecret(webhook::generate_secret()));
+    let mut tx = state.pool.begin().await?;
+    let key = queue::sealed::SealingKey::for_writing(&mut tx, queue::sealed::Store::WebhookSecrets)
+        .await?;
     let row = sqlx::query_as::<_, SourceRow>(&format!(
         "insert into sources (name, org, url, branch, path, interval_seconds, prune, drift_mode, adopt, webhook_secret)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning {SOURCE_COLUMNS}"
@@ -105,8 +108,8 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateSource) -> Res
     .bind(req.prune)
     .bind(drift)
     .bind(req.adopt)
-    .bind(state.keyring.seal(&secret.0))
-    .fetch_one(&state.pool)
+    .bind(key.seal(&secret.0))
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| match ApiError::from(e) {
         ApiError::Conflict(_) => ApiError::Conflict(format!(
@@ -115,6 +118,7 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateSource) -> Res
         )),
         other => other,
     })?;
+    tx.commit().await?;
     state.gitops.request_sync(&row.key());
     let mut source = row.into_api();
     if generated {

@@ -11,6 +11,7 @@ mod fuzz;
 mod hardening;
 mod isolation;
 mod reports;
+mod sealing;
 mod sources;
 mod support;
 mod vocabulary;
