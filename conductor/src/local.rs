@@ -888,9 +888,13 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// `<sharedir>/extension`, from `pg_config --sharedir` next to the binaries,
-/// else the Debian layout.
-fn extension_dir(bins: &PostgresBinaries) -> Result<PathBuf, RuntimeError> {
-    Ok(bins.sharedir()?.join("extension"))
+/// else the Debian layout; the commands run off the async runtime.
+async fn extension_dir(bins: &PostgresBinaries) -> Result<PathBuf, RuntimeError> {
+    let bins = bins.clone();
+    let sharedir = tokio::task::spawn_blocking(move || bins.sharedir())
+        .await
+        .map_err(|e| RuntimeError::Apply(format!("finding the extension directory: {e}")))??;
+    Ok(sharedir.join("extension"))
 }
 
 /// `MemTotal` from /proc/meminfo, in bytes.
@@ -947,7 +951,7 @@ impl Runtime for LocalRuntime {
     }
 
     async fn available_extensions(&self) -> Result<Vec<String>, RuntimeError> {
-        let dir = extension_dir(&self.bins)?;
+        let dir = extension_dir(&self.bins).await?;
         let mut names = Vec::new();
         let mut rd = tokio::fs::read_dir(&dir).await.map_err(io("list", &dir))?;
         while let Ok(Some(e)) = rd.next_entry().await {

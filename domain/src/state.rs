@@ -202,12 +202,28 @@ pub fn transition(state: State, event: Event, change: Change) -> Result<State, T
         S::Configuring
     };
 
+    // Every state but `Deleted`, spelled out so that a new state must be
+    // placed in each arm that names this rather than fall into it.
+    macro_rules! live {
+        () => {
+            S::Submitted
+                | S::Up
+                | S::Configuring
+                | S::Restarting
+                | S::Stopping
+                | S::Stopped
+                | S::Starting
+                | S::Error
+                | S::Deleting
+        };
+    }
+
     match (state, event) {
         // Deleted is terminal: nothing happens to a deleted instance.
         (S::Deleted, _) => illegal("instance is deleted"),
 
         // Create only starts a new instance; see [`initial_state`].
-        (_, E::Create) => illegal("instance already exists"),
+        (live!(), E::Create) => illegal("instance already exists"),
 
         // Configuration changes are accepted from any non-deleted state,
         // except while a delete is under way.
@@ -236,17 +252,17 @@ pub fn transition(state: State, event: Event, change: Change) -> Result<State, T
         }
         (S::Submitted, E::Start) => illegal("instance has not been created yet"),
 
-        (_, E::Delete) => Ok(S::Deleting),
+        (live!(), E::Delete) => Ok(S::Deleting),
 
         // Reports are facts: what the data plane did at the generation it
         // reports is what is, whatever state the instance was in (the table
         // is total for reports), so no sequence of failures, fixes,
         // redeliveries and crashes can leave an instance transitional.
         // Repeated reports (at-least-once delivery) keep the state.
-        (_, E::Created | E::Updated | E::Restarted | E::Started | E::Recovered) => Ok(S::Up),
-        (_, E::Stopped) => Ok(S::Stopped),
-        (_, E::Deleted) => Ok(S::Deleted),
-        (_, E::Failed) => Ok(S::Error),
+        (live!(), E::Created | E::Updated | E::Restarted | E::Started | E::Recovered) => Ok(S::Up),
+        (live!(), E::Stopped) => Ok(S::Stopped),
+        (live!(), E::Deleted) => Ok(S::Deleted),
+        (live!(), E::Failed) => Ok(S::Error),
     }
 }
 

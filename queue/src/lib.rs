@@ -100,38 +100,29 @@ impl Queues {
                 .await
                 .map_err(sql("check for the pgmq schema"))?;
         if !installed {
-            // Two processes may race to install: serialise on an advisory lock.
-            let mut conn = self
-                .pool
-                .acquire()
-                .await
-                .map_err(sql("acquire a connection"))?;
-            sqlx::query("select pg_advisory_lock(7715001)")
-                .execute(&mut *conn)
+            // Two processes may race to install: serialise on an advisory
+            // lock held by a transaction, so any early return releases it.
+            let mut lock = self.pool.begin().await.map_err(sql("lock pgmq install"))?;
+            sqlx::query("select pg_advisory_xact_lock(7715001)")
+                .execute(&mut *lock)
                 .await
                 .map_err(sql("lock pgmq install"))?;
             let still_missing: bool = sqlx::query_scalar(
                 "select not exists(select 1 from pg_namespace where nspname = 'pgmq')",
             )
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut *lock)
             .await
             .map_err(sql("check for the pgmq schema"))?;
-            let result = if still_missing {
+            if still_missing {
                 pgmq::install::install_sql_from_embedded(&self.pool)
                     .await
                     .map_err(|source| Error::Pgmq {
                         queue: "*".into(),
                         operation: "install",
                         source,
-                    })
-            } else {
-                Ok(())
-            };
-            sqlx::query("select pg_advisory_unlock(7715001)")
-                .execute(&mut *conn)
-                .await
-                .map_err(sql("unlock pgmq install"))?;
-            result?;
+                    })?;
+            }
+            lock.commit().await.map_err(sql("unlock pgmq install"))?;
         }
         self.create_queue(STATUS_QUEUE).await
     }

@@ -7,7 +7,9 @@
 //!   transaction together with its PGMQ event.
 //! - [`status`]: data-plane reports through the state machine.
 //! - [`resend`]: the desired≠actual loop.
-//! - [`store`]: SQL (the only crate besides `queue` that talks SQL).
+//! - [`store`]: the instances' rows and history; [`sources`], [`auth`],
+//!   [`console`] and [`drift`] keep their own queries (this crate and
+//!   `queue` are the only ones that talk SQL).
 
 pub mod auth;
 pub mod commands;

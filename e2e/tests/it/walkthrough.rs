@@ -1,4 +1,6 @@
-//! Steps 1–5 of the spine issue, exactly as a user runs them, plus bad input.
+//! The first five steps a user takes (`pgplane up`, create with --wait,
+//! connect, a reload-only change and the rest, delete), exactly as a user
+//! runs them, plus bad input.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

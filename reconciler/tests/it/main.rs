@@ -10,6 +10,7 @@ mod extensions;
 mod fuzz;
 mod hardening;
 mod isolation;
+mod openapi;
 mod reports;
 mod sealing;
 mod sources;
