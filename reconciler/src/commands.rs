@@ -390,6 +390,38 @@ async fn hand_over(
     Ok(())
 }
 
+/// Makes the source owner `owner` (`git:NAME`) the owner of the live
+/// instance `name`, with an `Owner` history entry; the source's sync has
+/// decided to adopt it. A no-op when it already is.
+pub async fn adopt(state: &AppState, caller: &Caller, name: &str, owner: &str) -> Result<()> {
+    let mut tx = state.pool.begin().await?;
+    let row = store::find_instance(&mut tx, &caller.org, name, true).await?;
+    if row.state() == State::Deleted || row.owner == owner {
+        return Ok(());
+    }
+    sqlx::query("update instances set owner = $2 where id = $1")
+        .bind(row.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+    let detail = format!("owner: {} → {owner} (adopted)", row.owner);
+    store::record_history(
+        &mut tx,
+        HistoryRecord {
+            instance_id: row.id,
+            from: Some(row.state()),
+            event: "Owner",
+            to: row.state(),
+            generation: row.generation,
+            actor: &caller.actor(),
+            detail: Some(&detail),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Sends the instance's full desired spec to its data plane, inside `tx`.
 pub async fn enqueue(
     state: &AppState,

@@ -479,7 +479,7 @@ async fn apply_entry(
                 .join(", ");
             let mut outcome = Ok(());
             if adopt_from.is_some() {
-                outcome = adopt(state, &caller.org, &entry.name, owner).await;
+                outcome = commands::adopt(state, caller, &entry.name, owner).await;
             }
             let run_state = changes.iter().any(|c| c.path == "stopped");
             let run_command = if spec.stopped { Command::Stop } else { Command::Start };
@@ -529,18 +529,6 @@ async fn apply_entry(
             Ok(()),
         )),
     }
-}
-
-async fn adopt(state: &AppState, org: &str, name: &str, owner: &str) -> Result<()> {
-    sqlx::query(
-        "update instances set owner = $3 where org = $1 and name = $2 and state <> 'Deleted'",
-    )
-    .bind(org)
-    .bind(name)
-    .bind(owner)
-    .execute(&state.pool)
-    .await?;
-    Ok(())
 }
 
 /// Re-sends the desired spec of this source's drifted instances.

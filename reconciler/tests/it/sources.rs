@@ -227,3 +227,81 @@ async fn an_unreachable_remote_or_vanished_path_changes_nothing(pool: PgPool) {
     let (_, list) = t.call("GET", "/api/v1/instances", None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
+
+#[sqlx::test(migrations = false)]
+async fn adopting_an_instance_records_who_took_it_over(pool: PgPool) {
+    let t = test_app_with(pool.clone(), SourcePolicy::allow_all()).await;
+    let (status, _) = t
+        .call(
+            "POST",
+            "/api/v1/instances",
+            Some(serde_json::json!({"name": "billing", "spec": {"config": {"work_mem": "4MB"}}})),
+        )
+        .await;
+    assert_eq!(status, axum::http::StatusCode::CREATED);
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    commit(
+        repo.path(),
+        &[("billing.yaml", Some(manifest("billing", "8MB")))],
+        "billing in git",
+    );
+    let caller = Caller::token("acme", Uuid::nil(), true);
+    let req = CreateSource {
+        name: "prod".into(),
+        url: repo.path().to_str().unwrap().into(),
+        branch: "main".into(),
+        path: String::new(),
+        interval_seconds: 3600,
+        prune: false,
+        drift: DriftMode::Report,
+        adopt: true,
+        webhook_secret: None,
+        verify: true,
+    };
+    reconciler::sources::create(&t.state, &caller, req)
+        .await
+        .unwrap();
+    let sync = reconciler::sources::sync(&t.state, "acme", "prod")
+        .await
+        .unwrap();
+    assert_eq!(sync.outcome, "applied", "{sync:?}");
+    let (_, inst) = t.call("GET", "/api/v1/instances/billing", None).await;
+    assert_eq!(inst["owner"], "git:prod");
+    let (_, history) = t
+        .call("GET", "/api/v1/instances/billing/history", None)
+        .await;
+    let owner: Vec<&serde_json::Value> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["event"] == "Owner")
+        .collect();
+    assert_eq!(owner.len(), 1, "{history}");
+    assert_eq!(owner[0]["detail"], "owner: api → git:prod (adopted)");
+    assert!(
+        owner[0]["actor"].as_str().unwrap().starts_with("git:prod@"),
+        "{}",
+        owner[0]
+    );
+
+    // Synced again: already adopted, nothing more recorded.
+    commit(
+        repo.path(),
+        &[("billing.yaml", Some(manifest("billing", "16MB")))],
+        "more memory",
+    );
+    reconciler::sources::sync(&t.state, "acme", "prod")
+        .await
+        .unwrap();
+    let (_, history) = t
+        .call("GET", "/api/v1/instances/billing/history", None)
+        .await;
+    let owners = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["event"] == "Owner")
+        .count();
+    assert_eq!(owners, 1);
+}
