@@ -17,9 +17,6 @@ use crate::status::PostgresInstanceStatus;
 /// label is the name plus an 11-character suffix, and labels hold 63.
 pub const MAX_NAME_LEN: usize = 52;
 
-/// A Kubernetes quantity as pgplane accepts it (`1`, `500m`, `2Gi`, `10G`).
-const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
-
 /// One PostgreSQL instance managed by pgplane.
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
@@ -69,7 +66,7 @@ pub struct PostgresInstanceSpec {
     pub resources: ResourceRequests,
     /// Size of the data volume.
     #[serde(default = "default_storage")]
-    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[schemars(regex(pattern = domain::quantity::BYTES_PATTERN))]
     pub storage: String,
     /// Extensions to install (`CREATE EXTENSION`); preload libraries follow.
     #[serde(default)]
@@ -250,10 +247,10 @@ pub fn roles_secret_name(instance: &str) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRequests {
     #[serde(default = "default_cpu")]
-    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[schemars(regex(pattern = domain::quantity::CPU_PATTERN))]
     pub cpu: String,
     #[serde(default = "default_memory")]
-    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[schemars(regex(pattern = domain::quantity::BYTES_PATTERN))]
     pub memory: String,
 }
 

@@ -16,6 +16,24 @@ const CPU_EXPECTED: &str = "expected cores like \"1\", \"0.5\" or millicores lik
 const BYTES_EXPECTED: &str =
     "expected a byte quantity like \"512Mi\", \"2Gi\", \"10G\" (suffixes Ki Mi Gi Ti Pi, k M G T P)";
 
+/// What [`parse_cpu`] accepts, as a regular expression (the CRD's schema
+/// uses it): cores with optional decimals, or whole millicores.
+pub const CPU_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$";
+
+/// What [`parse_bytes`] accepts, as a regular expression (the CRD's schema
+/// uses it): a decimal number with an optional suffix.
+pub const BYTES_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$";
+
+/// `digits` or `digits.digits`: the numbers both patterns allow.
+fn is_decimal(num: &str) -> bool {
+    let (whole, fraction) = match num.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (num, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && fraction.is_none_or(digits)
+}
+
 /// CPU in millicores.
 pub fn parse_cpu(value: &str) -> Result<u64, QuantityError> {
     let err = || QuantityError {
@@ -23,10 +41,16 @@ pub fn parse_cpu(value: &str) -> Result<u64, QuantityError> {
         what: "cpu quantity",
         expected: CPU_EXPECTED.into(),
     };
-    let v = value.trim();
+    let v = value;
     let millis = if let Some(m) = v.strip_suffix('m') {
+        if !m.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
         m.parse::<u64>().map_err(|_| err())?
     } else {
+        if !is_decimal(v) {
+            return Err(err());
+        }
         let f: f64 = v.parse().map_err(|_| err())?;
         if !f.is_finite() || f < 0.0 {
             return Err(err());
@@ -41,7 +65,7 @@ pub fn parse_cpu(value: &str) -> Result<u64, QuantityError> {
 
 /// A byte quantity (memory, storage) in bytes.
 pub fn parse_bytes(value: &str) -> Result<u64, QuantityError> {
-    let v = value.trim();
+    let v = value;
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(v.len());
@@ -67,6 +91,9 @@ pub fn parse_bytes(value: &str) -> Result<u64, QuantityError> {
         "Pi" => 1 << 50,
         _ => return Err(err()),
     };
+    if !is_decimal(num) {
+        return Err(err());
+    }
     let n: f64 = num.parse().map_err(|_| err())?;
     let bytes = n * mult as f64;
     if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
@@ -220,5 +247,61 @@ mod tests {
         assert!(check_setting_value("max_connections", "many").is_err());
         assert!(check_setting_value("jit", "maybe").is_err());
         assert!(check_setting_value("statement_timeout", "5s").is_ok());
+    }
+
+    /// Whether the pattern and the parser agree on `value`: a value the
+    /// pattern refuses never parses, and one it accepts parses unless the
+    /// amount itself is refused (zero, or under one byte).
+    fn agree(pattern: &regex::Regex, parsed: bool, value: &str, amount_ok: bool) -> bool {
+        if pattern.is_match(value) {
+            parsed || !amount_ok
+        } else {
+            !parsed
+        }
+    }
+
+    fn amount(value: &str) -> f64 {
+        let num: String = value
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        num.parse().unwrap_or(0.0)
+    }
+
+    const SAMPLES: [&str; 24] = [
+        "1", "0.5", "500m", "2Gi", "10G", "512Mi", "1.5Ti", "3k", "1Ei", "1E", "500M", "1e3", ".5",
+        "1.", "0", "0m", "2GB", "1 Gi", "Gi", "", "1.5m", "-1", "1Pi", "7P",
+    ];
+
+    #[test]
+    fn the_patterns_and_the_parsers_agree() {
+        let cpu = regex::Regex::new(CPU_PATTERN).unwrap();
+        let bytes = regex::Regex::new(BYTES_PATTERN).unwrap();
+        for v in SAMPLES {
+            let a = amount(v);
+            assert!(
+                agree(&cpu, parse_cpu(v).is_ok(), v, a > 0.0),
+                "cpu {v:?}: pattern {} parser {:?}",
+                cpu.is_match(v),
+                parse_cpu(v)
+            );
+            assert!(
+                agree(&bytes, parse_bytes(v).is_ok(), v, a >= 1.0),
+                "bytes {v:?}: pattern {} parser {:?}",
+                bytes.is_match(v),
+                parse_bytes(v)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_patterns_and_the_parsers_agree_on_any_input(v in "[0-9.mkMGTPEi e-]{0,8}") {
+            let cpu = regex::Regex::new(CPU_PATTERN).unwrap();
+            let bytes = regex::Regex::new(BYTES_PATTERN).unwrap();
+            let a = amount(&v);
+            proptest::prop_assert!(agree(&cpu, parse_cpu(&v).is_ok(), &v, a > 0.0), "cpu {:?}", v);
+            proptest::prop_assert!(agree(&bytes, parse_bytes(&v).is_ok(), &v, a >= 1.0), "bytes {:?}", v);
+        }
     }
 }
