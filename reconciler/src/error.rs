@@ -77,7 +77,10 @@ impl From<sqlx::Error> for ApiError {
                 ApiError::Unavailable(e)
             }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-                ApiError::Conflict("an instance with this name already exists".to_owned())
+                match unique_conflict(db.constraint()) {
+                    Some(what) => ApiError::Conflict(what.to_owned()),
+                    None => ApiError::Internal(Box::new(e)),
+                }
             }
             // Postgres text cannot hold NUL: `invalid byte sequence` for a
             // text parameter (22021), `unsupported Unicode escape sequence`
@@ -90,6 +93,17 @@ impl From<sqlx::Error> for ApiError {
             }
             _ => ApiError::Internal(Box::new(e)),
         }
+    }
+}
+
+/// What a unique violation of `constraint` means to a client, for the
+/// constraints a client's request can violate; any other is a bug.
+fn unique_conflict(constraint: Option<&str>) -> Option<&'static str> {
+    match constraint? {
+        "instances_live_name" => Some("an instance with this name already exists"),
+        "sources_pkey" => Some("a source with this name already exists in this organisation"),
+        "tokens_org_name" => Some("a token with this name already exists in this organisation"),
+        _ => None,
     }
 }
 
