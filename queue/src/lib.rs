@@ -331,6 +331,19 @@ impl Queues {
         Ok(())
     }
 
+    /// Forgets the stored passwords of a deleted instance (its own and its
+    /// roles'), inside the caller's transaction `conn`.
+    pub async fn forget_secrets(conn: &mut sqlx::PgConnection, instance_id: Uuid) -> Result<()> {
+        for table in ["instance_secrets", "role_secrets"] {
+            sqlx::query(&format!("delete from {table} where instance_id = $1"))
+                .bind(instance_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(sql("forget an instance's secrets"))?;
+        }
+        Ok(())
+    }
+
     /// A declared role's password as stored: sealed.
     pub async fn get_role_secret(&self, instance_id: Uuid, role: &str) -> Result<Option<String>> {
         sqlx::query_scalar("select password from role_secrets where instance_id = $1 and role = $2")

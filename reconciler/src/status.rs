@@ -249,14 +249,7 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
         )
         .await?;
         if to == State::Deleted {
-            sqlx::query("delete from instance_secrets where instance_id = $1")
-                .bind(row.id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("delete from role_secrets where instance_id = $1")
-                .bind(row.id)
-                .execute(&mut *tx)
-                .await?;
+            queue::Queues::forget_secrets(&mut tx, row.id).await?;
         }
     }
     tx.commit().await?;

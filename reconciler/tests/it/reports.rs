@@ -320,3 +320,48 @@ async fn a_re_observation_that_finds_the_same_server_moves_only_its_time(pool: P
     let (changed, _) = times().await;
     assert!(changed > updated, "a changed observation is news");
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_deleted_instance_leaves_no_password_behind(pool: PgPool) {
+    let t = test_app(pool.clone()).await;
+    let id = create(&t).await;
+    report(&t, &id, 1, "Created").await;
+    let uuid = Uuid::parse_str(&id).unwrap();
+    let queues = queue::Queues::new(pool.clone()).await;
+    queues.put_secret(uuid, "hunter2").await.unwrap();
+    let roles = [("app".to_owned(), "s3cret".to_owned())]
+        .into_iter()
+        .collect();
+    queues.put_role_secrets(uuid, &roles).await.unwrap();
+    let stored = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!(
+                "select count(*) from {table} where instance_id = $1"
+            ))
+            .bind(uuid)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        (
+            stored("instance_secrets").await,
+            stored("role_secrets").await
+        ),
+        (1, 1)
+    );
+    let (status, _) = t.call("DELETE", "/api/v1/instances/orders", None).await;
+    assert!(status.is_success(), "{status}");
+    report(&t, &id, 2, "Deleted").await;
+    let (_, inst) = t.call("GET", "/api/v1/instances/orders", None).await;
+    assert_eq!(inst["state"], "Deleted", "{inst}");
+    assert_eq!(
+        (
+            stored("instance_secrets").await,
+            stored("role_secrets").await
+        ),
+        (0, 0)
+    );
+}
