@@ -104,29 +104,35 @@ pub async fn run<R: Runtime>(
     let newest = Arc::new(Newest::default());
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    let mut next_resync = tokio::time::Instant::now() + settings.resync_every;
-    let mut next_supervise = tokio::time::Instant::now() + settings.supervise_every;
-    let mut backups: Option<tokio::task::JoinHandle<()>> = None;
-    let mut next_backups = tokio::time::Instant::now();
+    // Resync, supervision and scheduled backups run beside the consume
+    // loop, each at most once at a time, so none of them delays reading
+    // events.
+    let now = tokio::time::Instant::now();
+    let mut resyncs = Periodic::new(settings.resync_every, now + settings.resync_every);
+    let mut supervision = Periodic::new(settings.supervise_every, now + settings.supervise_every);
+    let mut backups = Periodic::new(settings.supervise_every, now);
     while !cancel.is_cancelled() {
         while tasks.try_join_next().is_some() {}
-        if tokio::time::Instant::now() >= next_backups
-            && backups.as_ref().is_none_or(|b| b.is_finished())
-        {
-            next_backups = tokio::time::Instant::now() + settings.supervise_every;
+        if backups.due() {
             let (queues, runtime) = (queues.clone(), runtime.clone());
-            backups = Some(tokio::spawn(
+            backups.start(
                 async move { scheduled_backups(&queues, runtime.as_ref()).await }
                     .instrument(tracing::info_span!("scheduled_backups")),
-            ));
+            );
         }
-        if tokio::time::Instant::now() >= next_resync {
-            resync(&queues, runtime.as_ref()).await;
-            next_resync = tokio::time::Instant::now() + settings.resync_every;
+        if resyncs.due() {
+            let (queues, runtime) = (queues.clone(), runtime.clone());
+            resyncs.start(
+                async move { resync(&queues, runtime.as_ref()).await }
+                    .instrument(tracing::info_span!("resync")),
+            );
         }
-        if tokio::time::Instant::now() >= next_supervise {
-            supervise(&queues, runtime.as_ref()).await;
-            next_supervise = tokio::time::Instant::now() + settings.supervise_every;
+        if supervision.due() {
+            let (queues, runtime) = (queues.clone(), runtime.clone());
+            supervision.start(
+                async move { supervise(&queues, runtime.as_ref()).await }
+                    .instrument(tracing::info_span!("supervise")),
+            );
         }
         let free = settings.batch - tasks.len() as i32;
         let batch = if free > 0 {
@@ -145,8 +151,9 @@ pub async fn run<R: Runtime>(
         };
         if batch.is_empty() {
             let now = tokio::time::Instant::now();
-            let idle = next_resync
-                .min(next_supervise)
+            let idle = resyncs
+                .next
+                .min(supervision.next)
                 .saturating_duration_since(now)
                 .min(Duration::from_secs(1));
             tokio::select! {
@@ -185,11 +192,55 @@ pub async fn run<R: Runtime>(
         }
     }
     while tasks.join_next().await.is_some() {}
-    if let Some(b) = backups {
-        b.abort();
+    // A backup in progress is abandoned (the next schedule takes it again);
+    // a resync or a supervision pass is let finish.
+    backups.abort();
+    for periodic in [resyncs, supervision] {
+        periodic.stop().await;
     }
     tracing::info!("conductor stopped");
     Ok(())
+}
+
+/// Background work started every `every`, never twice at once.
+struct Periodic {
+    every: Duration,
+    next: tokio::time::Instant,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Periodic {
+    fn new(every: Duration, first: tokio::time::Instant) -> Periodic {
+        Periodic {
+            every,
+            next: first,
+            running: None,
+        }
+    }
+
+    /// Whether it is time to start again and the last run has finished.
+    fn due(&self) -> bool {
+        tokio::time::Instant::now() >= self.next
+            && self.running.as_ref().is_none_or(|r| r.is_finished())
+    }
+
+    fn start(&mut self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.next = tokio::time::Instant::now() + self.every;
+        self.running = Some(tokio::spawn(work));
+    }
+
+    fn abort(&self) {
+        if let Some(run) = &self.running {
+            run.abort();
+        }
+    }
+
+    /// Waits for a run in progress to finish.
+    async fn stop(self) {
+        if let Some(run) = self.running {
+            let _ = run.await;
+        }
+    }
 }
 
 /// The newest generation read per instance, and a lock per instance so its

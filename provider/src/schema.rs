@@ -115,10 +115,6 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn attribute(&self, name: &str) -> Option<&Attribute> {
-        self.attributes.iter().find(|a| a.name == name)
-    }
-
     /// Errors for read-only (computed, not optional) attributes that the
     /// configuration sets: Terraform leaves this check to providers.
     pub fn read_only_set(&self, config: &Value) -> Vec<crate::tfplugin::tfplugin6::Diagnostic> {
