@@ -59,7 +59,17 @@ fn agent_converges_to_its_spec_file_and_follows_changes() {
     });
     // A broken spec file keeps the last good spec.
     std::fs::write(&spec_file, "{not json").unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    let log = scratch.path().join("agent.log");
+    eventually(
+        "the agent read the broken file",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("spec file unusable; keeping the last good spec")
+                .then_some(())
+        },
+    );
     assert_eq!(psql(&uri, "show work_mem"), "32MB");
 
     // A recreated credentials Secret (the mounted file changes): the new

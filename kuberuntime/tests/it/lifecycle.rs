@@ -263,8 +263,17 @@ async fn a_slow_rollout_is_waited_for_across_redeliveries_and_restart_rolls_the_
         pis.get_opt("orders").await.unwrap()
     })
     .await;
-    // Several waits time out while nobody plays the kubelet.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Several waits time out while nobody plays the kubelet: the create
+    // event is delivered again and again.
+    eventually("the create redelivered three times", || async {
+        let deliveries: Option<i32> =
+            sqlx::query_scalar("select max(read_ct) from pgmq.q_dp_local")
+                .fetch_one(&state.pool)
+                .await
+                .unwrap();
+        (deliveries.unwrap_or(0) >= 3).then_some(())
+    })
+    .await;
     let waiting = instance(&state, "orders").await;
     assert_eq!(waiting.state, domain::State::Submitted, "{waiting:?}");
     mark_ready(&server, "orders").await;
