@@ -80,7 +80,7 @@ pub async fn reconcile(pi: Arc<PostgresInstance>, ctx: Arc<Context>) -> Result<A
 
 /// Errors go here: a metric, a log line, and a jittered exponential backoff.
 pub fn error_policy(pi: Arc<PostgresInstance>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed(error.kind());
+    ctx.metrics.failed(error);
     let key = conditions::key(&pi);
     let attempt = {
         let mut failures = ctx.failures.lock().expect("failures lock");

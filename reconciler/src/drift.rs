@@ -2,14 +2,18 @@
 //! last observed, and the Prometheus gauges derived from them.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use api::{DriftReport, DriftStatus, InstanceDrift};
 use chrono::{DateTime, Utc};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use sqlx::types::Json;
 use sqlx::PgConnection;
 
-use crate::error::Result;
+use crate::error::{ApiError, Result};
 use crate::store::{self, InstanceRow};
 
 /// The drift of one instance at `now`.
@@ -97,7 +101,7 @@ pub async fn metrics(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Stri
     let orgs: Vec<String> = sqlx::query_scalar("select name from orgs order by name")
         .fetch_all(&mut *conn)
         .await?;
-    let mut drifted: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut drifted: BTreeMap<(String, String), i64> = BTreeMap::new();
     for org in &orgs {
         for item in report(conn, org, now).await?.items {
             let n = drifted
@@ -108,30 +112,68 @@ pub async fn metrics(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Stri
             }
         }
     }
+    let mut gauges = vec![
+        Gauges {
+            name: "pgplane_instances",
+            help: "Live instances by state.",
+            samples: states
+                .into_iter()
+                .map(|(org, state, n)| ([("org", org), ("state", state)], n))
+                .collect(),
+        },
+        Gauges {
+            name: "pgplane_drifted_instances",
+            help: "Instances whose observed spec differs from their source's declaration.",
+            samples: drifted
+                .into_iter()
+                .map(|((org, source), n)| ([("org", org), ("source", source)], n))
+                .collect(),
+        },
+    ];
+    gauges.extend(backup_gauges(conn).await?);
+    encode(gauges)
+}
+
+/// The Prometheus text (format 0.0.4) of one scrape's gauges. The values are
+/// read per scrape, so they are exposed by a collector of constant gauges
+/// registered with a registry of this scrape's own.
+fn encode(gauges: Vec<Gauges>) -> Result<String> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(gauges)));
     let mut out = String::new();
-    out.push_str(
-        "# HELP pgplane_instances Live instances by state.\n# TYPE pgplane_instances gauge\n",
-    );
-    for (org, state, n) in states {
-        let _ = writeln!(
-            out,
-            "pgplane_instances{{org=\"{org}\",state=\"{state}\"}} {n}"
-        );
-    }
-    out.push_str("# HELP pgplane_drifted_instances Instances whose observed spec differs from their source's declaration.\n# TYPE pgplane_drifted_instances gauge\n");
-    for ((org, source), n) in drifted {
-        let _ = writeln!(
-            out,
-            "pgplane_drifted_instances{{org=\"{org}\",source=\"{}\"}} {n}",
-            source.replace('\\', "\\\\").replace('"', "\\\"")
-        );
-    }
-    backup_metrics(conn, &mut out).await?;
+    prometheus_text::encode(&mut out, &registry).map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok(out)
 }
 
+/// A gauge's samples, each with its two labels.
+#[derive(Debug)]
+struct Gauges {
+    name: &'static str,
+    /// Exposed as is (the registry's full stop is only added to the help of
+    /// registered metrics, not of collected ones).
+    help: &'static str,
+    samples: Vec<([(&'static str, String); 2], i64)>,
+}
+
+/// The gauges read for one scrape. Every gauge is described, samples or not.
+#[derive(Debug)]
+struct Scrape(Vec<Gauges>);
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        for gauges in &self.0 {
+            let mut metric =
+                encoder.encode_descriptor(gauges.name, gauges.help, None, MetricType::Gauge)?;
+            for (labels, value) in &gauges.samples {
+                ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Per live instance: its backups and its WAL archive.
-async fn backup_metrics(conn: &mut PgConnection, out: &mut String) -> Result<()> {
+async fn backup_gauges(conn: &mut PgConnection) -> Result<Vec<Gauges>> {
     type Row = (
         String,
         String,
@@ -167,29 +209,82 @@ async fn backup_metrics(conn: &mut PgConnection, out: &mut String) -> Result<()>
             "When the newest WAL segment was archived.",
         ),
     ];
-    for (name, help) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (org, instance, observed, backups) in &rows {
-            let archive = observed.as_ref().and_then(|o| o.0.archive.as_ref());
-            let catalog = backups.as_ref().map(|b| &b.0);
-            let value: Option<f64> = match name {
-                "pgplane_backups" => catalog.map(|c| c.backups.len() as f64),
-                "pgplane_backup_last_success_timestamp_seconds" => catalog
-                    .and_then(|c| c.backups.iter().rfind(|b| b.status == "ok"))
-                    .map(|b| b.stopped_at.timestamp() as f64),
-                "pgplane_restorable_from_timestamp_seconds" => catalog
-                    .and_then(|c| c.restorable_from())
-                    .map(|t| t.timestamp() as f64),
-                "pgplane_wal_archive_failing" => archive.map(|a| f64::from(u8::from(a.failing()))),
-                "pgplane_wal_archive_failures" => archive.map(|a| a.failed_count as f64),
-                _ => archive
-                    .and_then(|a| a.last_archived_at)
-                    .map(|t| t.timestamp() as f64),
-            };
-            if let Some(v) = value {
-                let _ = writeln!(out, "{name}{{org=\"{org}\",instance=\"{instance}\"}} {v}");
-            }
+    let gauges = gauges.map(|(name, help)| {
+        let samples = rows
+            .iter()
+            .filter_map(|(org, instance, observed, backups)| {
+                let archive = observed.as_ref().and_then(|o| o.0.archive.as_ref());
+                let catalog = backups.as_ref().map(|b| &b.0);
+                let value: Option<i64> = match name {
+                    "pgplane_backups" => {
+                        catalog.map(|c| i64::try_from(c.backups.len()).unwrap_or(i64::MAX))
+                    }
+                    "pgplane_backup_last_success_timestamp_seconds" => catalog
+                        .and_then(|c| c.backups.iter().rfind(|b| b.status == "ok"))
+                        .map(|b| b.stopped_at.timestamp()),
+                    "pgplane_restorable_from_timestamp_seconds" => catalog
+                        .and_then(|c| c.restorable_from())
+                        .map(|t| t.timestamp()),
+                    "pgplane_wal_archive_failing" => archive.map(|a| i64::from(a.failing())),
+                    "pgplane_wal_archive_failures" => archive.map(|a| a.failed_count),
+                    _ => archive
+                        .and_then(|a| a.last_archived_at)
+                        .map(|t| t.timestamp()),
+                };
+                let labels = [("org", org.clone()), ("instance", instance.clone())];
+                value.map(|v| (labels, v))
+            })
+            .collect();
+        Gauges {
+            name,
+            help,
+            samples,
         }
+    });
+    Ok(gauges.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauges_are_described_labelled_and_escaped() {
+        let text = encode(vec![
+            Gauges {
+                name: "pgplane_instances",
+                help: "Live instances by state.",
+                samples: vec![
+                    ([("org", "acme".into()), ("state", "Running".into())], 2),
+                    ([("org", "acme".into()), ("state", "Stopped".into())], 1),
+                ],
+            },
+            Gauges {
+                name: "pgplane_drifted_instances",
+                help: "Instances whose observed spec differs from their source's declaration.",
+                samples: vec![(
+                    [("org", "acme".into()), ("source", r#"git "a\b""#.into())],
+                    0,
+                )],
+            },
+            Gauges {
+                name: "pgplane_backups",
+                help: "Full backups kept.",
+                samples: Vec::new(),
+            },
+        ])
+        .unwrap();
+        assert_eq!(
+            text,
+            "# HELP pgplane_instances Live instances by state.\n\
+             # TYPE pgplane_instances gauge\n\
+             pgplane_instances{org=\"acme\",state=\"Running\"} 2\n\
+             pgplane_instances{org=\"acme\",state=\"Stopped\"} 1\n\
+             # HELP pgplane_drifted_instances Instances whose observed spec differs from their source's declaration.\n\
+             # TYPE pgplane_drifted_instances gauge\n\
+             pgplane_drifted_instances{org=\"acme\",source=\"git \\\"a\\\\b\\\"\"} 0\n\
+             # HELP pgplane_backups Full backups kept.\n\
+             # TYPE pgplane_backups gauge\n"
+        );
     }
-    Ok(())
 }
