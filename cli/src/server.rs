@@ -160,18 +160,24 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 
 pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
     let pool = reconciler::connect(&args.database_url).await?;
-    // The conductor may start before the control plane: make sure the schema exists.
-    reconciler::prepare_database(&pool, &args.data_plane).await?;
-    let queues = queue::Queues::new(pool).await;
-    let mut settings = conductor::Settings::new(&args.data_plane);
-    settings.visibility_timeout = args.visibility_timeout;
-    settings.resync_every = args.resync_interval;
     let cancel = CancellationToken::new();
     let stopper = cancel.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         stopper.cancel();
     });
+    // A conductor may start before the control plane, and never changes
+    // the control plane's schema itself.
+    if !reconciler::wait_until_prepared(&pool, &cancel)
+        .await
+        .context("checking the control plane's database")?
+    {
+        return Ok(());
+    }
+    let queues = queue::Queues::new(pool).await;
+    let mut settings = conductor::Settings::new(&args.data_plane);
+    settings.visibility_timeout = args.visibility_timeout;
+    settings.resync_every = args.resync_interval;
     match args.runtime {
         RuntimeKind::Local => {
             let runtime = Arc::new(

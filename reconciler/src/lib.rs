@@ -186,6 +186,68 @@ pub async fn connect(database_url: &str) -> Result<PgPool, StartError> {
         .map_err(StartError::Connect)
 }
 
+/// Why the control plane's database is not ready for a data plane yet (a
+/// migration this build knows is not applied, or PGMQ is not installed),
+/// or `None` when it is. A data plane waits for this rather than changing
+/// the control plane's schema itself.
+pub async fn database_unprepared(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    let applied: Vec<i64> = match sqlx::query_scalar(
+        "select version from _sqlx_migrations where success order by version",
+    )
+    .fetch_all(pool)
+    .await
+    {
+        Ok(v) => v,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+            return Ok(Some("no migration is applied yet".to_owned()));
+        }
+        Err(e) => return Err(e),
+    };
+    let missing = sqlx::migrate!("./migrations")
+        .iter()
+        .find(|m| !applied.contains(&m.version))
+        .map(|m| {
+            format!(
+                "migration {} ({}) is not applied yet",
+                m.version, m.description
+            )
+        });
+    if missing.is_some() {
+        return Ok(missing);
+    }
+    let pgmq: bool =
+        sqlx::query_scalar("select exists(select 1 from pg_namespace where nspname = 'pgmq')")
+            .fetch_one(pool)
+            .await?;
+    Ok((!pgmq).then(|| "PGMQ is not installed yet".to_owned()))
+}
+
+/// Waits until the control plane has prepared its database
+/// ([`database_unprepared`] says nothing is missing), saying what it waits
+/// for. `false` when cancelled while waiting.
+pub async fn wait_until_prepared(
+    pool: &PgPool,
+    cancel: &CancellationToken,
+) -> Result<bool, sqlx::Error> {
+    let mut said: Option<(String, std::time::Instant)> = None;
+    loop {
+        let Some(why) = database_unprepared(pool).await? else {
+            return Ok(true);
+        };
+        let repeat = said
+            .as_ref()
+            .is_some_and(|(w, at)| *w == why && at.elapsed() < Duration::from_secs(10));
+        if !repeat {
+            tracing::info!(reason = %why, "waiting for the control plane (`pgplane server`) to prepare its database");
+            said = Some((why, std::time::Instant::now()));
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
 /// Applies migrations, installs PGMQ and creates the default data plane's
 /// queue. Idempotent; safe from several processes at once.
 pub async fn prepare_database(pool: &PgPool, data_plane: &str) -> Result<(), StartError> {

@@ -20,7 +20,9 @@ impl Database {
     fn create() -> Database {
         let admin_url = std::env::var("DATABASE_URL")
             .expect("DATABASE_URL must be set (eval \"$(bash scripts/test-db.sh)\")");
-        let name = format!("e2e_{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("e2e_{}_{n}", std::process::id());
         let _ = psql_cmd(
             &admin_url,
             &format!("drop database if exists {name} with (force)"),
@@ -181,4 +183,72 @@ fn conductor_killed_mid_create_converges_after_restart() {
     ok(&["instance", "delete", "orders", "--wait"], &env);
     server.signal(Signal::SIGTERM);
     server.wait_exit(Duration::from_secs(30));
+}
+
+#[test]
+fn a_conductor_started_first_waits_for_the_control_plane_and_changes_no_schema() {
+    let db = Database::create();
+    let scratch = scratch_dir();
+    let conductor_log = scratch.path().join("conductor.log");
+    let keys = ok(&["secrets", "generate-key"], &[]);
+    let db_env = [
+        ("PGPLANE_DATABASE_URL", db.url.as_str()),
+        ("PGPLANE_SECRET_KEYS", keys.as_str()),
+    ];
+    let _conductor = spawn(
+        "pgplane conductor",
+        &["conductor", "--runtime", "simulated"],
+        &db_env,
+        &conductor_log,
+    );
+    eventually(
+        "the conductor says what it waits for",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&conductor_log)
+                .unwrap()
+                .contains("waiting for the control plane")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        psql(
+            &db.url,
+            "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname in ('public', 'pgmq')"
+        ),
+        "0",
+        "a data plane creates nothing in the control plane's database"
+    );
+    assert!(std::fs::read_to_string(&conductor_log)
+        .unwrap()
+        .contains("no migration is applied yet"));
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _server = spawn(
+        "pgplane server",
+        &["server", "--listen", &listen],
+        &db_env,
+        &scratch.path().join("server.log"),
+    );
+    let token = ok(&["token", "create", "--org", "acme"], &db_env)
+        .trim()
+        .to_owned();
+    let endpoint = format!("http://{listen}");
+    let env = [
+        ("PGPLANE_ENDPOINT", endpoint.as_str()),
+        ("PGPLANE_TOKEN", token.as_str()),
+    ];
+    eventually("control plane up", Duration::from_secs(30), || {
+        run(&["instance", "list"], &env)
+            .status
+            .success()
+            .then_some(())
+    });
+    ok(
+        &["instance", "create", "orders", "--wait", "--timeout", "60s"],
+        &env,
+    );
+    let inst = json(&["instance", "get", "orders"], &env);
+    assert_eq!(inst["state"], "Up", "{inst}");
 }
