@@ -6,6 +6,7 @@ pub mod client;
 pub mod events;
 pub mod types;
 pub mod vocabulary;
+pub mod wait;
 
 pub use client::{Client, ClientError};
 pub use events::{EventStream, InstanceEvent, StreamEvent};

@@ -13,6 +13,7 @@ pub(crate) mod wait;
 
 use std::time::Duration;
 
+use api::wait::Goal;
 use api::{Client, ClientError, CreateInstance, Instance, UpdateInstance};
 use chrono::Utc;
 use domain::spec::{DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_POSTGRES_VERSION, DEFAULT_STORAGE};
@@ -21,7 +22,6 @@ use domain::State;
 use crate::output::{self, OutputFormat};
 use failure::Failure;
 use spec::{NewSpec, SpecChange};
-use wait::Goal;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum InstanceCommand {
@@ -1059,7 +1059,7 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    /// The command as the lead's top-level parser nests it.
+    /// The command nested under a top-level parser, as `pgplane` nests it.
     #[derive(clap::Parser, Debug)]
     #[command(name = "pgplane-instance")]
     struct Cli {

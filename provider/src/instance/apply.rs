@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use api::wait::{Goal, Observer, Options, Poll, WaitError};
 use api::{Client, ClientError, CreateInstance, Credentials, Instance, UpdateInstance};
 use domain::State;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{self, applied, refreshed, spec_from, timeout, without_unknowns, Operation};
@@ -14,11 +14,9 @@ use crate::value::Value;
 
 /// Who owns instances the provider creates.
 pub const OWNER: &str = "terraform";
-/// The first pause between fetches of the instance while waiting; it
-/// doubles up to [`POLL_MAX`], so quick changes return quickly and long ones
-/// do not hammer the API.
-const POLL_FIRST: Duration = Duration::from_millis(50);
-const POLL_MAX: Duration = Duration::from_secs(1);
+/// The pauses between fetches of the instance while waiting: from 50 ms,
+/// doubling up to a second.
+const POLL: Poll = Poll::backoff(Duration::from_millis(50), Duration::from_secs(1));
 
 /// What an operation needs: the API client and the token `StopProvider` cancels.
 #[derive(Clone)]
@@ -200,18 +198,18 @@ async fn finish(
                 "It was deleted outside Terraform; apply again to re-create it.",
             )],
         ),
-        Err(WaitError::Timeout { inst, limit }) => (
+        Err(WaitError::Timeout { inst, after, .. }) => (
             applied(planned, &inst, None),
             vec![diag::error(
                 format!("Timed out waiting for instance {name:?} to {what}"),
                 format!(
-                    "After {limit:?} it is {} (generation {}, observed {}). \
+                    "After {after:?} it is {} (generation {}, observed {}). \
                      Raise `timeouts {{ {what} = … }}` or look at `pgplane instance history {name}`.",
                     inst.state, inst.generation, inst.observed_generation
                 ),
             )],
         ),
-        Err(WaitError::Stopped { inst }) => (
+        Err(WaitError::Cancelled { inst }) => (
             applied(planned, &inst, None),
             vec![diag::error(
                 format!("Interrupted while waiting for instance {name:?} to {what}"),
@@ -246,14 +244,14 @@ async fn delete(ctx: &Ctx, prior: &Value) -> (Value, Diagnostics) {
             prior.clone(),
             vec![diag::error("Deleting the instance failed", reason)],
         ),
-        Err(WaitError::Timeout { inst, limit }) => (
+        Err(WaitError::Timeout { inst, after, .. }) => (
             prior.clone(),
             vec![diag::error(
                 "Timed out waiting for the instance to be deleted",
-                format!("After {limit:?} it is {}.", inst.state),
+                format!("After {after:?} it is {}.", inst.state),
             )],
         ),
-        Err(WaitError::Stopped { .. }) => (
+        Err(WaitError::Cancelled { .. }) => (
             prior.clone(),
             vec![diag::error("Interrupted while deleting the instance", "")],
         ),
@@ -408,106 +406,50 @@ pub fn api_error(what: &str, e: ClientError) -> Diagnostics {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Goal {
-    /// Up (or Stopped) at the command's generation.
-    Settled,
-    /// Deleted or not found.
-    Deleted,
-}
-
-#[derive(Debug)]
-enum WaitError {
-    Failed {
-        inst: Box<Instance>,
-        reason: String,
-    },
-    Gone {
-        inst: Box<Instance>,
-    },
-    Timeout {
-        inst: Box<Instance>,
-        limit: Duration,
-    },
-    Stopped {
-        inst: Box<Instance>,
-    },
-    Api {
-        inst: Box<Instance>,
-        error: ClientError,
-    },
-}
-
-/// Polls the instance until `goal`, a failure, the timeout, or StopProvider.
+/// Waits until `start` reaches `goal`, a failure, `limit`, or StopProvider,
+/// polling the instance and logging what it sees.
 async fn wait(
     ctx: &Ctx,
     start: &Instance,
     goal: Goal,
     limit: Duration,
 ) -> Result<Instance, WaitError> {
-    let deadline = Instant::now() + limit;
-    let generation = start.generation;
-    let id = start.id.to_string();
-    let mut inst = start.clone();
-    let mut pause = POLL_FIRST;
-    loop {
-        let caught_up = inst.observed_generation >= generation;
-        match (inst.state, goal) {
-            (State::Error, _) => {
-                let reason = inst
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| "no reason reported".into());
-                return Err(WaitError::Failed {
-                    inst: Box::new(inst),
-                    reason,
-                });
-            }
-            (State::Deleted, Goal::Deleted) => return Ok(inst),
-            (State::Deleted, Goal::Settled) => {
-                return Err(WaitError::Gone {
-                    inst: Box::new(inst),
-                })
-            }
-            (State::Up | State::Stopped, Goal::Settled) if caught_up => return Ok(inst),
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            return Err(WaitError::Timeout {
-                inst: Box::new(inst),
-                limit,
-            });
-        }
-        tokio::select! {
-            _ = ctx.stop.cancelled() => return Err(WaitError::Stopped { inst: Box::new(inst) }),
-            _ = tokio::time::sleep(pause) => {}
-        }
-        pause = (pause * 2).min(POLL_MAX);
-        match ctx.client.get_instance(&id).await {
-            Ok(i) => {
-                if i.state != inst.state {
-                    tracing::debug!(from = %inst.state, to = %i.state, "state changed");
-                }
-                inst = i;
-            }
-            Err(ClientError::Api { status: 404, .. }) if goal == Goal::Deleted => {
-                inst.state = State::Deleted;
-            }
-            Err(ClientError::Api { status: 404, .. }) => {
-                return Err(WaitError::Gone {
-                    inst: Box::new(inst),
-                })
-            }
-            Err(e @ ClientError::Unreachable { .. }) => {
-                // The control plane may be restarting: keep waiting until the deadline.
-                tracing::warn!(error = %e, "control plane unreachable while waiting");
-            }
-            Err(error) => {
-                return Err(WaitError::Api {
-                    inst: Box::new(inst),
-                    error,
-                })
-            }
-        }
+    let options = Options {
+        goal,
+        timeout: limit,
+        follow_events: false,
+        poll: POLL,
+    };
+    api::wait::until(
+        &ctx.client,
+        start.clone(),
+        options,
+        &mut Log,
+        ctx.stop.cancelled(),
+    )
+    .await
+}
+
+/// Logs what a wait sees.
+struct Log;
+
+impl Observer for Log {
+    fn changed(&mut self, from: State, to: &Instance, _elapsed: Duration) {
+        tracing::debug!(%from, to = %to.state, "state changed");
+    }
+
+    fn waiting(&mut self, inst: &Instance, generation: i64, _goal: Goal, elapsed: Duration) {
+        tracing::info!(
+            state = %inst.state,
+            generation,
+            observed_generation = inst.observed_generation,
+            elapsed = ?elapsed,
+            "still waiting for the data plane"
+        );
+    }
+
+    fn retrying(&mut self, error: &ClientError) {
+        // The control plane may be restarting: keep waiting until the deadline.
+        tracing::warn!(%error, "control plane unavailable while waiting; retrying");
     }
 }
