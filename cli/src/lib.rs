@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod backup_repo;
 pub mod context;
+pub mod data_plane;
 pub mod down;
 pub mod drift;
 pub mod extension;
@@ -159,6 +160,12 @@ pub enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// What a data plane's conductor may do in the control plane's
+    /// database: grant it to a role of its own.
+    DataPlane {
+        #[command(subcommand)]
+        command: data_plane::DataPlaneCommand,
+    },
     /// The keys that encrypt secrets at rest: generate one, rotate them.
     Secrets {
         #[command(subcommand)]
@@ -270,6 +277,10 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Secrets { command } => {
             init_logging("warn");
             report(secrets::run(command).await)
+        }
+        Command::DataPlane { command } => {
+            init_logging("warn");
+            report(data_plane::run(command).await)
         }
         Command::Status { conn, output } => {
             init_logging("warn");

@@ -1,17 +1,22 @@
 //! `pgplane plan`: a dry run of a GitOps sync. Reads manifests from a
 //! directory (`-f DIR`) or a git repository (`--git URL --ref BRANCH
 //! [--path P]`), validates them whole, and lists per instance what a sync
-//! would do. Nothing changes.
+//! would do: the sync's own decisions ([`gitops::plan_sync`]), printed
+//! instead of applied. Nothing changes.
 //!
 //! Exit codes, like `terraform plan -detailed-exitcode`: 0 no changes,
-//! 2 changes, 1 error (invalid manifests, an unreadable source, the
-//! control plane unreachable, or instances managed by another owner).
+//! 2 changes, 1 error (invalid manifests, manifests of another
+//! organisation, a refused prune, an unreadable source, the control plane
+//! unreachable, or instances managed by another owner).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use gitops::plan::DEFAULT_MAX_DELETES;
-use gitops::{GitSource, ParseOptions, PlanOptions, Revision, SourceError};
+use gitops::{
+    DesiredSet, GitSource, ParseOptions, Plan, PlanOptions, Revision, SourceError, SyncRejection,
+    SyncSource,
+};
 
 /// How `pgplane plan` prints the plan on stdout.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
@@ -54,7 +59,8 @@ pub struct PlanArgs {
     /// owns and no longer declares are orphans (or deletions with --prune).
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
-    /// Organisation of manifests that do not set metadata.org.
+    /// The organisation planned for: manifests that do not set
+    /// metadata.org belong to it, and a sync rejects those naming another.
     #[arg(long, env = "PGPLANE_ORG", default_value = "default")]
     pub org: String,
     /// Plan deletions of instances the source owns and no longer declares.
@@ -135,12 +141,48 @@ async fn plan_owner(
 
 /// Runs `pgplane plan`; returns the exit code (0 no changes, 2 changes, 1 error).
 /// Without a client (no PGPLANE_TOKEN) it plans against no instances at all.
+/// The decisions are a sync's own ([`gitops::plan_sync`]); only the sink
+/// differs: they are printed, not applied.
 pub async fn run(args: PlanArgs, client: Option<&api::Client>, output: PlanOutput) -> i32 {
-    let revision = match read(&args).await {
-        Ok(r) => r,
+    let Some(desired) = declared(&args).await else {
+        return 1;
+    };
+    let Some(current) = current_instances(client).await else {
+        return 1;
+    };
+    let owner = match plan_owner(&args, client, &desired, &current).await {
+        Ok(owner) => owner,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
+        }
+    };
+    let source = SyncSource {
+        org: args.org.clone(),
+        owner,
+        options: PlanOptions {
+            prune: args.prune,
+            allow_delete_all: args.allow_delete_all,
+            max_deletes: args.max_deletes,
+            adopt: args.adopt,
+        },
+    };
+    match gitops::plan_sync(&desired, &current, &source) {
+        Ok(plan) => print_plan(&plan, output),
+        Err(rejection) => {
+            report_rejection(&rejection, &source.org);
+            1
+        }
+    }
+}
+
+/// Reads and validates the revision, reporting why it cannot be planned.
+async fn declared(args: &PlanArgs) -> Option<DesiredSet> {
+    let revision = match read(args).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
         }
     };
     if let Some(c) = &revision.commit {
@@ -159,54 +201,56 @@ pub async fn run(args: PlanArgs, client: Option<&api::Client>, output: PlanOutpu
         .iter()
         .map(|f| (f.path.as_str(), f.bytes.as_slice()))
         .collect();
-    let desired = match gitops::parse_manifests(&files, &options) {
-        Ok(d) => d,
+    match gitops::parse_manifests(&files, &options) {
+        Ok(d) => Some(d),
         Err(errors) => {
             eprint!("{errors}");
             eprintln!(
                 "error: {} problem(s) in the manifests; nothing would be applied",
                 errors.0.len()
             );
-            return 1;
+            None
         }
+    }
+}
+
+/// The organisation's instances, or none without a client.
+async fn current_instances(client: Option<&api::Client>) -> Option<Vec<api::Instance>> {
+    let Some(client) = client else {
+        eprintln!("note: PGPLANE_TOKEN is not set: planning against no existing instances");
+        return Some(Vec::new());
     };
-    let current = match client {
-        Some(client) => match client.list_instances(None).await {
-            Ok(list) => list.items,
-            Err(e) => {
-                eprintln!("error: cannot list instances: {e}");
-                return 1;
+    match client.list_instances(None).await {
+        Ok(list) => Some(list.items),
+        Err(e) => {
+            eprintln!("error: cannot list instances: {e}");
+            None
+        }
+    }
+}
+
+/// Why a sync would apply nothing, in the sync's words.
+fn report_rejection(rejection: &SyncRejection, org: &str) {
+    match rejection {
+        SyncRejection::ForeignOrg(lines) => {
+            for line in lines {
+                eprintln!("{line}");
             }
-        },
-        None => {
-            eprintln!("note: PGPLANE_TOKEN is not set: planning against no existing instances");
-            Vec::new()
+            eprintln!(
+                "error: {} manifest(s) name an organisation other than {org:?}; a sync would reject the revision and apply nothing",
+                lines.len()
+            );
         }
-    };
-    let plan_options = PlanOptions {
-        prune: args.prune,
-        allow_delete_all: args.allow_delete_all,
-        max_deletes: args.max_deletes,
-        adopt: args.adopt,
-    };
-    let owner = match plan_owner(&args, client, &desired, &current).await {
-        Ok(owner) => owner,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    let plan = match gitops::plan(&desired, &current, &owner, &plan_options) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+        SyncRejection::Refused(e) => eprintln!("error: {e}"),
+    }
+}
+
+/// Prints `plan` and returns the exit code.
+fn print_plan(plan: &Plan, output: PlanOutput) -> i32 {
     let text = match output {
-        PlanOutput::Table => gitops::render::render_table(&plan),
-        PlanOutput::Json => gitops::render::render_json(&plan),
-        PlanOutput::Markdown => gitops::render::render_markdown(&plan),
+        PlanOutput::Table => gitops::render::render_table(plan),
+        PlanOutput::Json => gitops::render::render_json(plan),
+        PlanOutput::Markdown => gitops::render::render_markdown(plan),
     };
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout

@@ -11,6 +11,8 @@
 //!   commit that changes one file re-parses one file.
 //! - [`plan`]: desired versus the control plane's instances, per instance:
 //!   create, update (field diff, restart), delete, orphan, conflict.
+//! - [`sync`]: the decisions of a sync (the organisation check, then the
+//!   plan), shared by the control plane and `pgplane plan`.
 //! - [`render`]: a plan as a table, JSON or Markdown.
 //!
 //! This is the only crate that uses git2.
@@ -22,6 +24,7 @@ pub mod manifest;
 pub mod plan;
 pub mod render;
 pub mod source;
+pub mod sync;
 pub mod yaml;
 
 pub use cache::{Compiled, DesiredCache};
@@ -34,3 +37,4 @@ pub use source::{
     create_private_dir, read_dir, read_git, CommitInfo, GitCache, GitSource, Revision, SourceError,
     SourceFile,
 };
+pub use sync::{plan_sync, SyncRejection, SyncSource};

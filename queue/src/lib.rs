@@ -142,7 +142,18 @@ impl Queues {
     /// Creates a data plane's event queue. Idempotent.
     pub async fn create_data_plane_queue(&self, data_plane: &str) -> Result<String> {
         let q = data_plane_queue(data_plane)?;
-        self.create_queue(&q).await?;
+        // A data plane granted only the use of its queue may not create one
+        // (`pgmq.create` needs the schema's CREATE privilege even when the
+        // queue exists): create it only when it is missing.
+        let exists: bool =
+            sqlx::query_scalar("select to_regclass(format('pgmq.%I', $1)) is not null")
+                .bind(format!("q_{q}"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(sql("look for a queue"))?;
+        if !exists {
+            self.create_queue(&q).await?;
+        }
         Ok(q)
     }
 
@@ -287,7 +298,7 @@ impl Queues {
             sealed::SealingKey::for_writing(&mut tx, sealed::Store::InstancePasswords).await?;
         sqlx::query(
             "insert into instance_secrets (instance_id, password) values ($1, $2)
-             on conflict (instance_id) do update set password = excluded.password, updated_at = now()",
+             on conflict (instance_id) do update set password = $2, updated_at = now()",
         )
         .bind(instance_id)
         .bind(key.seal(password))
@@ -318,7 +329,7 @@ impl Queues {
         for (role, password) in passwords {
             sqlx::query(
                 "insert into role_secrets (instance_id, role, password) values ($1, $2, $3)
-                 on conflict (instance_id, role) do update set password = excluded.password, updated_at = now()",
+                 on conflict (instance_id, role) do update set password = $3, updated_at = now()",
             )
             .bind(instance_id)
             .bind(role)
@@ -391,7 +402,7 @@ impl Queues {
         sqlx::query(
             "insert into data_planes (name, extensions, catalog, last_seen) values ($1, $2, $3, now())
              on conflict (name) do update
-             set extensions = excluded.extensions, catalog = excluded.catalog, last_seen = now()",
+             set extensions = $2, catalog = $3, last_seen = now()",
         )
         .bind(name)
         .bind(serde_json::json!(extensions))

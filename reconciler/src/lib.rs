@@ -16,6 +16,7 @@ pub mod commands;
 pub mod console;
 pub mod drift;
 pub mod error;
+pub mod grants;
 pub mod http;
 pub mod resend;
 pub mod sources;
@@ -173,6 +174,10 @@ pub enum StartError {
     },
     #[error("cannot serve on the bound listener")]
     Listener(#[source] std::io::Error),
+    #[error("{0}")]
+    Grant(String),
+    #[error("granting a data plane's privileges failed")]
+    Granting(#[source] sqlx::Error),
 }
 
 /// A pool that fails fast when the database is gone, so requests answer 503

@@ -1,5 +1,6 @@
 //! GitOps sources: registration, syncs (fetch → compile → plan → apply),
-//! the sync loop and drift healing.
+//! the sync loop and drift healing. The plan step is
+//! [`gitops::plan_sync`], which `pgplane plan` runs too.
 //!
 //! The rules: a revision is validated whole before anything is applied and
 //! an invalid one applies nothing (the last good revision stays in force); a
@@ -27,8 +28,8 @@ use api::{
 };
 use chrono::{DateTime, Utc};
 use gitops::{
-    Action, DesiredCache, GitCache, GitSource, LocationError, ParseOptions, PlanOptions,
-    SourceError, SourcePolicy,
+    Action, Compiled, DesiredCache, GitCache, GitSource, LocationError, ParseOptions, PlanOptions,
+    SourceError, SourcePolicy, SyncRejection, SyncSource,
 };
 use sqlx::types::Json;
 use tokio_util::sync::CancellationToken;
@@ -319,8 +320,12 @@ pub(crate) fn fetch_blocking(
     Ok((git, commit))
 }
 
-async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
-    // 1. Fetch and compile (blocking git2 work).
+/// Fetches `src`'s ref and compiles the commit (blocking git2 work, on
+/// the blocking pool).
+async fn fetch_compiled(
+    state: &AppState,
+    src: &SourceRow,
+) -> Result<std::result::Result<(gitops::CommitInfo, Compiled), FetchFailure>> {
     let git_source = GitSource {
         url: src.url.clone(),
         reference: src.branch.clone(),
@@ -330,7 +335,7 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
     let dir = state.gitops.repo_dir(&src.key(), &src.url);
     let cache = state.gitops.cache(&src.key());
     let policy = state.gitops.policy();
-    let fetched = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let (git, commit) = fetch_blocking(&root, &dir, policy, &git_source)?;
         let compiled = cache
             .lock()
@@ -340,8 +345,34 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
         Ok::<_, FetchFailure>((commit, compiled))
     })
     .await
-    .map_err(|e| ApiError::Internal(Box::new(e)))?;
-    let (commit, compiled) = match fetched {
+    .map_err(|e| ApiError::Internal(Box::new(e)))
+}
+
+/// The source a sync of `src` runs as: its organisation, owner and options.
+fn sync_source(src: &SourceRow) -> SyncSource {
+    SyncSource {
+        org: src.org.clone(),
+        owner: src.owner(),
+        options: PlanOptions {
+            prune: src.prune,
+            adopt: src.adopt,
+            ..PlanOptions::default()
+        },
+    }
+}
+
+async fn org_instances(state: &AppState, org: &str) -> Result<Vec<api::Instance>> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(store::list_instances(&mut conn, org, None)
+        .await?
+        .into_iter()
+        .map(store::InstanceRow::into_api)
+        .collect())
+}
+
+async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
+    // 1. Fetch and compile.
+    let (commit, compiled) = match fetch_compiled(state, src).await? {
         Ok(ok) => ok,
         // A failed or empty read never means "nothing is desired".
         Err(e) => {
@@ -363,53 +394,26 @@ async fn sync_locked(state: &AppState, src: &SourceRow) -> Result<SyncRecord> {
         }
         Ok(desired) => desired,
     };
-    let foreign: Vec<String> = desired
-        .instances
-        .values()
-        .filter(|d| d.org != src.org)
-        .map(|d| {
-            format!(
-                "{}:{}: metadata.org: {:?} is not this source's organisation {:?}",
-                d.file, d.line, d.org, src.org
-            )
-        })
-        .collect();
-    if !foreign.is_empty() {
-        return Ok(record(
-            SyncOutcome::Rejected,
-            Some(&commit),
-            foreign,
-            vec![],
-        ));
-    }
 
-    // 3. Plan against the organisation's instances.
-    let owner = src.owner();
-    let mut conn = state.pool.acquire().await?;
-    let current: Vec<api::Instance> = store::list_instances(&mut conn, &src.org, None)
-        .await?
-        .into_iter()
-        .map(store::InstanceRow::into_api)
-        .collect();
-    drop(conn);
-    let options = PlanOptions {
-        prune: src.prune,
-        adopt: src.adopt,
-        ..PlanOptions::default()
-    };
-    let plan = match gitops::plan(desired, &current, &owner, &options) {
+    // 3. Plan against the organisation's instances, as `pgplane plan` does:
+    // a revision naming another organisation, or a refused plan, applies
+    // nothing.
+    let source = sync_source(src);
+    let current = org_instances(state, &src.org).await?;
+    let plan = match gitops::plan_sync(desired, &current, &source) {
         Ok(p) => p,
-        Err(e) => {
-            return Ok(record(
-                SyncOutcome::Refused,
-                Some(&commit),
-                vec![e.to_string()],
-                vec![],
-            ))
+        Err(rejection) => {
+            let outcome = match rejection {
+                SyncRejection::ForeignOrg(_) => SyncOutcome::Rejected,
+                SyncRejection::Refused(_) => SyncOutcome::Refused,
+            };
+            let lines = rejection.messages();
+            return Ok(record(outcome, Some(&commit), lines, vec![]));
         }
     };
 
     // 4. Apply, one instance at a time; a failure of one does not stop the others.
+    let owner = source.owner;
     let caller = Caller {
         source: Some(SourceActor {
             owner: owner.clone(),

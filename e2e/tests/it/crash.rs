@@ -252,3 +252,156 @@ fn a_conductor_started_first_waits_for_the_control_plane_and_changes_no_schema()
     let inst = json(&["instance", "get", "orders"], &env);
     assert_eq!(inst["state"], "Up", "{inst}");
 }
+
+/// A login role on the test cluster, dropped after the databases that name
+/// it (declare it before them).
+struct Role {
+    admin_url: String,
+    name: String,
+}
+
+impl Role {
+    fn create(admin_url: &str, password: &str) -> Role {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("dp_e2e_{}_{n}", std::process::id());
+        let _ = psql_cmd(admin_url, &format!("drop role if exists {name}"));
+        assert!(psql_cmd(
+            admin_url,
+            &format!("create role {name} login password '{password}'")
+        ));
+        Role {
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        psql_cmd(
+            &self.admin_url,
+            &format!("drop role if exists {}", self.name),
+        );
+    }
+}
+
+/// Runs `sql` as the URL's role; the error text when it fails.
+fn refused(url: &str, sql: &str) -> Option<String> {
+    let o = std::process::Command::new("psql")
+        .args(["-X", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .unwrap();
+    (!o.status.success()).then(|| String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn a_conductor_with_only_its_grants_runs_instances_and_reaches_nothing_else() {
+    let admin_url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let role = Role::create(&admin_url, "dp-pw");
+    let db = Database::create();
+    let scratch = scratch_dir();
+    let log = scratch.path().join("e2e.log");
+    let keys = ok(&["secrets", "generate-key"], &[]);
+    let db_env = [
+        ("PGPLANE_DATABASE_URL", db.url.as_str()),
+        ("PGPLANE_SECRET_KEYS", keys.as_str()),
+    ];
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _server = spawn(
+        "pgplane server",
+        &["server", "--listen", &listen],
+        &db_env,
+        &log,
+    );
+    let token = ok(&["token", "create", "--org", "acme"], &db_env)
+        .trim()
+        .to_owned();
+    let endpoint = format!("http://{listen}");
+    let env = [
+        ("PGPLANE_ENDPOINT", endpoint.as_str()),
+        ("PGPLANE_TOKEN", token.as_str()),
+    ];
+    eventually("control plane up", Duration::from_secs(30), || {
+        run(&["instance", "list"], &env)
+            .status
+            .success()
+            .then_some(())
+    });
+
+    let o = run(
+        &["data-plane", "grant", "local", "--role", "no_such_role"],
+        &db_env,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    let granted = run(
+        &["data-plane", "grant", "local", "--role", &role.name],
+        &db_env,
+    );
+    assert!(granted.status.success(), "{}", stderr(&granted));
+
+    // The conductor connects as the granted role.
+    let (_, rest) = db.url.split_once("://").unwrap();
+    let (_, host_and_db) = rest.split_once('@').unwrap();
+    let restricted = format!("postgres://{}:dp-pw@{host_and_db}", role.name);
+    let instances = scratch.path().join("instances");
+    let _conductor = spawn(
+        "pgplane conductor",
+        &[
+            "conductor",
+            "--data-dir",
+            instances.to_str().unwrap(),
+            "--resync-interval",
+            "1s",
+        ],
+        &[("PGPLANE_DATABASE_URL", restricted.as_str())],
+        &scratch.path().join("conductor.log"),
+    );
+    let conductor_log = || std::fs::read_to_string(scratch.path().join("conductor.log")).unwrap();
+    let created = run(
+        &["instance", "create", "orders", "--wait", "--timeout", "30s"],
+        &env,
+    );
+    assert!(
+        created.status.success(),
+        "{}\nconductor:\n{}",
+        stderr(&created),
+        conductor_log()
+    );
+    let uri = ok(&["instance", "credentials", "orders"], &env)
+        .trim()
+        .to_owned();
+    assert_eq!(psql(&uri, "select 1"), "1", "the stored password works");
+    eventually("a log chunk shipped", Duration::from_secs(60), || {
+        (psql(&db.url, "select count(*) from instance_logs") != "0").then_some(())
+    });
+    let log = conductor_log();
+    assert!(
+        !log.contains("permission denied"),
+        "the grants cover what a conductor does:\n{log}"
+    );
+
+    // Everything else is out of its reach.
+    for sql in [
+        "select count(*) from tokens",
+        "select password from instance_secrets",
+        "select password from role_secrets",
+        "select chunk from instance_logs",
+        "select * from instances",
+        "select * from sources",
+        "update sealing_keys set current = false",
+        "select * from pgmq.q_pgplane_status",
+        "delete from pgmq.q_pgplane_status",
+        "create table evil (x int)",
+        "create table pgmq.evil (x int)",
+        "drop table instances",
+        "alter table instance_secrets add column x int",
+    ] {
+        let why = refused(&restricted, sql).unwrap_or_else(|| panic!("{sql:?} was allowed"));
+        assert!(
+            why.contains("permission denied") || why.contains("must be owner"),
+            "{sql}: {why}"
+        );
+    }
+}

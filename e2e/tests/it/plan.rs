@@ -56,3 +56,101 @@ fn plan_exit_codes_and_errors() {
     assert!(err.contains("spec.config.port"), "{err}");
     assert!(err.contains("replica"), "{err}");
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let o = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ada")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+}
+
+/// The lines of `text` that reject a manifest for its organisation.
+fn foreign_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("metadata.org:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn plan_rejects_another_organisations_manifest_as_a_sync_does() {
+    let e = Embedded::start();
+    let env = e.env();
+    let work = e.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("orders.yaml"),
+        manifest("orders", "  replicas: 1\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("billing.yaml"),
+        "apiVersion: pgplane.io/v1\nkind: PostgresInstance\nmetadata:\n  name: billing\n  org: globex\nspec:\n  replicas: 1\n",
+    )
+    .unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "orders and globex's billing"]);
+    let url = format!("file://{}", work.display());
+    ok(
+        &["source", "add", "prod", "--git", &url, "--branch", "main"],
+        &env,
+    );
+
+    // The sync rejects the revision whole, naming the manifest.
+    let o = run(&["source", "sync", "prod", "-o", "json"], &env);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let synced: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(synced["outcome"], "rejected", "{synced}");
+    let sync_errors: Vec<String> = synced["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        sync_errors,
+        ["billing.yaml:1: metadata.org: \"globex\" is not this source's organisation \"default\""]
+    );
+    assert_eq!(
+        json(&["instance", "list"], &env)["items"],
+        serde_json::json!([])
+    );
+
+    // The dry run of the same directory says the same and plans nothing.
+    let o = run(&["plan", "-f", work.to_str().unwrap()], &env);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let lines = foreign_lines(&stderr(&o));
+    assert_eq!(lines.len(), 1, "{}", stderr(&o));
+    assert!(lines[0].ends_with(&sync_errors[0]), "{}", stderr(&o));
+    assert!(
+        !stdout(&o).contains("orders"),
+        "nothing is planned: {}",
+        stdout(&o)
+    );
+
+    // Read from the repository, file paths match too: the very lines.
+    let cache = e.path("cache");
+    let o = run(
+        &[
+            "plan",
+            "--git",
+            &url,
+            "--ref",
+            "main",
+            "--source",
+            "prod",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(foreign_lines(&stderr(&o)), sync_errors, "{}", stderr(&o));
+}
