@@ -101,7 +101,7 @@ fn env_via<'a>(up: &'a Embedded, endpoint: &'a str) -> Vec<(&'a str, &'a str)> {
         .filter(|(k, _)| *k != "PGPLANE_ENDPOINT")
         .collect();
     env.push(("PGPLANE_ENDPOINT", endpoint));
-    env.push(("RUST_LOG", "cli::instance::wait=debug"));
+    env.push(("RUST_LOG", "api::wait=debug"));
     env
 }
 
