@@ -367,12 +367,24 @@ async fn hand_over(
             ),
         ));
     }
+    change_owner(tx, caller, row, owner, "").await
+}
+
+/// Makes `owner` the owner of `row`, inside `tx`, with an `Owner` history
+/// entry (`owner: OLD → NEW`, then `note`).
+async fn change_owner(
+    tx: &mut PgConnection,
+    caller: &Caller,
+    row: &mut InstanceRow,
+    owner: &str,
+    note: &str,
+) -> Result<()> {
     sqlx::query("update instances set owner = $2 where id = $1")
         .bind(row.id)
         .bind(owner)
         .execute(&mut *tx)
         .await?;
-    let detail = format!("owner: {} → {owner}", row.owner);
+    let detail = format!("owner: {} → {owner}{note}", row.owner);
     store::record_history(
         tx,
         HistoryRecord {
@@ -395,29 +407,11 @@ async fn hand_over(
 /// decided to adopt it. A no-op when it already is.
 pub async fn adopt(state: &AppState, caller: &Caller, name: &str, owner: &str) -> Result<()> {
     let mut tx = state.pool.begin().await?;
-    let row = store::find_instance(&mut tx, &caller.org, name, true).await?;
+    let mut row = store::find_instance(&mut tx, &caller.org, name, true).await?;
     if row.state() == State::Deleted || row.owner == owner {
         return Ok(());
     }
-    sqlx::query("update instances set owner = $2 where id = $1")
-        .bind(row.id)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?;
-    let detail = format!("owner: {} → {owner} (adopted)", row.owner);
-    store::record_history(
-        &mut tx,
-        HistoryRecord {
-            instance_id: row.id,
-            from: Some(row.state()),
-            event: "Owner",
-            to: row.state(),
-            generation: row.generation,
-            actor: &caller.actor(),
-            detail: Some(&detail),
-        },
-    )
-    .await?;
+    change_owner(&mut tx, caller, &mut row, owner, " (adopted)").await?;
     tx.commit().await?;
     Ok(())
 }

@@ -55,41 +55,63 @@ fn psql_cmd(url: &str, sql: &str) -> bool {
         .success()
 }
 
+/// `pgplane server` on the database of `db_env`, its first token (org
+/// `acme`) and the endpoint, once it answers.
+struct ControlPlane {
+    proc: Proc,
+    endpoint: String,
+    token: String,
+}
+
+impl ControlPlane {
+    fn start(db_env: &[(&str, &str)], log: &std::path::Path) -> ControlPlane {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let proc = spawn(
+            "pgplane server",
+            &["server", "--listen", &listen],
+            db_env,
+            log,
+        );
+        let token = ok(&["token", "create", "--org", "acme"], db_env)
+            .trim()
+            .to_owned();
+        let cp = ControlPlane {
+            proc,
+            endpoint: format!("http://{listen}"),
+            token,
+        };
+        eventually("control plane up", Duration::from_secs(30), || {
+            run(&["instance", "list"], &cp.env())
+                .status
+                .success()
+                .then_some(())
+        });
+        cp
+    }
+
+    fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("PGPLANE_ENDPOINT", self.endpoint.as_str()),
+            ("PGPLANE_TOKEN", self.token.as_str()),
+        ]
+    }
+}
+
 #[test]
 fn conductor_killed_mid_create_converges_after_restart() {
     let db = Database::create();
     let scratch = scratch_dir();
     let log = scratch.path().join("e2e.log");
     let instances = scratch.path().join("instances");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let keys = ok(&["secrets", "generate-key"], &[]);
     let db_env = [
         ("PGPLANE_DATABASE_URL", db.url.as_str()),
         ("PGPLANE_SECRET_KEYS", keys.as_str()),
     ];
 
-    let mut server = spawn(
-        "pgplane server",
-        &["server", "--listen", &listen],
-        &db_env,
-        &log,
-    );
-    let token = ok(&["token", "create", "--org", "acme"], &db_env)
-        .trim()
-        .to_owned();
-    assert!(token.starts_with("pgp_"));
-    let endpoint = format!("http://{listen}");
-    let env = [
-        ("PGPLANE_ENDPOINT", endpoint.as_str()),
-        ("PGPLANE_TOKEN", token.as_str()),
-    ];
-    eventually("control plane up", Duration::from_secs(30), || {
-        run(&["instance", "list"], &env)
-            .status
-            .success()
-            .then_some(())
-    });
+    let mut server = ControlPlane::start(&db_env, &log);
+    assert!(server.token.starts_with("pgp_"));
+    let env = server.env();
 
     let conductor_args = |pause: bool| {
         let mut a = vec![
@@ -181,8 +203,8 @@ fn conductor_killed_mid_create_converges_after_restart() {
     );
 
     ok(&["instance", "delete", "orders", "--wait"], &env);
-    server.signal(Signal::SIGTERM);
-    server.wait_exit(Duration::from_secs(30));
+    server.proc.signal(Signal::SIGTERM);
+    server.proc.wait_exit(Duration::from_secs(30));
 }
 
 #[test]
@@ -224,27 +246,8 @@ fn a_conductor_started_first_waits_for_the_control_plane_and_changes_no_schema()
         .unwrap()
         .contains("no migration is applied yet"));
 
-    let listen = format!("127.0.0.1:{}", free_port());
-    let _server = spawn(
-        "pgplane server",
-        &["server", "--listen", &listen],
-        &db_env,
-        &scratch.path().join("server.log"),
-    );
-    let token = ok(&["token", "create", "--org", "acme"], &db_env)
-        .trim()
-        .to_owned();
-    let endpoint = format!("http://{listen}");
-    let env = [
-        ("PGPLANE_ENDPOINT", endpoint.as_str()),
-        ("PGPLANE_TOKEN", token.as_str()),
-    ];
-    eventually("control plane up", Duration::from_secs(30), || {
-        run(&["instance", "list"], &env)
-            .status
-            .success()
-            .then_some(())
-    });
+    let server = ControlPlane::start(&db_env, &scratch.path().join("server.log"));
+    let env = server.env();
     ok(
         &["instance", "create", "orders", "--wait", "--timeout", "60s"],
         &env,
@@ -307,27 +310,8 @@ fn a_conductor_with_only_its_grants_runs_instances_and_reaches_nothing_else() {
         ("PGPLANE_DATABASE_URL", db.url.as_str()),
         ("PGPLANE_SECRET_KEYS", keys.as_str()),
     ];
-    let listen = format!("127.0.0.1:{}", free_port());
-    let _server = spawn(
-        "pgplane server",
-        &["server", "--listen", &listen],
-        &db_env,
-        &log,
-    );
-    let token = ok(&["token", "create", "--org", "acme"], &db_env)
-        .trim()
-        .to_owned();
-    let endpoint = format!("http://{listen}");
-    let env = [
-        ("PGPLANE_ENDPOINT", endpoint.as_str()),
-        ("PGPLANE_TOKEN", token.as_str()),
-    ];
-    eventually("control plane up", Duration::from_secs(30), || {
-        run(&["instance", "list"], &env)
-            .status
-            .success()
-            .then_some(())
-    });
+    let server = ControlPlane::start(&db_env, &log);
+    let env = server.env();
 
     let o = run(
         &["data-plane", "grant", "local", "--role", "no_such_role"],
