@@ -80,7 +80,55 @@ pub struct PlanArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// The owner a plan acts as: `--source NAME` when given (it must be
+/// Whom a plan acts as.
+struct PlanAs {
+    /// `git:NAME`.
+    owner: String,
+    /// The registered source's own settings, which its syncs apply.
+    source: Option<api::Source>,
+}
+
+impl PlanAs {
+    fn unregistered(name: Option<&str>) -> PlanAs {
+        PlanAs {
+            owner: format!("git:{}", name.unwrap_or("unregistered")),
+            source: None,
+        }
+    }
+
+    fn registered(source: &api::Source) -> PlanAs {
+        PlanAs {
+            owner: format!("git:{}", source.name),
+            source: Some(source.clone()),
+        }
+    }
+
+    /// The plan's options: the flags, and what the registered source does
+    /// by itself (a source that prunes or adopts does so in every sync).
+    fn options(&self, args: &PlanArgs) -> PlanOptions {
+        let (prune, adopt) = self
+            .source
+            .as_ref()
+            .map_or((false, false), |s| (s.prune, s.adopt));
+        if prune && !args.prune {
+            eprintln!("Source {:?} prunes: its syncs delete what it no longer declares, and so does this plan", self.owner.trim_start_matches("git:"));
+        }
+        if adopt && !args.adopt {
+            eprintln!(
+                "Source {:?} adopts: its syncs take over what it declares, and so does this plan",
+                self.owner.trim_start_matches("git:")
+            );
+        }
+        PlanOptions {
+            prune: args.prune || prune,
+            allow_delete_all: args.allow_delete_all,
+            max_deletes: args.max_deletes,
+            adopt: args.adopt || adopt,
+        }
+    }
+}
+
+/// Whom a plan acts as: `--source NAME` when given (it must be
 /// registered), else the one registered source that manages the declared
 /// instances that exist, else `git:unregistered`.
 async fn plan_owner(
@@ -88,21 +136,19 @@ async fn plan_owner(
     client: Option<&api::Client>,
     declared: &gitops::DesiredSet,
     current: &[api::Instance],
-) -> Result<String, String> {
+) -> Result<PlanAs, String> {
     let Some(client) = client else {
-        return Ok(format!(
-            "git:{}",
-            args.source.as_deref().unwrap_or("unregistered")
-        ));
+        return Ok(PlanAs::unregistered(args.source.as_deref()));
     };
     let sources = client
         .list_sources()
         .await
         .map_err(|e| format!("cannot list sources: {e}"))?;
     let registered: Vec<&str> = sources.items.iter().map(|s| s.name.as_str()).collect();
+    let find = |name: &str| sources.items.iter().find(|s| s.name == name);
     if let Some(name) = &args.source {
-        if registered.contains(&name.as_str()) {
-            return Ok(format!("git:{name}"));
+        if let Some(source) = find(name) {
+            return Ok(PlanAs::registered(source));
         }
         let suggestion = domain::settings::closest(name, registered.iter().copied())
             .map(|s| format!("; did you mean {s:?}?"))
@@ -125,12 +171,12 @@ async fn plan_owner(
     managing.sort_unstable();
     managing.dedup();
     match managing.as_slice() {
-        [] => Ok("git:unregistered".to_owned()),
+        [] => Ok(PlanAs::unregistered(None)),
         [one] => {
             eprintln!(
                 "Planning as source {one:?}, which manages the instances these manifests declare (--source chooses another)"
             );
-            Ok(format!("git:{one}"))
+            Ok(PlanAs::registered(find(one).expect("a registered source")))
         }
         several => Err(format!(
             "these manifests declare instances managed by several sources ({}); plan as one of them with --source NAME",
@@ -150,8 +196,8 @@ pub async fn run(args: PlanArgs, client: Option<&api::Client>, output: PlanOutpu
     let Some(current) = current_instances(client).await else {
         return 1;
     };
-    let owner = match plan_owner(&args, client, &desired, &current).await {
-        Ok(owner) => owner,
+    let plan_as = match plan_owner(&args, client, &desired, &current).await {
+        Ok(plan_as) => plan_as,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
@@ -159,13 +205,8 @@ pub async fn run(args: PlanArgs, client: Option<&api::Client>, output: PlanOutpu
     };
     let source = SyncSource {
         org: args.org.clone(),
-        owner,
-        options: PlanOptions {
-            prune: args.prune,
-            allow_delete_all: args.allow_delete_all,
-            max_deletes: args.max_deletes,
-            adopt: args.adopt,
-        },
+        options: plan_as.options(&args),
+        owner: plan_as.owner,
     };
     match gitops::plan_sync(&desired, &current, &source) {
         Ok(plan) => print_plan(&plan, output),

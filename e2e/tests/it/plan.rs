@@ -154,3 +154,63 @@ fn plan_rejects_another_organisations_manifest_as_a_sync_does() {
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(foreign_lines(&stderr(&o)), sync_errors, "{}", stderr(&o));
 }
+
+#[test]
+fn plan_as_a_source_that_prunes_plans_its_deletions_as_its_sync_makes_them() {
+    let e = Embedded::start();
+    let env = e.env();
+    let work = e.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for name in ["orders", "billing"] {
+        std::fs::write(
+            work.join(format!("{name}.yaml")),
+            manifest(name, "  replicas: 1\n"),
+        )
+        .unwrap();
+    }
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "orders and billing"]);
+    let url = format!("file://{}", work.display());
+    ok(
+        &[
+            "source", "add", "prod", "--git", &url, "--branch", "main", "--prune",
+        ],
+        &env,
+    );
+    let o = run(&["source", "sync", "prod", "-o", "json"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    git(&work, &["rm", "-q", "billing.yaml"]);
+    git(&work, &["commit", "-qm", "billing goes"]);
+
+    // Without --prune, the dry run plans what the pruning source's sync does.
+    let o = run(&["plan", "-f", work.to_str().unwrap()], &env);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("Source \"prod\" prunes"),
+        "{}",
+        stderr(&o)
+    );
+    let planned = stdout(&o);
+    assert!(
+        planned
+            .lines()
+            .any(|l| l.starts_with("delete") && l.contains("billing")),
+        "{planned}"
+    );
+    let o = run(&["source", "sync", "prod", "-o", "json"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let synced: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let actions: Vec<(String, String)> = synced["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_owned(),
+                r["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(actions, [("delete".to_owned(), "billing".to_owned())]);
+}

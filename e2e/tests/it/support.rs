@@ -39,7 +39,10 @@ pub fn scratch_dir() -> tempfile::TempDir {
     dir
 }
 
-/// A child process killed (SIGKILL) when dropped, unless it already exited.
+/// A child process stopped when dropped, unless it already exited: SIGTERM
+/// (on which `pgplane up` and `pgplane conductor` stop the servers they
+/// run, so no Postgres outlives its test), then SIGKILL if it has not exited
+/// within a minute.
 pub struct Proc {
     pub child: Child,
     pub name: &'static str,
@@ -73,10 +76,16 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
         }
+        let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
