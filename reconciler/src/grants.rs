@@ -10,20 +10,12 @@ use crate::StartError;
 
 /// Why `role` is not a role name pgplane grants to.
 fn check_role(role: &str) -> Result<(), String> {
-    let mut chars = role.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    if first_ok
-        && role.len() <= 63
-        && role
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
+    if domain::inside::is_identifier(role) {
         Ok(())
     } else {
         Err(format!(
-            "role {role:?}: expected a lower-case SQL identifier (letters, digits, _; at most 63)"
+            "role {role:?}: expected a lower-case SQL identifier (letters, digits, _; at most {})",
+            domain::inside::MAX_IDENTIFIER_LEN
         ))
     }
 }

@@ -2,8 +2,7 @@
 //! headless Chromium against `pgplane up` with real instances and a real git
 //! repository, and the same pages attacked over plain HTTP.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
@@ -11,23 +10,6 @@ use serde_json::json;
 
 use crate::console::{endpoint_and_token, plain_http, Api, Browser, HttpSession, WAIT};
 use crate::support::*;
-
-fn git(dir: &Path, args: &[&str]) {
-    let o = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 fn manifest(name: &str, work_mem: &str) -> String {
     format!(

@@ -10,23 +10,6 @@ use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn git(dir: &Path, args: &[&str]) {
-    let o = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// A manifest whose `postgres` role is a superuser: the test changes
 /// settings behind pgplane's back with `ALTER SYSTEM`.
 fn manifest(name: &str, work_mem: &str) -> String {

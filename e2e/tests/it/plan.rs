@@ -57,19 +57,6 @@ fn plan_exit_codes_and_errors() {
     assert!(err.contains("replica"), "{err}");
 }
 
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let o = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
-}
-
 /// The lines of `text` that reject a manifest for its organisation.
 fn foreign_lines(text: &str) -> Vec<String> {
     text.lines()

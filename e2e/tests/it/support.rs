@@ -342,3 +342,17 @@ pub fn admin_sql(data_dir: &Path, name: &str, env: &[(&str, &str)], sql: &str) -
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Runs `git ARGS` in `dir` as a fixed author; panics with git's error.
+pub fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ada")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+}

@@ -43,6 +43,22 @@ pub fn commit(repo: &Path, files: &[(&str, Option<String>)], message: &str) {
     git(repo, &["commit", "-qm", message]);
 }
 
+/// Source `prod` on the repository at `repo`, synced hourly unless asked.
+pub fn prod_source(repo: &Path, prune: bool, adopt: bool) -> CreateSource {
+    CreateSource {
+        name: "prod".into(),
+        url: repo.to_str().unwrap().into(),
+        branch: "main".into(),
+        path: String::new(),
+        interval_seconds: 3600,
+        prune,
+        drift: DriftMode::Report,
+        adopt,
+        webhook_secret: None,
+        verify: true,
+    }
+}
+
 pub async fn events(pool: &PgPool) -> i64 {
     sqlx::query_scalar("select count(*) from pgmq.q_dp_local")
         .fetch_one(pool)
@@ -69,18 +85,7 @@ async fn one_changed_manifest_enqueues_exactly_one_event(pool: PgPool) {
     commit(repo.path(), &refs, "twenty instances");
 
     let caller = Caller::token("acme", Uuid::nil(), true);
-    let req = CreateSource {
-        name: "prod".into(),
-        url: repo.path().to_str().unwrap().into(),
-        branch: "main".into(),
-        path: String::new(),
-        interval_seconds: 3600,
-        prune: true,
-        drift: DriftMode::Report,
-        adopt: false,
-        webhook_secret: None,
-        verify: true,
-    };
+    let req = prod_source(repo.path(), true, false);
     reconciler::sources::create(&t.state, &caller, req)
         .await
         .unwrap();
@@ -146,16 +151,8 @@ async fn an_unreachable_remote_or_vanished_path_changes_nothing(pool: PgPool) {
     );
     let caller = Caller::token("acme", Uuid::nil(), true);
     let mut req = CreateSource {
-        name: "prod".into(),
-        url: repo.path().to_str().unwrap().into(),
-        branch: "main".into(),
         path: "instances".into(),
-        interval_seconds: 3600,
-        prune: true,
-        drift: DriftMode::Report,
-        adopt: false,
-        webhook_secret: None,
-        verify: true,
+        ..prod_source(repo.path(), true, false)
     };
     reconciler::sources::create(&t.state, &caller, req.clone())
         .await
@@ -247,18 +244,7 @@ async fn adopting_an_instance_records_who_took_it_over(pool: PgPool) {
         "billing in git",
     );
     let caller = Caller::token("acme", Uuid::nil(), true);
-    let req = CreateSource {
-        name: "prod".into(),
-        url: repo.path().to_str().unwrap().into(),
-        branch: "main".into(),
-        path: String::new(),
-        interval_seconds: 3600,
-        prune: false,
-        drift: DriftMode::Report,
-        adopt: true,
-        webhook_secret: None,
-        verify: true,
-    };
+    let req = prod_source(repo.path(), false, true);
     reconciler::sources::create(&t.state, &caller, req)
         .await
         .unwrap();
