@@ -16,7 +16,7 @@ use crate::sql::{check_parameter_name, quote_ident, quote_literal};
 use crate::{Agent, USER_ROLE};
 
 const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
-const AUTO_CONF: &str = "postgresql.auto.conf";
+pub(crate) const AUTO_CONF: &str = "postgresql.auto.conf";
 /// A copy of the last `postgresql.auto.conf` the server started with.
 const STARTED_CONF: &str = "postgresql.auto.conf.pgplane-started";
 const RELOAD_POLL: Duration = Duration::from_millis(2);
@@ -249,7 +249,7 @@ impl Agent {
 
     /// After a reload: the values Postgres could not use (a reload keeps
     /// the old value of a parameter whose new one is invalid).
-    async fn check_reloaded(&self, client: &Client) -> Result<()> {
+    pub(crate) async fn check_reloaded(&self, client: &Client) -> Result<()> {
         let rows = client
             .query(
                 "SELECT name, setting, error FROM pg_file_settings \
@@ -422,7 +422,7 @@ impl Agent {
     /// configuration. The postmaster forwards SIGHUP to backends only after
     /// reloading itself, so from then on new connections see the new values
     /// and `pending_restart` is accurate.
-    async fn reload(&self, client: &Client) -> Result<()> {
+    pub(crate) async fn reload(&self, client: &Client) -> Result<()> {
         let err = |e| self.sql_error("reloading the configuration", e);
         let load_time = "SELECT pg_conf_load_time()::text";
         let before: String = client.query_one(load_time, &[]).await.map_err(err)?.get(0);

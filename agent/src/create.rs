@@ -139,7 +139,7 @@ pub(crate) fn is_loopback(address: &str) -> bool {
         .all(|a| matches!(a, "localhost" | "127.0.0.1" | "::1"))
 }
 
-fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+pub(crate) fn remove_dir_if_exists(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

@@ -10,6 +10,9 @@ pub enum Error {
     /// pgBackRest refused or failed; `message` is its own error line.
     #[error("{op}: {message}")]
     Backup { op: &'static str, message: String },
+    /// Building, promoting or rewinding a member failed.
+    #[error("{op}: {message}")]
+    Replication { op: &'static str, message: String },
 
     #[error(
         "PostgreSQL binaries not found (tried `pg_config --bindir` and {tried:?}); \
@@ -248,6 +251,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::Task { .. } => "task",
             Error::Backup { .. } => "backup",
+            Error::Replication { .. } => "replication",
         }
     }
 }

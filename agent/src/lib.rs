@@ -20,6 +20,7 @@ mod error;
 mod inside;
 mod observe;
 mod process;
+mod replica;
 mod run_as;
 mod secret;
 mod sql;
@@ -38,6 +39,7 @@ pub use converge::ConvergeOutcome;
 pub use error::{error_chain, Error, Result};
 pub use inside::RolePasswords;
 pub use process::describe_exit;
+pub use replica::{Downstream, ReplicationPosition, Upstream};
 pub use run_as::RunAs;
 pub use secret::Secret;
 pub use template::{Template, ADMIN_ROLE, USER_ROLE};
@@ -78,6 +80,10 @@ pub struct Agent {
     memory_limit: Option<MemoryLimit>,
     /// Where WAL and backups go; `None`: the instance does not archive.
     archiving: Option<backup::Archiving>,
+    /// The primary this server streams from; `None`: it is a primary.
+    upstream: Option<replica::Upstream>,
+    /// Whether the instance has standbys (or is one).
+    replicating: bool,
 }
 
 /// The paths derived from the data directory.
@@ -137,6 +143,8 @@ impl Agent {
             admin_os_user: RunAs::current().name().to_owned(),
             memory_limit: None,
             archiving: None,
+            upstream: None,
+            replicating: false,
         }
     }
 
@@ -186,6 +194,7 @@ impl Agent {
             port: self.config.port,
             database: "postgres".to_owned(),
             user: USER_ROLE.to_owned(),
+            members: Vec::new(),
         }
     }
 }

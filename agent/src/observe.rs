@@ -107,6 +107,7 @@ impl Agent {
             .collect();
         let (roles, databases) = self.observe_inside(client, spec).await?;
         Ok(ObservedSpec {
+            members: None,
             roles,
             databases,
             postgres_version: version.to_string(),

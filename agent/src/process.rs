@@ -25,6 +25,8 @@ const POLL: Duration = Duration::from_millis(10);
 const START_DEADLINE: Duration = Duration::from_secs(30);
 const FAST_STOP_DEADLINE: Duration = Duration::from_secs(60);
 const IMMEDIATE_STOP_DEADLINE: Duration = Duration::from_secs(10);
+/// The most one connection attempt of [`Agent::start_connected`] takes.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Agent {
     /// Starts the server unless it already runs, and waits until it answers.
@@ -105,9 +107,19 @@ impl Agent {
                     None => spawned = Some(self.spawn_postmaster()?),
                 }
             }
-            let connected = match legacy {
-                true => self.try_connect_as(crate::upgrade::LEGACY_ADMIN_ROLE).await,
-                false => self.try_connect().await,
+            let attempt = async {
+                match legacy {
+                    true => self.try_connect_as(crate::upgrade::LEGACY_ADMIN_ROLE).await,
+                    false => self.try_connect().await,
+                }
+            };
+            // The connect timeout covers the socket only: a hung server (a
+            // stopped postmaster) takes the connection into its backlog and
+            // never answers, so the whole attempt is bounded.
+            let connected = match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+                Ok(Ok(client)) => Ok(client),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())),
             };
             match connected {
                 Ok(client) if legacy => {
@@ -214,6 +226,7 @@ impl Agent {
         self.run_as.chown(&layout.socket_dir)?;
         self.write_pgplane_conf(&layout.data_dir)?;
         self.prepare_archiving()?;
+        self.prepare_standby_signal()?;
         let log_dir = layout.log_file.parent().unwrap_or(Path::new("/"));
         if !log_dir.is_dir() {
             std::fs::DirBuilder::new()
@@ -240,6 +253,7 @@ impl Agent {
             .arg("-D")
             .arg(&layout.data_dir)
             .args(self.archive_options())
+            .args(self.replication_options())
             .envs(self.archive_env())
             .stdin(Stdio::null())
             .stdout(log)
@@ -325,7 +339,9 @@ impl Agent {
              pgplane    \"{}\"  {ADMIN_ROLE}\n",
             self.admin_os_user.replace('"', "")
         );
-        if self.archiving.is_some() && self.run_as.name() != self.admin_os_user {
+        if (self.archiving.is_some() || self.replicating)
+            && self.run_as.name() != self.admin_os_user
+        {
             ident.push_str(&format!(
                 "pgplane    \"{}\"  {ADMIN_ROLE}\n",
                 self.run_as.name().replace('"', "")
@@ -333,6 +349,27 @@ impl Agent {
         }
         let path = data_dir.join("pg_ident.conf");
         std::fs::write(&path, ident).map_err(Error::io("writing", &path))?;
+        self.run_as.chown(&path)?;
+        self.allow_local_replication(data_dir)
+    }
+
+    /// Adds the replication line of [`crate::template::PG_HBA`] to a data
+    /// directory made from an older template.
+    fn allow_local_replication(&self, data_dir: &Path) -> Result<()> {
+        let path = data_dir.join("pg_hba.conf");
+        let hba = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
+        if hba
+            .lines()
+            .any(|l| l.trim() == crate::template::LOCAL_REPLICATION)
+        {
+            return Ok(());
+        }
+        let text = format!(
+            "{}\n{}\n",
+            hba.trim_end(),
+            crate::template::LOCAL_REPLICATION
+        );
+        std::fs::write(&path, text).map_err(Error::io("writing", &path))?;
         self.run_as.chown(&path)
     }
 }
@@ -367,7 +404,7 @@ fn last_fatal_line(log: &str) -> Option<String> {
 
 /// Alive and not a zombie. A pid the kernel reuses for something that is not
 /// Postgres does not count.
-fn process_alive(pid: i32) -> bool {
+pub(crate) fn process_alive(pid: i32) -> bool {
     match kill(Pid::from_raw(pid), None) {
         Ok(()) | Err(Errno::EPERM) => {}
         Err(_) => return false,

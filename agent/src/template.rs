@@ -33,12 +33,18 @@ pub(crate) const PG_HBA: &str = "\
 # Managed by pgplane.
 # The agent's admin path: the unix socket, peer-authenticated (pg_ident.conf).
 local   all   pgplane                   peer map=pgplane
+# Standbys of the same instance stream over the socket the same way.
+local   replication   pgplane           peer map=pgplane
 # pgplane's own role never logs in over the network.
 host    all   pgplane   all             reject
 # Clients: TCP with a SCRAM-SHA-256 password.
 host    all   all       127.0.0.1/32    scram-sha-256
 host    all   all       ::1/128         scram-sha-256
 ";
+
+/// The line of [`PG_HBA`] that lets standbys stream.
+pub(crate) const LOCAL_REPLICATION: &str =
+    "local   replication   pgplane           peer map=pgplane";
 
 /// Run once in single-user mode on the new template: the client role owns
 /// the database and may read statistics and cancel its own sessions'

@@ -238,8 +238,17 @@ pub struct Credentials {
     pub database: String,
     pub user: String,
     pub password: String,
-    /// `postgres://user:password@host:port/database`
+    /// `postgres://user:password@host:port/database`: the primary when the
+    /// credentials were read.
     pub uri: String,
+    /// A URI that reaches the primary wherever it is (every member listed,
+    /// `target_session_attrs=read-write`); the same as `uri` for one server.
+    #[serde(default)]
+    pub read_write_uri: String,
+    /// A URI that prefers a standby (`target_session_attrs=prefer-standby`);
+    /// the same as `uri` for one server.
+    #[serde(default)]
+    pub read_only_uri: String,
 }
 
 impl std::fmt::Debug for Credentials {

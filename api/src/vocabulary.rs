@@ -130,6 +130,8 @@ vocabulary! {
         Deleted = "Deleted",
         Failed = "Failed",
         Recovered = "Recovered",
+        /// A standby was promoted because the primary was gone.
+        FailedOver = "FailedOver",
         /// The instance changed owner.
         Owner = "Owner",
         /// A backup was requested.
@@ -159,6 +161,7 @@ impl From<domain::Event> for HistoryEvent {
             Event::Deleted => HistoryEvent::Deleted,
             Event::Failed => HistoryEvent::Failed,
             Event::Recovered => HistoryEvent::Recovered,
+            Event::FailedOver => HistoryEvent::FailedOver,
         }
     }
 }

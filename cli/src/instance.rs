@@ -325,6 +325,11 @@ pub struct CreateArgs {
     /// cannot run programs on the server or read its files.
     #[arg(long)]
     pub superuser_access: bool,
+    /// Servers: one primary and `N - 1` streaming standbys, which take over
+    /// when the primary is gone (`instance credentials --format
+    /// read-write-uri` follows it).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub replicas: u32,
     /// When full backups are taken: five-field cron (UTC), e.g. `30 2 * * *`,
     /// or `@daily`. WAL is archived continuously regardless.
     #[arg(long, value_name = "CRON", value_parser = parse_schedule)]
@@ -442,6 +447,10 @@ pub struct UpdateArgs {
     /// owner again (`false`).
     #[arg(long, value_name = "BOOL")]
     pub superuser_access: Option<bool>,
+    /// Servers: one primary and `N - 1` standbys. Standbys are added and
+    /// removed without restarting the primary.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u32>,
     /// When full backups are taken: five-field cron (UTC), or `@daily`.
     #[arg(long, value_name = "CRON", value_parser = parse_schedule)]
     pub backup_schedule: Option<String>,
@@ -739,6 +748,7 @@ async fn create(client: &Client, args: CreateArgs, output: OutputFormat) -> Resu
         superuser_access: args.superuser_access,
     }
     .build()?;
+    spec.replicas = args.replicas;
     spec::declare_inside(&mut spec, &args.roles, &args.databases);
     if let Some(schedule) = args.backup_schedule {
         spec.backup.schedule = schedule;
@@ -870,6 +880,9 @@ async fn update(client: &Client, args: UpdateArgs, output: OutputFormat) -> Resu
     }
     .apply(&current.spec)?;
     let mut spec = spec;
+    if let Some(replicas) = args.replicas {
+        spec.replicas = replicas;
+    }
     spec::declare_inside(&mut spec, &args.roles, &args.databases);
     if let Some(schedule) = args.backup_schedule {
         spec.backup.schedule = schedule;

@@ -119,6 +119,11 @@ pub struct ConductorArgs {
     /// How often every instance is re-observed.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub resync_interval: Duration,
+    /// How long the primary of an instance with standbys may not answer
+    /// before its most advanced standby replaces it. A primary whose server
+    /// is gone is replaced at once.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub failover_timeout: Duration,
     /// Fault injection for crash tests: pause after creating a data directory.
     #[arg(long, hide = true, value_parser = parse_duration)]
     pub debug_create_pause: Option<Duration>,
@@ -191,6 +196,7 @@ pub async fn run_conductor(args: ConductorArgs) -> anyhow::Result<()> {
                     enforce_memory: args.enforce_memory,
                     ports: args.instance_ports,
                     backup_repository: args.backups.repository(None)?,
+                    failover_timeout: args.failover_timeout,
                 })
                 .await?,
             );

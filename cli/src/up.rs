@@ -57,6 +57,11 @@ pub struct UpArgs {
     /// (needs root and the kernel's memory controller).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub enforce_memory: bool,
+    /// How long the primary of an instance with standbys may not answer
+    /// before its most advanced standby replaces it. A primary whose server
+    /// is gone is replaced at once.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub failover_timeout: Duration,
     /// How long the conductor hides a message it is working on; after a
     /// crash the message is redelivered this long after it was read.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -181,6 +186,7 @@ async fn serve(
             enforce_memory: args.enforce_memory,
             ports: args.instance_ports.clone(),
             backup_repository: args.backups.repository(Some(data_dir.join("backups")))?,
+            failover_timeout: args.failover_timeout,
         })
         .await?,
     );

@@ -453,16 +453,32 @@ async fn settle(queues: &Queues, queue: &str, msg: &Message<serde_json::Value>, 
 /// `Recovered` with a note for the history, or `Failed` with why.
 pub async fn supervise<R: Runtime + ?Sized>(queues: &Queues, runtime: &R) {
     for s in runtime.supervise().await {
-        let (kind, observed, error, note) = match s.outcome {
-            Supervision::Restarted { note, observed } => {
-                (ReportKind::Recovered, Some(*observed), None, Some(note))
-            }
-            Supervision::GaveUp { reason } => (ReportKind::Failed, None, Some(reason), None),
+        let (kind, observed, error, note, connection) = match s.outcome {
+            Supervision::Restarted { note, observed } => (
+                ReportKind::Recovered,
+                Some(*observed),
+                None,
+                Some(note),
+                None,
+            ),
+            Supervision::FailedOver {
+                note,
+                observed,
+                connection,
+            } => (
+                ReportKind::FailedOver,
+                Some(*observed),
+                None,
+                Some(note),
+                Some(connection),
+            ),
+            Supervision::GaveUp { reason } => (ReportKind::Failed, None, Some(reason), None, None),
         };
         let report = StatusReport {
             observed,
             error,
             note,
+            connection,
             ..StatusReport::new(s.instance_id, s.generation, kind)
         };
         if let Err(e) = queues.send_report(&report).await {

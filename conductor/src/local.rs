@@ -17,13 +17,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent::{Agent, InstanceConfig, MemoryController, PostgresBinaries, RunAs, Secret, Template};
+use agent::{Agent, MemoryController, PostgresBinaries, RunAs, Secret, Template};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{BackupCatalog, DataPlaneEvent, EventKind, InstanceSpec, ReportKind, RestoreSource};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use uuid::Uuid;
+
+mod members;
 
 use crate::runtime::{
     report_kind, Applied, BackupDone, Observation, Runtime, RuntimeError, Supervised, Supervision,
@@ -55,7 +57,13 @@ pub struct LocalSettings {
     /// The backup repository every instance archives its WAL and takes its
     /// backups into; `None`: instances are not backed up.
     pub backup_repository: Option<agent::Repository>,
+    /// How long a primary with standbys may not answer before a standby
+    /// replaces it (a primary whose server is gone is replaced at once).
+    pub failover_timeout: Duration,
 }
+
+/// The default [`LocalSettings::failover_timeout`].
+pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Generates a password for every role `spec` declares present that has
 /// none yet; returns whether any was generated (the state must then be
@@ -124,6 +132,7 @@ impl LocalSettings {
             enforce_memory: true,
             ports: DEFAULT_PORTS,
             backup_repository: None,
+            failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
         }
     }
 }
@@ -158,6 +167,12 @@ struct InstanceState {
     /// Whether a deleted instance's backups have been removed.
     #[serde(default)]
     backups_removed: bool,
+    /// Its servers; empty: one, member 0 on `port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    members: Vec<members::MemberState>,
+    /// Which member is the primary.
+    #[serde(default)]
+    primary: u32,
 }
 
 pub struct LocalRuntime {
@@ -184,6 +199,8 @@ pub struct LocalRuntime {
     expired_at: std::sync::Mutex<Option<Instant>>,
     /// How far each server log was shipped.
     log_cursors: crate::logs::LogCursors,
+    /// Since when each replicated instance's primary has not answered.
+    unreachable: std::sync::Mutex<HashMap<Uuid, Instant>>,
 }
 
 /// Supervision gives up on a server that crashed this often within
@@ -283,6 +300,7 @@ impl LocalRuntime {
             pgbackrest,
             expired_at: Default::default(),
             log_cursors: Default::default(),
+            unreachable: Default::default(),
             settings,
             bins,
             run_as,
@@ -324,25 +342,10 @@ impl LocalRuntime {
         Ok(user)
     }
 
-    /// The agent of one instance, its memory limited as `spec` says.
+    /// The agent of one instance's primary, its memory limited as `spec`
+    /// says.
     fn agent_for(&self, state: &InstanceState, spec: &InstanceSpec) -> Result<Agent, RuntimeError> {
-        let id = state.instance_id;
-        let run_as = match &state.os_user {
-            Some(user) if self.isolated => self.os_user(user)?,
-            _ => self.run_as.clone(),
-        };
-        let mut config = InstanceConfig::new(self.settings.root.join(Self::key(id)), state.port);
-        config.listen_address = self.settings.listen_address.clone();
-        let limit = match (
-            &self.memory,
-            domain::quantity::parse_bytes(&spec.resources.memory),
-        ) {
-            (Some(m), Ok(bytes)) => Some(m.limit(&Self::key(id), bytes)),
-            _ => None,
-        };
-        Ok(Agent::new(self.bins.clone(), run_as, config)
-            .with_memory_limit(limit)
-            .with_archiving(self.archiving(id, spec)))
+        self.member_agent(state, spec, state.primary_member())
     }
 
     /// How instance `id` archives, when this runtime backs instances up.
@@ -422,6 +425,9 @@ impl LocalRuntime {
         let mut catalog = None;
         let mut state = match existing {
             Some(s) => {
+                for (_, standby) in self.standby_agents(&s)? {
+                    standby.delete().await?;
+                }
                 let agent = self.agent(&s)?;
                 if agent.archiving().is_some() && s.applied_generation > 0 {
                     catalog = Some(final_catalog(&agent).await);
@@ -457,6 +463,8 @@ impl LocalRuntime {
                 next_backup_at: None,
                 deleted_at: None,
                 backups_removed: false,
+                members: Vec::new(),
+                primary: 0,
             },
         };
         state.deleted = true;
@@ -476,6 +484,11 @@ impl LocalRuntime {
         let s = self.load(id).await.ok().flatten()?;
         if s.deleted || s.spec.stopped || s.applied_generation == 0 {
             return None;
+        }
+        if s.replicated() {
+            if let Ok(done) = self.supervise_members(id, s.clone()).await {
+                return done;
+            }
         }
         let agent = self.agent(&s).ok()?;
         if agent.is_running().await.unwrap_or(true) {
@@ -562,6 +575,11 @@ impl LocalRuntime {
                 Ok(agent) => agent.start().await.map_err(RuntimeError::from),
                 Err(e) => Err(e),
             };
+            for (_, standby) in self.standby_agents(&s).unwrap_or_default() {
+                if let Err(e) = standby.start().await {
+                    tracing::warn!(instance = %s.name, error = %e, "could not start a standby on adoption");
+                }
+            }
             match started {
                 Ok(()) => n += 1,
                 Err(e) => {
@@ -575,6 +593,11 @@ impl LocalRuntime {
     /// Stops every instance with a fast shutdown (on `pgplane up` exit).
     pub async fn stop_all(&self) {
         for s in self.states().await {
+            for (_, standby) in self.standby_agents(&s).unwrap_or_default() {
+                if let Err(e) = standby.stop().await {
+                    tracing::warn!(instance = %s.name, error = %e, "could not stop a standby");
+                }
+            }
             let stopped = match self.agent(&s) {
                 Ok(agent) => agent.stop().await.map_err(RuntimeError::from),
                 Err(e) => Err(e),
@@ -605,10 +628,12 @@ impl LocalRuntime {
         if let Some(s) = &existing {
             if event.generation <= s.applied_generation {
                 let agent = self.agent(s)?;
+                let mut observed = agent.observe(&s.spec).await?;
+                self.observe_members(s, &agent, &mut observed).await;
                 return Ok(Applied {
                     report: s.last_report.unwrap_or(ReportKind::Updated),
-                    observed: Some(agent.observe(&s.spec).await?),
-                    connection: Some(agent.connection()),
+                    observed: Some(observed),
+                    connection: Some(self.connection(s, &agent)),
                     restarted: false,
                     password: Some(s.password.clone()),
                     role_passwords: Some(declared_passwords(s)),
@@ -647,7 +672,12 @@ impl LocalRuntime {
             Some(s) => s,
             None => {
                 let _allocating = self.allocating.lock().await;
-                let used: Vec<u16> = self.states().await.iter().map(|s| s.port).collect();
+                let used: Vec<u16> = self
+                    .states()
+                    .await
+                    .iter()
+                    .flat_map(InstanceState::ports)
+                    .collect();
                 let s = InstanceState {
                     instance_id: event.instance_id,
                     org: event.org.clone(),
@@ -663,6 +693,8 @@ impl LocalRuntime {
                     next_backup_at: None,
                     deleted_at: None,
                     backups_removed: false,
+                    members: Vec::new(),
+                    primary: 0,
                 };
                 self.save(&s).await?;
                 s
@@ -692,6 +724,7 @@ impl LocalRuntime {
                 &role_secrets(&state),
             )
             .await?;
+        let standbys_restarted = self.converge_members(&mut state, &event.spec).await?;
         let report = report_kind(
             event.kind,
             created,
@@ -707,11 +740,13 @@ impl LocalRuntime {
         state.applied_generation = event.generation;
         state.last_report = Some(report);
         self.save(&state).await?;
+        let mut observed = outcome.observed;
+        self.observe_members(&state, &agent, &mut observed).await;
         Ok(Applied {
             report,
-            observed: Some(outcome.observed),
-            connection: Some(agent.connection()),
-            restarted: outcome.restarted,
+            observed: Some(observed),
+            connection: Some(self.connection(&state, &agent)),
+            restarted: outcome.restarted || standbys_restarted,
             password: created.then(|| state.password.clone()),
             role_passwords: Some(declared_passwords(&state)),
             backups: None,
@@ -744,31 +779,43 @@ impl LocalRuntime {
         Ok(())
     }
 
-    /// Takes a full backup of one instance (its lock held).
-    async fn backup_locked(&self, id: Uuid) -> Result<BackupDone, RuntimeError> {
+    /// Takes a full backup of one instance. The instance's lock is held to
+    /// read and to record its state, not while pgBackRest runs: supervision
+    /// must be able to replace a primary that hangs in the middle of a
+    /// backup.
+    async fn backup_instance(&self, id: Uuid) -> Result<BackupDone, RuntimeError> {
         let missing =
             || RuntimeError::Apply("the instance does not exist on this data plane".into());
-        let mut s = self.load(id).await?.ok_or_else(missing)?;
-        if s.deleted || s.applied_generation == 0 {
-            return Err(missing());
-        }
-        if s.spec.stopped {
-            s.next_backup_at = next_backup(&s.spec, Utc::now());
-            self.save(&s).await?;
-            return Err(RuntimeError::Apply(
-                "the instance is stopped; start it to back it up".to_owned(),
-            ));
-        }
-        let agent = self.agent(&s)?;
+        let lock = self.lock(id);
+        let (agent, generation) = {
+            let _guard = lock.lock().await;
+            let mut s = self.load(id).await?.ok_or_else(missing)?;
+            if s.deleted || s.applied_generation == 0 {
+                return Err(missing());
+            }
+            if s.spec.stopped {
+                s.next_backup_at = next_backup(&s.spec, Utc::now());
+                self.save(&s).await?;
+                return Err(RuntimeError::Apply(
+                    "the instance is stopped; start it to back it up".to_owned(),
+                ));
+            }
+            (self.agent(&s)?, s.applied_generation)
+        };
         let started = Instant::now();
         let result = agent.backup_full().await;
-        let now = Utc::now();
-        s.next_backup_at = match &result {
-            Ok(()) => next_backup(&s.spec, now),
-            // Try again in a while, sooner than the schedule would.
-            Err(_) => next_backup(&s.spec, now).map(|n| n.min(now + BACKUP_RETRY)),
-        };
-        self.save(&s).await?;
+        {
+            let _guard = lock.lock().await;
+            if let Some(mut s) = self.load(id).await?.filter(|s| !s.deleted) {
+                let now = Utc::now();
+                s.next_backup_at = match &result {
+                    Ok(()) => next_backup(&s.spec, now),
+                    // Try again in a while, sooner than the schedule would.
+                    Err(_) => next_backup(&s.spec, now).map(|n| n.min(now + BACKUP_RETRY)),
+                };
+                self.save(&s).await?;
+            }
+        }
         result?;
         let catalog = agent.backup_catalog().await?;
         let note = match catalog.backups.last() {
@@ -783,7 +830,7 @@ impl LocalRuntime {
             None => "full backup taken".to_owned(),
         };
         Ok(BackupDone {
-            generation: s.applied_generation,
+            generation,
             note,
             catalog,
         })
@@ -1000,9 +1047,7 @@ impl Runtime for LocalRuntime {
     }
 
     async fn backup(&self, instance_id: Uuid) -> Result<BackupDone, RuntimeError> {
-        let lock = self.lock(instance_id);
-        let _guard = lock.lock().await;
-        self.backup_locked(instance_id).await
+        self.backup_instance(instance_id).await
     }
 
     async fn due_backups(&self) -> Vec<Uuid> {
@@ -1038,8 +1083,13 @@ impl Runtime for LocalRuntime {
             }
             let lock = self.lock(s.instance_id);
             let _guard = lock.lock().await;
+            if s.replicated() && !self.primary_answers(&s).await {
+                // Supervision decides what a primary that does not answer
+                // becomes; observing it would wait for it.
+                continue;
+            }
             let mut log = None;
-            let observed = match self.agent(&s) {
+            let mut observed = match self.agent(&s) {
                 Ok(agent) => {
                     log = self
                         .log_cursors
@@ -1048,10 +1098,26 @@ impl Runtime for LocalRuntime {
                             tracing::warn!(instance = %s.name, error = %e, "reading the server log failed");
                             None
                         });
-                    agent.sample(&s.spec).await.map_err(RuntimeError::from)
+                    let sampling = agent.sample(&s.spec);
+                    match s.replicated() {
+                        // Never keep supervision from a primary that hangs.
+                        true => tokio::time::timeout(members::OBSERVE_TIMEOUT, sampling)
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(agent::Error::Replication {
+                                    op: "observing",
+                                    message: "the primary did not answer in time".to_owned(),
+                                })
+                            })
+                            .map_err(RuntimeError::from),
+                        false => sampling.await.map_err(RuntimeError::from),
+                    }
                 }
                 Err(e) => Err(e),
             };
+            if let (Ok((observed, _)), Ok(agent)) = (&mut observed, self.agent(&s)) {
+                self.observe_members(&s, &agent, observed).await;
+            }
             match observed {
                 Ok((observed, activity)) => out.push(Observation {
                     instance_id: s.instance_id,

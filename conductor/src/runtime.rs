@@ -86,6 +86,13 @@ pub enum Supervision {
         note: String,
         observed: Box<ObservedSpec>,
     },
+    /// The primary was gone and a standby was promoted; the note names the
+    /// members and how long the primary was unreachable.
+    FailedOver {
+        note: String,
+        observed: Box<ObservedSpec>,
+        connection: ConnectionInfo,
+    },
     /// The server keeps crashing; it is left stopped.
     GaveUp { reason: String },
 }

@@ -35,6 +35,7 @@ fn observed(event: &DataPlaneEvent) -> ObservedSpec {
     let mut extensions: Vec<String> = event.spec.extension_names().map(str::to_owned).collect();
     extensions.sort();
     ObservedSpec {
+        members: None,
         postgres_version: event.spec.postgres_version.clone(),
         extension_versions: event
             .spec
@@ -89,6 +90,7 @@ impl Runtime for SimulatedRuntime {
             ),
             observed: (event.kind != EventKind::Delete).then(|| observed(event)),
             connection: Some(ConnectionInfo {
+                members: Vec::new(),
                 host: "simulated.invalid".into(),
                 port: 5432,
                 database: "postgres".into(),

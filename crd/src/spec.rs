@@ -57,7 +57,8 @@ pub struct PostgresInstanceSpec {
     #[serde(default = "default_version")]
     #[schemars(extend("enum" = ["15"]))]
     pub postgres_version: String,
-    /// Number of Postgres servers (one primary for now).
+    /// Number of Postgres servers; the operator runs one (standbys are
+    /// built by the local data plane).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 1))]
     pub replicas: u32,

@@ -236,6 +236,7 @@ impl From<ObservedSpecStatus> for domain::ObservedSpec {
             extension_versions: o.extension_versions,
             roles: o.roles.map(|r| r.into_iter().map(Into::into).collect()),
             databases: o.databases.map(|d| d.into_iter().map(Into::into).collect()),
+            members: None,
         }
     }
 }

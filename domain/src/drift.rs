@@ -95,6 +95,9 @@ pub fn drift(declared: &InstanceSpec, observed: &ObservedSpec) -> Vec<FieldDrift
             push(&path, Some(d), Some(o));
         }
     }
+    if let Some((d, o)) = member_drift(declared, observed) {
+        push("replicas", Some(d), Some(o));
+    }
     if !observed.pending_restart.is_empty() {
         push(
             "pendingRestart",
@@ -103,6 +106,29 @@ pub fn drift(declared: &InstanceSpec, observed: &ObservedSpec) -> Vec<FieldDrift
         );
     }
     out
+}
+
+/// Declared members versus running ones: one primary and `replicas - 1`
+/// running standbys. Only a data plane that reports members is compared.
+fn member_drift(declared: &InstanceSpec, observed: &ObservedSpec) -> Option<(String, String)> {
+    let members = observed.members.as_ref()?;
+    let count = |role| {
+        members
+            .iter()
+            .filter(|m| m.running && m.role == role)
+            .count()
+    };
+    let (primaries, standbys) = (
+        count(crate::spec::MemberRole::Primary),
+        count(crate::spec::MemberRole::Standby),
+    );
+    let wanted = declared.replicas.saturating_sub(1) as usize;
+    (primaries != 1 || standbys != wanted).then(|| {
+        (
+            format!("1 primary, {wanted} standby(s)"),
+            format!("{primaries} primary, {standbys} standby(s) running"),
+        )
+    })
 }
 
 /// Declared extensions versus installed ones: a present one must be
@@ -169,8 +195,55 @@ mod tests {
         s
     }
 
+    fn member(name: &str, role: crate::spec::MemberRole, running: bool) -> crate::ObservedMember {
+        crate::ObservedMember {
+            name: name.into(),
+            role,
+            running,
+            timeline: Some(1),
+            lsn: None,
+            lag_bytes: None,
+            state: None,
+        }
+    }
+
+    #[test]
+    fn members_drift_when_a_standby_is_missing_or_two_primaries_run() {
+        use crate::spec::MemberRole::{Primary, Standby};
+        let mut spec = declared();
+        spec.replicas = 3;
+        let mut obs = observed();
+        obs.members = Some(vec![
+            member("member-0", Primary, true),
+            member("member-1", Standby, true),
+            member("member-2", Standby, true),
+        ]);
+        assert!(!drift(&spec, &obs).iter().any(|d| d.path == "replicas"));
+        for members in [
+            vec![
+                member("member-0", Primary, true),
+                member("member-1", Standby, true),
+                member("member-2", Standby, false),
+            ],
+            vec![
+                member("member-0", Primary, true),
+                member("member-1", Primary, true),
+                member("member-2", Standby, true),
+            ],
+        ] {
+            obs.members = Some(members);
+            let found = drift(&spec, &obs);
+            let d = found.iter().find(|d| d.path == "replicas").expect("drift");
+            assert_eq!(d.declared.as_deref(), Some("1 primary, 2 standby(s)"));
+        }
+        // A data plane that reports no members is not compared.
+        obs.members = None;
+        assert!(!drift(&spec, &obs).iter().any(|d| d.path == "replicas"));
+    }
+
     fn observed() -> ObservedSpec {
         ObservedSpec {
+            members: None,
             postgres_version: "15".into(),
             extensions: vec!["hstore".into(), "pg_stat_statements".into()],
             config: [

@@ -43,7 +43,10 @@ pub use message::{
 };
 pub use name::{InstanceName, NameError};
 pub use restart::{predict_restart, RestartPrediction};
-pub use spec::{ConnectionInfo, Ensure, Extension, InstanceSpec, ObservedSpec, Resources};
+pub use spec::{
+    ConnectionInfo, Ensure, Extension, InstanceSpec, MemberAddress, MemberRole, ObservedMember,
+    ObservedSpec, Resources,
+};
 pub use state::{
     settle_report, transition, Event, ReportOutcome, Standing, State, TransitionError,
 };

@@ -109,6 +109,9 @@ pub enum ReportKind {
     /// The data plane brought a server back by itself (e.g. restarted it
     /// after a crash); the report's note says what happened.
     Recovered,
+    /// The data plane promoted a standby because the primary was gone; the
+    /// report's note says which members and why.
+    FailedOver,
     /// A periodic re-observation: updates the observed spec, moves no state.
     Observed,
     /// A backup finished (`note`) or failed (`error`); moves no state.
@@ -127,6 +130,7 @@ impl ReportKind {
             ReportKind::Deleted => Event::Deleted,
             ReportKind::Failed => Event::Failed,
             ReportKind::Recovered => Event::Recovered,
+            ReportKind::FailedOver => Event::FailedOver,
             ReportKind::Observed | ReportKind::Backup => return None,
         })
     }

@@ -314,6 +314,53 @@ pub struct ObservedSpec {
     /// not observe databases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub databases: Option<Vec<ObservedDatabase>>,
+    /// The instance's servers, the primary first; absent when the data
+    /// plane runs it as one server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<ObservedMember>>,
+}
+
+/// What one member of an instance is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedMember {
+    /// `member-0`, `member-1`, …: stable for the member's life.
+    pub name: String,
+    pub role: MemberRole,
+    pub running: bool,
+    /// The WAL timeline it is on (it grows with every promotion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
+    /// The primary's current WAL position, or how far a standby replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<String>,
+    /// Bytes of WAL a standby has still to replay, as the primary sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// A standby's replication state as the primary sees it (`streaming`,
+    /// `catchup`, …), or absent when it is not connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    /// Accepts writes.
+    Primary,
+    /// Streams the primary's WAL and serves reads.
+    Standby,
+}
+
+impl MemberRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Primary => "primary",
+            MemberRole::Standby => "standby",
+        }
+    }
 }
 
 /// Where to connect. The password never travels with this: it lives in the
@@ -322,10 +369,23 @@ pub struct ObservedSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
+    /// The primary's address when it was reported.
     pub host: String,
     pub port: u16,
     pub database: String,
     pub user: String,
+    /// Every member's address, the primary first, for a client to find the
+    /// current primary (or a standby) itself; absent for one server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberAddress>,
+}
+
+/// Where one member listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemberAddress {
+    pub host: String,
+    pub port: u16,
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub enum Event {
     Deleted,
     Failed,
     Recovered,
+    /// A standby was promoted because the primary was gone; the report's
+    /// note names the members and how long the primary was unreachable.
+    FailedOver,
 }
 
 impl State {
@@ -98,7 +101,7 @@ impl State {
 }
 
 impl Event {
-    pub const ALL: [Event; 14] = [
+    pub const ALL: [Event; 15] = [
         Event::Create,
         Event::Update,
         Event::Restart,
@@ -113,6 +116,7 @@ impl Event {
         Event::Deleted,
         Event::Failed,
         Event::Recovered,
+        Event::FailedOver,
     ];
 
     pub fn is_command(self) -> bool {
@@ -143,6 +147,7 @@ impl Event {
             Event::Deleted => "Deleted",
             Event::Failed => "Failed",
             Event::Recovered => "Recovered",
+            Event::FailedOver => "FailedOver",
         }
     }
 
@@ -259,7 +264,10 @@ pub fn transition(state: State, event: Event, change: Change) -> Result<State, T
         // is total for reports), so no sequence of failures, fixes,
         // redeliveries and crashes can leave an instance transitional.
         // Repeated reports (at-least-once delivery) keep the state.
-        (live!(), E::Created | E::Updated | E::Restarted | E::Started | E::Recovered) => Ok(S::Up),
+        (
+            live!(),
+            E::Created | E::Updated | E::Restarted | E::Started | E::Recovered | E::FailedOver,
+        ) => Ok(S::Up),
         (live!(), E::Stopped) => Ok(S::Stopped),
         (live!(), E::Deleted) => Ok(S::Deleted),
         (live!(), E::Failed) => Ok(S::Error),

@@ -17,7 +17,11 @@ use crate::spec::{Ensure, Extension, InstanceSpec};
 
 /// Postgres major versions pgplane can run.
 pub const SUPPORTED_VERSIONS: &[&str] = &["15"];
-pub const MAX_REPLICAS: u32 = 1;
+/// The most members (one primary and its standbys) an instance may have.
+pub const MAX_REPLICAS: u32 = 5;
+/// The most members an instance on the Kubernetes data plane may have: its
+/// StatefulSet runs one server (standbys are built by the local runtime).
+pub const MAX_REPLICAS_KUBERNETES: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

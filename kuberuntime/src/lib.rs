@@ -356,6 +356,14 @@ impl Runtime for KubernetesRuntime {
 
     async fn apply(&self, event: &DataPlaneEvent) -> Result<Applied, RuntimeError> {
         let ns = &self.namespace_of(&event.org);
+        let max = domain::validate::MAX_REPLICAS_KUBERNETES;
+        if event.kind != EventKind::Delete && event.spec.replicas > max {
+            return Err(RuntimeError::Apply(format!(
+                "replicas = {} is more than the Kubernetes data plane runs ({max}): standbys are \
+                 built by the local data plane only",
+                event.spec.replicas
+            )));
+        }
         if event.kind != EventKind::Delete {
             self.ensure_namespace(&event.org, ns).await?;
         }
@@ -551,6 +559,7 @@ fn observed(pi: &PostgresInstance) -> Option<ObservedSpec> {
 fn connection(pi: &PostgresInstance) -> Option<ConnectionInfo> {
     let c = pi.status.as_ref()?.connection.as_ref()?;
     Some(ConnectionInfo {
+        members: Vec::new(),
         host: c.host.clone(),
         port: c.port,
         database: c.database.clone(),

@@ -446,15 +446,34 @@ async fn instance_credentials(
 }
 
 /// An instance's credentials, with the URI a client connects with.
+/// With standbys, the read-write and read-only URIs list every member and
+/// let libpq find the primary (`target_session_attrs=read-write`) or a
+/// standby (`prefer-standby`) itself, so they keep working across a
+/// failover.
 pub(crate) fn credentials(info: domain::ConnectionInfo, password: String) -> Credentials {
+    let userinfo = format!("{}:{}", info.user, percent_encode(&password));
     let uri = format!(
-        "postgres://{}:{}@{}:{}/{}",
-        info.user,
-        percent_encode(&password),
-        info.host,
-        info.port,
-        info.database
+        "postgres://{userinfo}@{}:{}/{}",
+        info.host, info.port, info.database
     );
+    let (read_write_uri, read_only_uri) = match info.members.as_slice() {
+        [] | [_] => (uri.clone(), uri.clone()),
+        members => {
+            let hosts: Vec<String> = members
+                .iter()
+                .map(|m| format!("{}:{}", m.host, m.port))
+                .collect();
+            let base = format!(
+                "postgres://{userinfo}@{}/{}",
+                hosts.join(","),
+                info.database
+            );
+            (
+                format!("{base}?target_session_attrs=read-write"),
+                format!("{base}?target_session_attrs=prefer-standby"),
+            )
+        }
+    };
     Credentials {
         host: info.host,
         port: info.port,
@@ -462,6 +481,8 @@ pub(crate) fn credentials(info: domain::ConnectionInfo, password: String) -> Cre
         user: info.user,
         password,
         uri,
+        read_write_uri,
+        read_only_uri,
     }
 }
 

@@ -12,6 +12,12 @@ pub enum CredentialsFormat {
     /// `postgres://user:password@host:port/database`
     #[default]
     Uri,
+    /// A URI listing every member that reaches the primary wherever it is
+    /// (`target_session_attrs=read-write`).
+    ReadWriteUri,
+    /// A URI listing every member that prefers a standby
+    /// (`target_session_attrs=prefer-standby`).
+    ReadOnlyUri,
     /// `export PGHOST=…` lines for `eval` (libpq reads them).
     Env,
     /// One `host:port:database:user:password` line for `~/.pgpass`.
@@ -21,6 +27,8 @@ pub enum CredentialsFormat {
 pub fn render(c: &Credentials, format: CredentialsFormat) -> String {
     match format {
         CredentialsFormat::Uri => format!("{}\n", c.uri),
+        CredentialsFormat::ReadWriteUri => format!("{}\n", or_uri(&c.read_write_uri, c)),
+        CredentialsFormat::ReadOnlyUri => format!("{}\n", or_uri(&c.read_only_uri, c)),
         CredentialsFormat::Env => {
             let port = c.port.to_string();
             [
@@ -42,6 +50,15 @@ pub fn render(c: &Credentials, format: CredentialsFormat) -> String {
             pgpass_field(&c.user),
             pgpass_field(&c.password)
         ),
+    }
+}
+
+/// `uri`, or the plain URI from a control plane that sends no other.
+fn or_uri<'a>(uri: &'a str, c: &'a Credentials) -> &'a str {
+    if uri.is_empty() {
+        &c.uri
+    } else {
+        uri
     }
 }
 
@@ -96,6 +113,8 @@ mod tests {
             user: "postgres".into(),
             password: password.into(),
             uri: format!("postgres://postgres:{password}@127.0.0.1:5433/postgres"),
+            read_write_uri: String::new(),
+            read_only_uri: String::new(),
         }
     }
 

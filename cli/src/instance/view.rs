@@ -94,6 +94,13 @@ pub fn details(inst: &Instance, now: DateTime<Utc>) -> String {
                     );
                 config(d, obs.config.iter());
             });
+            if let Some(members) = &obs.members {
+                d.section("Members", |d| {
+                    for m in members {
+                        d.item(member_line(m));
+                    }
+                });
+            }
         }
     }
     d.field("Connection", connection(inst));
@@ -226,6 +233,28 @@ fn config<'a>(d: &mut Details, entries: impl ExactSizeIterator<Item = (&'a Strin
 
 fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     format!("{} ({} ago)", output::timestamp(at), output::age(at, now))
+}
+
+/// `member-1  standby  running  timeline 2  lsn 0/3000060  lag 0 B  streaming`
+fn member_line(m: &domain::ObservedMember) -> String {
+    let mut parts = vec![
+        format!("{:<9}", m.name),
+        format!("{:<8}", m.role.as_str()),
+        if m.running { "running" } else { "stopped" }.to_owned(),
+    ];
+    if let Some(t) = m.timeline {
+        parts.push(format!("timeline {t}"));
+    }
+    if let Some(lsn) = &m.lsn {
+        parts.push(format!("lsn {lsn}"));
+    }
+    if let Some(lag) = m.lag_bytes {
+        parts.push(format!("lag {lag} B"));
+    }
+    if let Some(state) = &m.state {
+        parts.push(state.clone());
+    }
+    parts.join("  ")
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -475,12 +504,14 @@ pub(crate) mod tests {
         inst.spec.extensions = vec![Extension::new("citext"), Extension::new("hstore")];
         inst.spec.config.insert("work_mem".into(), "16MB".into());
         inst.connection = Some(ConnectionInfo {
+            members: Vec::new(),
             host: "127.0.0.1".into(),
             port: 54321,
             database: "postgres".into(),
             user: "postgres".into(),
         });
         inst.observed = Some(ObservedSpec {
+            members: None,
             postgres_version: "15".into(),
             extensions: vec!["citext".into(), "hstore".into()],
             config: [("work_mem".to_owned(), "16384kB".to_owned())].into(),

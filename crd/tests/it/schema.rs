@@ -59,7 +59,7 @@ fn spec_fields_have_domain_defaults_and_bounds() {
     assert_eq!(p["replicas"]["minimum"].as_f64(), Some(1.0));
     assert_eq!(
         p["replicas"]["maximum"].as_f64(),
-        Some(f64::from(domain::validate::MAX_REPLICAS))
+        Some(f64::from(domain::validate::MAX_REPLICAS_KUBERNETES))
     );
     assert_eq!(p["storage"]["default"], "10Gi");
     assert!(p["storage"]["pattern"].is_string());

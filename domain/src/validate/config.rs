@@ -6,6 +6,8 @@
 //!
 //! Rules, each reported at the parameter that breaks it:
 //! - `wal_level = minimal` is refused: every instance's WAL is archived;
+//! - with standbys (`replicas` > 1): enough `max_wal_senders` and
+//!   `max_replication_slots` for them, and `hot_standby` on;
 //! - `superuser_reserved_connections` < `max_connections`;
 //! - `max_connections + autovacuum_max_workers + 1 + max_worker_processes +
 //!   max_wal_senders` ≤ 262143 (`MAX_BACKENDS`);
@@ -50,6 +52,7 @@ pub(super) fn check(
 ) {
     let config = Config::new(spec, prefix, options);
     check_wal_level_minimal(&config, errs);
+    check_replication(&config, spec.replicas, errs);
     check_connections(&config, errs);
     check_wal_sizes(&config, errs);
     check_recovery_targets(&config, errs);
@@ -140,6 +143,39 @@ fn check_wal_level_minimal(c: &Config, errs: &mut ValidationErrors) {
         errs.push(
             c.path("wal_level"),
             "wal_level = minimal cannot be archived, and every instance's WAL is archived for its backups: use replica (the default) or logical",
+        );
+    }
+}
+/// With standbys, the primary needs a WAL sender for each of them plus two
+/// for building a new one (`pg_basebackup` streams its WAL), a replication
+/// slot for each, and the standbys must serve reads.
+fn check_replication(c: &Config, replicas: u32, errs: &mut ValidationErrors) {
+    if replicas <= 1 {
+        return;
+    }
+    let standbys = f64::from(replicas - 1);
+    for (name, needed, why) in [
+        (
+            "max_wal_senders",
+            standbys + 2.0,
+            "one per standby and two to build a new one",
+        ),
+        ("max_replication_slots", standbys, "one per standby"),
+    ] {
+        if c.number(name).is_some_and(|n| n < needed) {
+            errs.push(
+                c.path(name),
+                format!(
+                    "must be at least {needed} with replicas = {replicas} ({why}); is {}",
+                    c.shown(name)
+                ),
+            );
+        }
+    }
+    if c.word("hot_standby").as_deref() == Some("off") {
+        errs.push(
+            c.path("hot_standby"),
+            "must be on with replicas > 1: the standbys serve the read-only endpoint",
         );
     }
 }

@@ -6,7 +6,7 @@
 
 use domain::state::{transition, Change, Event, State, TransitionError};
 
-const COLUMNS: [&str; 14] = [
+const COLUMNS: [&str; 15] = [
     "Create",
     "Update",
     "Restart",
@@ -21,19 +21,20 @@ const COLUMNS: [&str; 14] = [
     "Deleted",
     "Failed",
     "Recovered",
+    "FailedOver",
 ];
 
 const TABLE: &str = "
-Submitted   | !  Submitted  !          !        !        Deleting | Up Up Up Stopped Up Deleted Error Up
-Up          | !  C/R        Restarting Stopping !        Deleting | Up Up Up Stopped Up Deleted Error Up
-Configuring | !  C/R        Restarting Stopping !        Deleting | Up Up Up Stopped Up Deleted Error Up
-Restarting  | !  Restarting Restarting Stopping !        Deleting | Up Up Up Stopped Up Deleted Error Up
-Stopping    | !  Stopping   !          Stopping Starting Deleting | Up Up Up Stopped Up Deleted Error Up
-Stopped     | !  Stopped    !          !        Starting Deleting | Up Up Up Stopped Up Deleted Error Up
-Starting    | !  Starting   !          Stopping Starting Deleting | Up Up Up Stopped Up Deleted Error Up
-Deleting    | !  !          !          !        !        Deleting | Up Up Up Stopped Up Deleted Error Up
-Deleted     | !  !          !          !        !        !        | !  !  !  !       !  !       !     !
-Error       | !  C/R        Restarting Stopping Starting Deleting | Up Up Up Stopped Up Deleted Error Up
+Submitted   | !  Submitted  !          !        !        Deleting | Up Up Up Stopped Up Deleted Error Up Up
+Up          | !  C/R        Restarting Stopping !        Deleting | Up Up Up Stopped Up Deleted Error Up Up
+Configuring | !  C/R        Restarting Stopping !        Deleting | Up Up Up Stopped Up Deleted Error Up Up
+Restarting  | !  Restarting Restarting Stopping !        Deleting | Up Up Up Stopped Up Deleted Error Up Up
+Stopping    | !  Stopping   !          Stopping Starting Deleting | Up Up Up Stopped Up Deleted Error Up Up
+Stopped     | !  Stopped    !          !        Starting Deleting | Up Up Up Stopped Up Deleted Error Up Up
+Starting    | !  Starting   !          Stopping Starting Deleting | Up Up Up Stopped Up Deleted Error Up Up
+Deleting    | !  !          !          !        !        Deleting | Up Up Up Stopped Up Deleted Error Up Up
+Deleted     | !  !          !          !        !        !        | !  !  !  !       !  !       !     !     !
+Error       | !  C/R        Restarting Stopping Starting Deleting | Up Up Up Stopped Up Deleted Error Up Up
 ";
 
 #[derive(Debug, PartialEq)]
@@ -87,7 +88,7 @@ fn every_state_event_pair_matches_the_table() {
             }
         }
     }
-    assert_eq!(checked, 10 * 14 * 2);
+    assert_eq!(checked, 10 * 15 * 2);
 }
 
 #[test]

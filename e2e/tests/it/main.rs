@@ -14,6 +14,7 @@ mod healing;
 mod inside;
 mod invariants;
 mod plan;
+mod replicas;
 mod secrets;
 mod support;
 mod tenant;

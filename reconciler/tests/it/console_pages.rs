@@ -21,6 +21,7 @@ use crate::support::{test_app_with, TestApp};
 /// A data-plane report for `id` at `generation`, observing `config`.
 async fn report(t: &TestApp, id: &str, generation: i64, kind: ReportKind, config: &[(&str, &str)]) {
     let observed = ObservedSpec {
+        members: None,
         postgres_version: "15".into(),
         extensions: vec![],
         extension_versions: BTreeMap::new(),

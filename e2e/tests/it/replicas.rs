@@ -1,0 +1,316 @@
+//! Standbys through `pgplane up`, with real servers and real kills: a
+//! killed primary is replaced and rejoins as a standby, a hung one is
+//! fenced, scaling never restarts the primary, and bad input is refused.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::*;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn credentials(name: &str, format: &str, env: &[(&str, &str)]) -> String {
+    ok(&["instance", "credentials", name, "--format", format], env)
+        .trim()
+        .to_owned()
+}
+
+fn instance(name: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    json(&["instance", "get", name], env)
+}
+
+/// `(name, role, state)` of each member, as `instance get` reports them.
+fn members(name: &str, env: &[(&str, &str)]) -> Vec<(String, String, String)> {
+    let inst = instance(name, env);
+    inst["observed"]["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap_or_default().to_owned(),
+                        m["role"].as_str().unwrap_or_default().to_owned(),
+                        m["state"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the instance has one primary and `standbys` streaming
+/// standbys; returns the primary's name.
+fn wait_streaming(name: &str, standbys: usize, env: &[(&str, &str)]) -> String {
+    eventually(
+        &format!("{name}: a primary and {standbys} streaming standbys"),
+        WAIT,
+        || {
+            let ms = members(name, env);
+            let primaries: Vec<&(String, String, String)> =
+                ms.iter().filter(|m| m.1 == "primary").collect();
+            let streaming = ms
+                .iter()
+                .filter(|m| m.1 == "standby" && m.2 == "streaming")
+                .count();
+            (primaries.len() == 1 && streaming == standbys && ms.len() == standbys + 1)
+                .then(|| primaries[0].0.clone())
+        },
+    )
+}
+
+/// The postmaster listening on `port` among the instances' data
+/// directories: its pid and directory.
+fn postmaster_on(data_dir: &Path, port: u16) -> (i32, std::path::PathBuf) {
+    let instances = data_dir.join("instances");
+    for entry in std::fs::read_dir(&instances).unwrap().flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("postmaster.pid")) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.get(3).and_then(|p| p.trim().parse::<u16>().ok()) == Some(port) {
+            return (lines[0].trim().parse().unwrap(), entry.path());
+        }
+    }
+    panic!("no postmaster on port {port} under {}", instances.display());
+}
+
+fn primary_port(name: &str, env: &[(&str, &str)]) -> u16 {
+    instance(name, env)["connection"]["port"].as_u64().unwrap() as u16
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+fn history_notes(name: &str, env: &[(&str, &str)]) -> Vec<(String, String)> {
+    json(&["instance", "history", name], env)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["event"].as_str().unwrap_or_default().to_owned(),
+                h["detail"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `psql` against one member's port with the instance's password.
+fn member_uri(uri: &str, port: u16) -> String {
+    let (head, _) = uri.rsplit_once('@').unwrap();
+    format!("{head}@127.0.0.1:{port}/postgres")
+}
+
+#[test]
+fn a_killed_primary_is_replaced_by_a_standby_and_rejoins_as_one() {
+    let up = Embedded::start();
+    let env = up.env();
+    ok(
+        &["instance", "create", "ha", "--replicas", "3", "--wait"],
+        &env,
+    );
+    let first = wait_streaming("ha", 2, &env);
+    assert_eq!(first, "member-0");
+    let rw = credentials("ha", "read-write-uri", &env);
+    let ro = credentials("ha", "read-only-uri", &env);
+    assert!(rw.contains("target_session_attrs=read-write"), "{rw}");
+    assert_eq!(rw.matches(":").count(), ro.matches(":").count());
+    psql(&rw, "create table t (id int primary key)");
+    psql(&rw, "insert into t select generate_series(1, 100)");
+    // Reads go to a standby, which has the rows.
+    assert_eq!(psql(&ro, "select pg_is_in_recovery()"), "t");
+    eventually("the rows on a standby", WAIT, || {
+        (psql(&ro, "select count(*) from t") == "100").then_some(())
+    });
+
+    let old_port = primary_port("ha", &env);
+    let (pid, _) = postmaster_on(&up.data_dir, old_port);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The read-write URI finds the new primary by itself.
+    eventually("a write through the read-write URI", WAIT, || {
+        std::process::Command::new("psql")
+            .args([rw.as_str(), "-Atc", "insert into t values (101)"])
+            .env("PGCONNECT_TIMEOUT", "2")
+            .output()
+            .unwrap()
+            .status
+            .success()
+            .then_some(())
+    });
+    assert_eq!(psql(&rw, "select count(*) from t"), "101");
+    let failover = eventually("the failover in the history", WAIT, || {
+        history_notes("ha", &env)
+            .into_iter()
+            .find(|(event, _)| event == "FailedOver")
+    });
+    assert!(
+        failover.1.contains("promoted, member-0 unreachable"),
+        "{failover:?}"
+    );
+    // The old primary is a standby of the new one, on the new timeline.
+    let now_primary = wait_streaming("ha", 2, &env);
+    assert_ne!(now_primary, "member-0");
+    assert_ne!(primary_port("ha", &env), old_port);
+    let old = member_uri(&rw, old_port);
+    assert_eq!(psql(&old, "select pg_is_in_recovery()"), "t");
+    eventually("the old primary replays the new writes", WAIT, || {
+        (psql(&old, "select count(*) from t") == "101").then_some(())
+    });
+    let inst = instance("ha", &env);
+    assert_eq!(inst["state"], "Up");
+    for m in inst["observed"]["members"].as_array().unwrap() {
+        assert_eq!(m["timeline"], 2, "{m}");
+    }
+    eventually("no drift in the members", WAIT, || {
+        (!ok(&["drift"], &env).contains("replicas")).then_some(())
+    });
+}
+
+#[test]
+fn a_hung_primary_is_fenced_before_its_standby_takes_over() {
+    let up = Embedded::start_with(&["--failover-timeout", "2s"], &[]);
+    let env = up.env();
+    ok(
+        &["instance", "create", "hung", "--replicas", "2", "--wait"],
+        &env,
+    );
+    wait_streaming("hung", 1, &env);
+    let rw = credentials("hung", "read-write-uri", &env);
+    psql(&rw, "create table t (id int)");
+    let old_port = primary_port("hung", &env);
+    let (pid, _) = postmaster_on(&up.data_dir, old_port);
+    // A session opened before the hang, whose backend keeps running.
+    let old = member_uri(&rw, old_port);
+    let stopped = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(stopped, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    eventually("the hung primary fenced", WAIT, || {
+        (!alive(pid)).then_some(())
+    });
+    eventually("a write through the read-write URI", WAIT, || {
+        std::process::Command::new("psql")
+            .args([rw.as_str(), "-Atc", "insert into t values (1)"])
+            .env("PGCONNECT_TIMEOUT", "2")
+            .output()
+            .unwrap()
+            .status
+            .success()
+            .then_some(())
+    });
+    // Continuing a fenced process does nothing: it is gone. The member comes
+    // back as a standby, and nothing it serves accepts writes.
+    let _ = nix::sys::signal::kill(stopped, nix::sys::signal::Signal::SIGCONT);
+    eventually("the old primary back as a standby", WAIT, || {
+        let up = std::process::Command::new("psql")
+            .args([old.as_str(), "-Atc", "select pg_is_in_recovery()"])
+            .env("PGCONNECT_TIMEOUT", "2")
+            .output()
+            .unwrap();
+        (up.status.success() && String::from_utf8_lossy(&up.stdout).trim() == "t").then_some(())
+    });
+    let refused = std::process::Command::new("psql")
+        .args([old.as_str(), "-Atc", "insert into t values (2)"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("read-only transaction"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    eventually("the failover in the history", WAIT, || {
+        history_notes("hung", &env)
+            .iter()
+            .any(|(e, n)| e == "FailedOver" && n.contains("did not answer"))
+            .then_some(())
+    });
+}
+
+#[test]
+fn scaling_adds_and_removes_standbys_without_restarting_the_primary() {
+    let up = Embedded::start();
+    let env = up.env();
+    ok(&["instance", "create", "grow", "--wait"], &env);
+    let uri = credentials("grow", "uri", &env);
+    psql(&uri, "create table t (id int); insert into t values (1)");
+    let started = psql(&uri, "select pg_postmaster_start_time()");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let reader = {
+        let (uri, stop, reads, failures) =
+            (uri.clone(), stop.clone(), reads.clone(), failures.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let o = std::process::Command::new("psql")
+                    .args([uri.as_str(), "-Atc", "select count(*) from t"])
+                    .output()
+                    .unwrap();
+                match o.status.success() {
+                    true => reads.fetch_add(1, Ordering::Relaxed),
+                    false => failures.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    ok(
+        &["instance", "update", "grow", "--replicas", "3", "--wait"],
+        &env,
+    );
+    wait_streaming("grow", 2, &env);
+    let ro = credentials("grow", "read-only-uri", &env);
+    assert_eq!(psql(&ro, "select pg_is_in_recovery()"), "t");
+    assert_eq!(psql(&ro, "select count(*) from t"), "1");
+    ok(
+        &["instance", "update", "grow", "--replicas", "1", "--wait"],
+        &env,
+    );
+    // One server again: no members are reported.
+    eventually("one server left", WAIT, || {
+        members("grow", &env).is_empty().then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "reads failed on the primary"
+    );
+    assert_eq!(psql(&uri, "select pg_postmaster_start_time()"), started);
+    let dirs: Vec<String> = std::fs::read_dir(up.data_dir.join("instances"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-m"))
+        .collect();
+    assert!(dirs.is_empty(), "standby directories left: {dirs:?}");
+    assert_eq!(psql(&uri, "select count(*) from pg_replication_slots"), "0");
+}
+
+#[test]
+fn bad_replica_counts_are_refused_naming_the_field() {
+    let up = Embedded::start();
+    let env = up.env();
+    for (args, field) in [
+        (vec!["--replicas", "0"], "spec.replicas"),
+        (vec!["--replicas", "9"], "spec.replicas"),
+        (
+            vec!["--replicas", "3", "--config", "max_wal_senders=2"],
+            "spec.config.max_wal_senders",
+        ),
+    ] {
+        let mut all = vec!["instance", "create", "bad"];
+        all.extend(args.iter().copied());
+        let o = run(&all, &env);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert!(stderr(&o).contains(field), "{args:?}: {}", stderr(&o));
+    }
+    let list = json(&["instance", "list"], &env);
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+}
