@@ -112,6 +112,7 @@ pub fn spec_field_path(field: &str) -> pb::AttributePath {
             "resources.cpu" => "cpu",
             "resources.memory" => "memory",
             "storage" => "storage",
+            "replicas" => "replicas",
             "name" | "metadata.name" => "name",
             "superuserAccess" => "superuser_access",
             "backup.schedule" => "backup_schedule",

@@ -287,7 +287,21 @@ fn observed_attributes() -> Vec<Attribute> {
         attr(
             "connection_uri",
             Type::String,
-            "`postgres://user:password@host:port/database`, password included.",
+            "`postgres://user:password@host:port/database`, password included: the primary when it was read.",
+        )
+        .computed()
+        .sensitive(),
+        attr(
+            "read_write_uri",
+            Type::String,
+            "A URI listing every member that reaches the primary wherever it is (`target_session_attrs=read-write`), password included; `connection_uri` for one server.",
+        )
+        .computed()
+        .sensitive(),
+        attr(
+            "read_only_uri",
+            Type::String,
+            "A URI listing every member that prefers a standby (`target_session_attrs=prefer-standby`), password included; `connection_uri` for one server.",
         )
         .computed()
         .sensitive(),
@@ -330,6 +344,13 @@ pub fn instance_resource() -> Block {
         attr("storage", Type::String, "Disk size, e.g. `10Gi`. Defaults to `10Gi`.")
             .optional()
             .computed(),
+        attr(
+            "replicas",
+            Type::Number,
+            "Servers: one primary and `replicas - 1` streaming standbys (1 to 5), which take over when the primary is gone. Defaults to `1`. Changed in place: standbys are added or removed without restarting the primary.",
+        )
+        .optional()
+        .computed(),
         attr(
             "superuser_access",
             Type::Bool,

@@ -11,7 +11,7 @@ use domain::{ConnectionInfo, Extension, InstanceSpec, Resources};
 use crate::value::Value;
 
 /// The attributes only the control plane sets.
-pub const COMPUTED_ONLY: [&str; 10] = [
+pub const COMPUTED_ONLY: [&str; 12] = [
     "id",
     "org",
     "owner",
@@ -22,6 +22,8 @@ pub const COMPUTED_ONLY: [&str; 10] = [
     "user",
     "password",
     "connection_uri",
+    "read_write_uri",
+    "read_only_uri",
 ];
 
 /// Optional attributes with a default the control plane fills in.
@@ -80,7 +82,7 @@ pub fn is_stopped(inst: &Instance) -> bool {
 }
 
 /// The desired spec a (wholly known) resource value declares; `base` gives
-/// what Terraform does not manage (replicas) and the run state (`stopped`
+/// what the configuration leaves unset and the run state (`stopped`
 /// is changed by stop and start, not by an update).
 pub fn spec_from(v: &Value, base: Option<&InstanceSpec>) -> Option<InstanceSpec> {
     let s = |name: &str, default: &str| -> Option<String> {
@@ -102,7 +104,14 @@ pub fn spec_from(v: &Value, base: Option<&InstanceSpec>) -> Option<InstanceSpec>
     let base = base.unwrap_or(&defaults);
     Some(InstanceSpec {
         postgres_version: s("postgres_version", DEFAULT_POSTGRES_VERSION)?,
-        replicas: base.replicas,
+        replicas: match v.get("replicas") {
+            Value::Null => base.replicas,
+            // An invalid count is reported by validation, at its attribute.
+            Value::Number(n) if *n >= 0.0 && n.fract() == 0.0 => {
+                (*n).min(f64::from(u32::MAX)) as u32
+            }
+            _ => return None,
+        },
         resources: Resources {
             cpu: s("cpu", DEFAULT_CPU)?,
             memory: s("memory", DEFAULT_MEMORY)?,
@@ -170,6 +179,7 @@ pub fn refreshed(prior: &Value, inst: &Instance, credentials: Option<&Credential
     v.set("cpu", same("cpu", &spec.resources.cpu, &cpu_eq));
     v.set("memory", same("memory", &spec.resources.memory, &bytes_eq));
     v.set("storage", same("storage", &spec.storage, &bytes_eq));
+    v.set("replicas", Value::Number(f64::from(spec.replicas)));
     v.set(
         "superuser_access",
         match (prior.get("superuser_access"), spec.superuser_access) {
@@ -222,7 +232,12 @@ pub fn refreshed(prior: &Value, inst: &Instance, credentials: Option<&Credential
     v.set("state", Value::string(inst.state.as_str()));
     set_connection(&mut v, inst.connection.as_ref(), credentials);
     if credentials.is_none() && same_endpoint(prior, &v) {
-        for name in ["password", "connection_uri"] {
+        for name in [
+            "password",
+            "connection_uri",
+            "read_write_uri",
+            "read_only_uri",
+        ] {
             v.set(name, prior.get(name).clone());
         }
     }
@@ -271,6 +286,19 @@ pub fn set_connection(
         "connection_uri",
         Value::opt_string(credentials.map(|c| c.uri.clone())),
     );
+    // A control plane that sends no multi-host URIs: the plain one.
+    let or_uri = |u: &str, c: &Credentials| match u.is_empty() {
+        true => c.uri.clone(),
+        false => u.to_owned(),
+    };
+    v.set(
+        "read_write_uri",
+        Value::opt_string(credentials.map(|c| or_uri(&c.read_write_uri, c))),
+    );
+    v.set(
+        "read_only_uri",
+        Value::opt_string(credentials.map(|c| or_uri(&c.read_only_uri, c))),
+    );
 }
 
 /// Whether `a` and `b` name the same server, database and role.
@@ -293,9 +321,18 @@ pub fn needs_credentials(prior: &Value, inst: &Instance) -> bool {
     }
     let mut current = Value::Map(BTreeMap::new());
     set_connection(&mut current, inst.connection.as_ref(), None);
+    let multi_host = inst
+        .connection
+        .as_ref()
+        .is_some_and(|c| c.members.len() > 1);
+    let listed = prior
+        .get("read_write_uri")
+        .as_str()
+        .is_some_and(|u| u.contains("target_session_attrs"));
     prior.get("connection_uri").as_str().is_none()
         || prior.get("password").as_str().is_none()
         || !same_endpoint(prior, &current)
+        || multi_host != listed
 }
 
 fn refreshed_extensions(prior: &Value, spec: &InstanceSpec) -> Value {

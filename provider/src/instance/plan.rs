@@ -30,6 +30,7 @@ pub fn validate(config: &Value) -> Diagnostics {
         ("cpu", "resources.cpu"),
         ("memory", "resources.memory"),
         ("storage", "storage"),
+        ("replicas", "replicas"),
         ("extensions", "extensions"),
         ("config", "config"),
         ("superuser_access", "superuserAccess"),
@@ -156,6 +157,13 @@ pub fn plan(prior: &Value, proposed: Value, config: &Value) -> Plan {
     }
     let mut planned = proposed;
     planned.set(
+        "replicas",
+        match config.get("replicas") {
+            Value::Null => Value::Number(1.0),
+            v => v.clone(),
+        },
+    );
+    planned.set(
         "stopped",
         match config.get("stopped") {
             Value::Unknown => Value::Unknown,
@@ -195,13 +203,29 @@ pub fn plan(prior: &Value, proposed: Value, config: &Value) -> Plan {
         "cpu",
         "memory",
         "storage",
+        "replicas",
         "superuser_access",
         "backup_schedule",
         "backup_retention",
     ];
-    let spec_changes = managed
-        .iter()
-        .any(|n| !same_value(planned.get(n), prior.get(n)));
+    let prior_replicas = match prior.get("replicas") {
+        Value::Null => Value::Number(1.0),
+        v => v.clone(),
+    };
+    if planned.get("replicas") != &prior_replicas {
+        // The members the multi-host URIs list change.
+        for name in ["read_write_uri", "read_only_uri"] {
+            planned.set(name, Value::Unknown);
+        }
+    }
+    let spec_changes = managed.iter().any(|n| {
+        let prior_value = match (*n, prior.get(n)) {
+            // A state written before the attribute existed: one server.
+            ("replicas", Value::Null) => &Value::Number(1.0),
+            (_, v) => v,
+        };
+        !same_value(planned.get(n), prior_value)
+    });
     if spec_changes && out.requires_replace.is_empty() {
         // The update waits until the instance is Up again.
         if prior.get("state").as_str() != Some("Up") {

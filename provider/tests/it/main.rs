@@ -9,5 +9,6 @@ mod extensions;
 mod handshake;
 mod inside;
 mod lifecycle;
+mod replicas;
 mod run_state;
 mod support;
