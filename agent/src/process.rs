@@ -357,7 +357,11 @@ impl Agent {
     /// directory made from an older template.
     fn allow_local_replication(&self, data_dir: &Path) -> Result<()> {
         let path = data_dir.join("pg_hba.conf");
-        let hba = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
+        let hba = match std::fs::read_to_string(&path) {
+            Ok(hba) => hba,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("reading", &path)(e)),
+        };
         if hba
             .lines()
             .any(|l| l.trim() == crate::template::LOCAL_REPLICATION)
