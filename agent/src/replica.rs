@@ -77,6 +77,11 @@ impl Agent {
         self.upstream.as_ref()
     }
 
+    /// Whether the data directory was completely made (its marker written).
+    pub fn is_created(&self) -> bool {
+        self.layout.marker.is_file()
+    }
+
     /// The postmaster options of a standby: where it streams from. They are
     /// command-line options, so no configuration file can change them.
     /// Every server logs hint bits, so that a primary that is replaced can

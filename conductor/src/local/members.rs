@@ -245,11 +245,7 @@ impl LocalRuntime {
             if let Some(limit) = agent.memory_limit() {
                 limit.apply(agent.run_as())?;
             }
-            if !agent
-                .data_dir()
-                .join(".pgplane-instance-complete")
-                .is_file()
-            {
+            if !agent.is_created() {
                 agent.create_standby(&primary).await?;
                 tracing::info!(instance = %state.name, member = %member_name(member.index), "standby built");
             } else if !agent.is_running().await? {
@@ -465,12 +461,7 @@ impl LocalRuntime {
                 }
                 Some(_) => false,
             };
-            if rejoin
-                && agent
-                    .data_dir()
-                    .join(".pgplane-instance-complete")
-                    .is_file()
-            {
+            if rejoin && agent.is_created() {
                 match agent.rejoin(primary).await {
                     Ok(how) => {
                         tracing::info!(instance = %state.name, member = %member_name(member.index), how, "standby back")

@@ -98,6 +98,17 @@ fn history_notes(name: &str, env: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether `psql -c SQL` succeeds, giving up on a connection after 2 s.
+fn succeeds(uri: &str, sql: &str) -> bool {
+    std::process::Command::new("psql")
+        .args([uri, "-Atc", sql])
+        .env("PGCONNECT_TIMEOUT", "2")
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
 /// `psql` against one member's port with the instance's password.
 fn member_uri(uri: &str, port: u16) -> String {
     let (head, _) = uri.rsplit_once('@').unwrap();
@@ -135,14 +146,7 @@ fn a_killed_primary_is_replaced_by_a_standby_and_rejoins_as_one() {
     .unwrap();
     // The read-write URI finds the new primary by itself.
     eventually("a write through the read-write URI", WAIT, || {
-        std::process::Command::new("psql")
-            .args([rw.as_str(), "-Atc", "insert into t values (101)"])
-            .env("PGCONNECT_TIMEOUT", "2")
-            .output()
-            .unwrap()
-            .status
-            .success()
-            .then_some(())
+        succeeds(&rw, "insert into t values (101)").then_some(())
     });
     assert_eq!(psql(&rw, "select count(*) from t"), "101");
     let failover = eventually("the failover in the history", WAIT, || {
@@ -194,14 +198,7 @@ fn a_hung_primary_is_fenced_before_its_standby_takes_over() {
         (!alive(pid)).then_some(())
     });
     eventually("a write through the read-write URI", WAIT, || {
-        std::process::Command::new("psql")
-            .args([rw.as_str(), "-Atc", "insert into t values (1)"])
-            .env("PGCONNECT_TIMEOUT", "2")
-            .output()
-            .unwrap()
-            .status
-            .success()
-            .then_some(())
+        succeeds(&rw, "insert into t values (1)").then_some(())
     });
     // Continuing a fenced process does nothing: it is gone. The member comes
     // back as a standby, and nothing it serves accepts writes.
