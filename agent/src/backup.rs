@@ -519,6 +519,15 @@ impl Agent {
         Ok(())
     }
 
+    /// Whether the stanza is known not to exist yet: a directory
+    /// repository without it (an object store's is not looked for).
+    fn stanza_missing(&self) -> bool {
+        self.archiving
+            .as_ref()
+            .is_some_and(|a| !a.stanza_dirs().is_empty())
+            && !self.stanza_exists()
+    }
+
     /// Whether the stanza was created (known only for a directory
     /// repository; an object store's is created again, idempotently).
     fn stanza_exists(&self) -> bool {
@@ -543,8 +552,13 @@ impl Agent {
     /// Makes everything committed so far restorable: commits a transaction
     /// (so a point in time up to now has a commit to stop at), switches to a
     /// new WAL segment and waits until the finished one is archived.
-    /// Returns the time of that commit.
-    pub async fn archive_now(&self) -> Result<DateTime<Utc>> {
+    /// Returns the time of that commit, or `None` when the instance has no
+    /// stanza yet (before its first backup nothing is archived, and nothing
+    /// could be restored from the archive).
+    pub async fn archive_now(&self) -> Result<Option<DateTime<Utc>>> {
+        if self.stanza_missing() {
+            return Ok(None);
+        }
         let client = self.start_connected().await?;
         let err = |e| self.sql_error("archiving the current WAL", e);
         client
@@ -581,10 +595,11 @@ impl Agent {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Utc
-            .timestamp_millis_opt((at * 1000.0) as i64)
-            .single()
-            .unwrap_or_else(Utc::now))
+        Ok(Some(
+            Utc.timestamp_millis_opt((at * 1000.0) as i64)
+                .single()
+                .unwrap_or_else(Utc::now),
+        ))
     }
 
     /// Creates this instance from the backups of stanza `source` (in this

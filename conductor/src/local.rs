@@ -906,7 +906,7 @@ fn backups_expired(s: &InstanceState, now: DateTime<Utc>) -> bool {
 async fn final_catalog(agent: &Agent) -> BackupCatalog {
     let until = match agent.is_running().await {
         Ok(true) => match agent.archive_now().await {
-            Ok(t) => Some(t),
+            Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "archiving the last WAL before delete failed");
                 None
@@ -1077,12 +1077,20 @@ impl Runtime for LocalRuntime {
 
     async fn observe_all(&self) -> Vec<Observation> {
         let mut out = Vec::new();
-        for s in self.states().await {
-            if s.applied_generation == 0 {
-                continue;
-            }
-            let lock = self.lock(s.instance_id);
+        for listed in self.states().await {
+            let lock = self.lock(listed.instance_id);
             let _guard = lock.lock().await;
+            // Read again under the lock: an event may have changed or
+            // deleted the instance since it was listed.
+            let Some(s) = self
+                .load(listed.instance_id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|s| !s.deleted && s.applied_generation > 0)
+            else {
+                continue;
+            };
             if s.replicated() && !self.primary_answers(&s).await {
                 // Supervision decides what a primary that does not answer
                 // becomes; observing it would wait for it.
