@@ -31,6 +31,17 @@ pub struct ConvergeOutcome {
     pub observed: ObservedSpec,
 }
 
+/// When a converge restarts the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    /// When `pg_settings.pending_restart` names anything.
+    IfPending,
+    /// Always.
+    Forced,
+    /// Never: a pending restart is left pending.
+    Deferred,
+}
+
 impl Agent {
     /// Converges the instance to `spec`:
     /// 1. `spec.stopped`: stop, and report it stopped.
@@ -68,6 +79,35 @@ impl Agent {
         force_restart: bool,
         passwords: &RolePasswords,
     ) -> Result<ConvergeOutcome> {
+        let restart = match force_restart {
+            true => Restart::Forced,
+            false => Restart::IfPending,
+        };
+        self.converge_inner(spec, restart, passwords).await
+    }
+
+    /// [`Agent::converge_with`] for a primary whose standbys restart first:
+    /// the configuration is applied and reloaded, but when it needs a
+    /// restart the server keeps running with it pending, and the steps after
+    /// the restart (extensions, roles, databases) wait for a later converge
+    /// of whichever member is the primary then. The outcome's
+    /// `pending_restart_before` names what is pending; `restarted` is false.
+    #[tracing::instrument(skip_all, fields(data_dir = %self.layout.data_dir.display()))]
+    pub async fn converge_deferring_restart(
+        &self,
+        spec: &InstanceSpec,
+        passwords: &RolePasswords,
+    ) -> Result<ConvergeOutcome> {
+        self.converge_inner(spec, Restart::Deferred, passwords)
+            .await
+    }
+
+    async fn converge_inner(
+        &self,
+        spec: &InstanceSpec,
+        restart: Restart,
+        passwords: &RolePasswords,
+    ) -> Result<ConvergeOutcome> {
         if let Some(limit) = &self.memory_limit {
             limit.apply(&self.run_as)?;
         }
@@ -89,12 +129,19 @@ impl Agent {
             .await?;
         let before = self.read_auto_conf()?;
         let (client, restarted, pending) = match self
-            .apply_config_and_restart(client, &desired, force_restart)
+            .apply_config_and_restart(client, &desired, restart)
             .await
         {
             Ok(done) => done,
             Err(cause) => return Err(self.restore_auto_conf(before, cause).await),
         };
+        if restart == Restart::Deferred && !pending.is_empty() {
+            return Ok(ConvergeOutcome {
+                restarted: false,
+                pending_restart_before: pending,
+                observed: self.observe_with(&client, spec).await?,
+            });
+        }
         self.remember_started_config()?;
         self.converge_extensions(&client, &spec.extensions, USER_ROLE)
             .await?;
@@ -111,7 +158,7 @@ impl Agent {
         &self,
         client: Client,
         desired: &BTreeMap<String, String>,
-        force_restart: bool,
+        restart: Restart,
     ) -> Result<(Client, bool, Vec<String>)> {
         if self.apply_config(&client, desired).await? {
             self.reload(&client).await?;
@@ -120,9 +167,13 @@ impl Agent {
         let pending = pending_restart(&client)
             .await
             .map_err(|e| self.sql_error("reading pending_restart", e))?;
-        let restarted = force_restart || !pending.is_empty();
+        let restarted = match restart {
+            Restart::Forced => true,
+            Restart::IfPending => !pending.is_empty(),
+            Restart::Deferred => false,
+        };
         let client = if restarted {
-            tracing::info!(?pending, force_restart, "restarting");
+            tracing::info!(?pending, ?restart, "restarting");
             drop(client);
             self.stop().await?;
             self.start_connected().await?
@@ -566,7 +617,8 @@ pub(crate) async fn installed_extensions(
 fn check_parameters(desired: &BTreeMap<String, String>) -> Result<()> {
     for name in desired.keys() {
         check_parameter_name(name)?;
-        if domain::settings::is_reserved(name) {
+        if domain::settings::is_reserved(name) && !domain::restart::MANAGED.contains(&name.as_str())
+        {
             return Err(Error::ReservedParameter { name: name.clone() });
         }
     }

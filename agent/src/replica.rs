@@ -267,6 +267,53 @@ impl Agent {
             .map_err(|e| self.sql_error("checkpointing after promotion", e))
     }
 
+    /// Where this stopped server's last checkpoint is, when it was shut
+    /// down cleanly (`pg_controldata`); `None` when it was not (crashed,
+    /// killed, or still running).
+    pub async fn shutdown_checkpoint(&self) -> Result<Option<domain::Lsn>> {
+        let agent = self.clone();
+        blocking("reading the control file", move || {
+            let program = agent.bins.bindir.join("pg_controldata");
+            let out = agent
+                .run_as
+                .command(&program)
+                .arg("-D")
+                .arg(&agent.layout.data_dir)
+                .env("LC_ALL", "C")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(Error::io("running", &program))?;
+            if !out.status.success() {
+                return Err(Error::Replication {
+                    op: "reading the control file",
+                    message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
+            }
+            Ok(parse_control_data(&String::from_utf8_lossy(&out.stdout)))
+        })
+        .await
+    }
+
+    /// Waits until this standby has received WAL past `lsn`; `false` when
+    /// it has not within `timeout`.
+    pub async fn wait_received(&self, lsn: domain::Lsn, timeout: Duration) -> Result<bool> {
+        let until = Instant::now() + timeout;
+        loop {
+            let received = self
+                .replication_position()
+                .await?
+                .and_then(|p| p.received_lsn)
+                .and_then(|l| domain::Lsn::parse(&l).ok());
+            if received.is_some_and(|r| r > lsn) {
+                return Ok(true);
+            }
+            if Instant::now() > until {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Whether the server answers a query within `timeout` (a hung server,
     /// e.g. a stopped process, does not).
     pub async fn answers(&self, timeout: Duration) -> bool {
@@ -486,6 +533,20 @@ impl Agent {
 }
 
 /// `'value'` as libpq's connection strings quote it.
+/// The latest checkpoint of a control file `pg_controldata` printed, when
+/// the cluster was shut down cleanly.
+fn parse_control_data(text: &str) -> Option<domain::Lsn> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim_start().strip_prefix(':'))
+            .map(str::trim)
+    };
+    if field("Database cluster state") != Some("shut down") {
+        return None;
+    }
+    domain::Lsn::parse(field("Latest checkpoint location")?).ok()
+}
+
 fn conninfo_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
@@ -504,4 +565,22 @@ fn run_tool(program: &Path, mut command: Command, op: &'static str) -> Result<()
         op,
         message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_data_names_the_checkpoint_of_a_clean_shutdown_only() {
+        let clean = "pg_control version number:            1300\n\
+                     Database cluster state:               shut down\n\
+                     Latest checkpoint location:           0/3000028\n";
+        assert_eq!(parse_control_data(clean), Some(domain::Lsn(0x0300_0028)));
+        let crashed = clean.replace("shut down", "in production");
+        assert_eq!(parse_control_data(&crashed), None);
+        let standby = clean.replace("shut down", "shut down in recovery");
+        assert_eq!(parse_control_data(&standby), None);
+        assert_eq!(parse_control_data(""), None);
+    }
 }

@@ -34,6 +34,9 @@ impl Agent {
             .port(self.config.port)
             .user(user)
             .dbname(database)
+            // The agent's own commits never wait for a synchronous standby
+            // (it creates the first standby after them).
+            .options("-c synchronous_commit=local")
             .connect_timeout(CONNECT_TIMEOUT)
             .connect(NoTls)
             .await?;

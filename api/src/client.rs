@@ -329,6 +329,24 @@ impl Client {
             .await
     }
 
+    /// Asks for a switchover to `to` (`member-N`), or to the most advanced
+    /// standby (202; the history shows its outcome).
+    pub async fn request_switchover(
+        &self,
+        name: &str,
+        to: Option<&str>,
+    ) -> Result<Instance, ClientError> {
+        let body = crate::Switchover {
+            to: to.map(str::to_owned),
+        };
+        self.call(
+            Method::POST,
+            &format!("/instances/{name}/switchover"),
+            Some(&body),
+        )
+        .await
+    }
+
     /// The newest `tail` lines of the server's log, or those shipped after
     /// the cursor `after`.
     pub async fn logs(

@@ -57,6 +57,17 @@ pub struct UpdateInstance {
     pub owner: Option<String>,
 }
 
+/// `POST /api/v1/instances/{name}/switchover`: makes a standby the
+/// primary without losing a commit. The body may be empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Switchover {
+    /// The standby to promote (`member-N`, as `observed.members` names
+    /// them); without it, the one that has received the most WAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
 /// An instance as the control plane knows it: desired, observed, and state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -140,6 +140,12 @@ vocabulary! {
         BackedUp = "BackedUp",
         /// A backup failed.
         BackupFailed = "BackupFailed",
+        /// A switchover was requested.
+        Switchover = "Switchover",
+        /// A standby became the primary by a switchover.
+        SwitchedOver = "SwitchedOver",
+        /// A switchover did not happen; the primary is unchanged.
+        SwitchoverFailed = "SwitchoverFailed",
     }
 }
 

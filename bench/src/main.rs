@@ -13,6 +13,7 @@ mod console_list;
 mod databases;
 mod fanout;
 mod harness;
+mod replicas;
 mod scenarios;
 
 use clap::{Parser, Subcommand};
@@ -79,6 +80,20 @@ enum Which {
         #[arg(long, default_value_t = 50)]
         count: usize,
     },
+    /// Standbys: failover time (kill -9 → first write through the
+    /// read-write URI) and the switchover write outage, each median of N
+    /// next to one server's crash restart and restart; replication lag
+    /// under pgbench at a fixed rate; memory and CPU per member.
+    Replicas {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// pgbench transactions per second during the lag measurement.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Seconds of pgbench load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+    },
     /// All three with their defaults.
     All,
 }
@@ -102,6 +117,11 @@ fn main() -> anyhow::Result<()> {
             } => fanout::fanout(clients, changes, instances).await,
             Which::Backup { scale, runs } => backup::backup(scale, runs).await,
             Which::Databases { count } => databases::databases(count).await,
+            Which::Replicas {
+                runs,
+                rate,
+                seconds,
+            } => replicas::replicas(runs, rate, seconds).await,
             Which::ConsoleList {
                 instances,
                 requests,

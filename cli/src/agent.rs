@@ -243,7 +243,8 @@ async fn converge_to_file(
     role_passwords: &BTreeMap<String, Secret>,
     applied_roles: &mut Option<BTreeMap<String, Secret>>,
 ) {
-    let mut converged = converged.lock().await;
+    let progress = converged;
+    let mut converged = progress.converged.lock().await;
     // The kubelet swaps a ConfigMap's files all at once: a generation read
     // the same before and after the spec belongs to that spec.
     let generation = read_generation(generation_file);
@@ -274,6 +275,9 @@ async fn converge_to_file(
             converged.spec = Some(spec);
             converged.generation = generation;
             converged.error = None;
+            progress
+                .first_converged
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         Err(e) => {
             let error = format!("{:#}", anyhow::Error::new(e));

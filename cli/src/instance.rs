@@ -36,6 +36,8 @@ pub enum InstanceCommand {
     ///   pgplane instance create shop --role app --database shop:app --backup-schedule @daily --backup-retention 7d
     ///
     ///   pgplane instance create orders-fix --restore-from orders --at 2026-12-01T10:00:00Z --wait
+    ///
+    ///   pgplane instance create ledger --replicas 3 --synchronous on --wait
     Create(CreateArgs),
     /// List the organisation's instances: who owns each and where it is
     /// reached.
@@ -251,6 +253,28 @@ pub enum InstanceCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Make a standby the primary, losing no commit.
+    ///
+    /// The primary shuts down cleanly, the standby receives its last WAL
+    /// and is promoted, and the old primary becomes its standby; writes are
+    /// refused only in between (the history says for how long). Clients of
+    /// the read-write URI reconnect to the new primary. Without --to, the
+    /// standby that has received the most WAL is chosen.
+    ///
+    /// Examples:
+    ///
+    ///   pgplane instance switchover orders --wait
+    ///
+    ///   pgplane instance switchover orders --to member-2 --wait
+    Switchover {
+        /// Instance name (or id).
+        name: String,
+        /// The standby to promote, as `instance get` lists the members.
+        #[arg(long, value_name = "MEMBER")]
+        to: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// List an instance's backups and the window a restore can reach.
     ///
     /// Works for deleted instances too: their backups are kept for their
@@ -330,6 +354,11 @@ pub struct CreateArgs {
     /// read-write-uri` follows it).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub replicas: u32,
+    /// `on`: a commit is acknowledged once a standby also has it on disk,
+    /// so a failover loses none; a number `N`: once N standbys have it.
+    /// Needs replicas above that number. Default `off`.
+    #[arg(long, value_name = "off|on|N", value_parser = parse_synchronous)]
+    pub synchronous: Option<domain::Synchronous>,
     /// When full backups are taken: five-field cron (UTC), e.g. `30 2 * * *`,
     /// or `@daily`. WAL is archived continuously regardless.
     #[arg(long, value_name = "CRON", value_parser = parse_schedule)]
@@ -364,6 +393,10 @@ pub struct CreateArgs {
 
 fn parse_schedule(arg: &str) -> Result<String, String> {
     domain::Schedule::parse(arg).map(|_| arg.trim().to_owned())
+}
+
+fn parse_synchronous(arg: &str) -> Result<domain::Synchronous, String> {
+    domain::Synchronous::parse(arg)
 }
 
 fn parse_retention(arg: &str) -> Result<domain::Retention, String> {
@@ -451,6 +484,10 @@ pub struct UpdateArgs {
     /// removed without restarting the primary.
     #[arg(long, value_name = "N")]
     pub replicas: Option<u32>,
+    /// `off`, `on` or N: how many standbys confirm each commit. Applied
+    /// with a reload, no restart.
+    #[arg(long, value_name = "off|on|N", value_parser = parse_synchronous)]
+    pub synchronous: Option<domain::Synchronous>,
     /// When full backups are taken: five-field cron (UTC), or `@daily`.
     #[arg(long, value_name = "CRON", value_parser = parse_schedule)]
     pub backup_schedule: Option<String>,
@@ -546,6 +583,9 @@ async fn execute(
             logs(client, &name, tail, follow, output).await
         }
         InstanceCommand::Backup { name, wait } => backup(client, &name, wait, output).await,
+        InstanceCommand::Switchover { name, to, wait } => {
+            switchover(client, &name, to.as_deref(), wait, output).await
+        }
         InstanceCommand::Backups { name } => backups(client, &name, output).await,
         InstanceCommand::Activity { name } => activity(client, &name, output).await,
     }
@@ -557,57 +597,124 @@ async fn backup(
     wait: WaitArgs,
     output: OutputFormat,
 ) -> Result<(), Failure> {
+    let sent = send_request(
+        client,
+        name,
+        "full backup",
+        &format!("`pgplane instance backups {name}` lists it once taken"),
+        (api::HistoryEvent::BackedUp, api::HistoryEvent::BackupFailed),
+        &wait,
+        client.request_backup(name),
+    )
+    .await?;
+    match (output, sent) {
+        (f, Some(inst)) if f.is_data() => Ok(output::print_data(f, &inst)?),
+        (f, None) if f.is_data() => Ok(output::print_data(
+            f,
+            &client
+                .backups(name)
+                .await
+                .map_err(|e| Failure::client(name, e))?,
+        )?),
+        _ => Ok(()),
+    }
+}
+
+async fn switchover(
+    client: &Client,
+    name: &str,
+    to: Option<&str>,
+    wait: WaitArgs,
+    output: OutputFormat,
+) -> Result<(), Failure> {
+    let sent = send_request(
+        client,
+        name,
+        &format!(
+            "switchover to {}",
+            to.unwrap_or("the most advanced standby")
+        ),
+        &format!("`pgplane instance history {name}` shows how it went"),
+        (
+            api::HistoryEvent::SwitchedOver,
+            api::HistoryEvent::SwitchoverFailed,
+        ),
+        &wait,
+        client.request_switchover(name, to),
+    )
+    .await?;
+    let inst = match sent {
+        Some(inst) => inst,
+        None => client
+            .get_instance(name)
+            .await
+            .map_err(|e| Failure::client(name, e))?,
+    };
+    match output {
+        f if f.is_data() => Ok(output::print_data(f, &inst)?),
+        _ => Ok(()),
+    }
+}
+
+/// Sends a request that moves no state (`send`, not yet polled) and says
+/// so; with --wait, waits for the history entry that says how it went
+/// (`outcomes`: done, failed) and prints it. Returns the instance as the
+/// request left it, or `None` after a wait.
+async fn send_request(
+    client: &Client,
+    name: &str,
+    what: &str,
+    later: &str,
+    outcomes: (api::HistoryEvent, api::HistoryEvent),
+    wait: &WaitArgs,
+    send: impl std::future::Future<Output = Result<api::Instance, api::ClientError>>,
+) -> Result<Option<api::Instance>, Failure> {
     let seen = client
         .history(name)
         .await
         .map_err(|e| Failure::client(name, e))?
         .items
         .len();
-    let inst = client
-        .request_backup(name)
-        .await
-        .map_err(|e| Failure::client(name, e))?;
+    let inst = send.await.map_err(|e| Failure::client(name, e))?;
     if !wait.wait {
-        eprintln!(
-            "{name}: full backup requested; `pgplane instance backups {name}` lists it once taken"
-        );
-        return match output {
-            f if f.is_data() => Ok(output::print_data(f, &inst)?),
-            _ => Ok(()),
-        };
+        eprintln!("{name}: {what} requested; {later}");
+        return Ok(Some(inst));
     }
-    eprintln!("{name}: full backup requested; waiting for it");
+    eprintln!("{name}: {what} requested; waiting for it");
+    let detail = wait_for_outcome(client, name, seen, outcomes, wait).await?;
+    eprintln!("{name}: {detail}");
+    Ok(None)
+}
+
+/// Waits for the history entry (after the first `seen`) that says how a
+/// request went: the detail of `done`, or the failure `failed` records.
+async fn wait_for_outcome(
+    client: &Client,
+    name: &str,
+    seen: usize,
+    (done, failed): (api::HistoryEvent, api::HistoryEvent),
+    wait: &WaitArgs,
+) -> Result<String, Failure> {
     let started = std::time::Instant::now();
     loop {
         let history = client
             .history(name)
             .await
             .map_err(|e| Failure::client(name, e))?;
-        let outcome = history.items.iter().skip(seen).find(|h| {
-            matches!(
-                h.event,
-                api::HistoryEvent::BackedUp | api::HistoryEvent::BackupFailed
-            )
-        });
+        let outcome = history
+            .items
+            .iter()
+            .skip(seen)
+            .find(|h| h.event == done || h.event == failed);
         if let Some(h) = outcome {
             let detail = h.detail.clone().unwrap_or_default();
-            if h.event == api::HistoryEvent::BackupFailed {
+            if h.event == failed {
                 return Err(Failure::InstanceFailed {
                     name: name.to_owned(),
                     error: detail,
                 });
             }
-            eprintln!("{name}: {detail}");
-            return match output {
-                f if f.is_data() => Ok(output::print_data(
-                    f,
-                    &client
-                        .backups(name)
-                        .await
-                        .map_err(|e| Failure::client(name, e))?,
-                )?),
-                _ => Ok(()),
-            };
+            return Ok(detail);
         }
         if started.elapsed() > wait.timeout {
             let inst = client
@@ -749,6 +856,7 @@ async fn create(client: &Client, args: CreateArgs, output: OutputFormat) -> Resu
     }
     .build()?;
     spec.replicas = args.replicas;
+    spec.synchronous = args.synchronous.unwrap_or_default();
     spec::declare_inside(&mut spec, &args.roles, &args.databases);
     if let Some(schedule) = args.backup_schedule {
         spec.backup.schedule = schedule;
@@ -882,6 +990,9 @@ async fn update(client: &Client, args: UpdateArgs, output: OutputFormat) -> Resu
     let mut spec = spec;
     if let Some(replicas) = args.replicas {
         spec.replicas = replicas;
+    }
+    if let Some(synchronous) = args.synchronous {
+        spec.synchronous = synchronous;
     }
     spec::declare_inside(&mut spec, &args.roles, &args.databases);
     if let Some(schedule) = args.backup_schedule {

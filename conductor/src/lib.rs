@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 pub use local::{LocalRuntime, LocalSettings};
 pub use runtime::{
-    Applied, BackupDone, Observation, Runtime, RuntimeError, Supervised, Supervision,
+    Applied, BackupDone, Observation, Runtime, RuntimeError, Supervised, Supervision, SwitchedOver,
 };
 pub use simulated::SimulatedRuntime;
 
@@ -319,12 +319,16 @@ pub async fn handle<R: Runtime + ?Sized>(
         return fail_dead(queues, &msg.message, reason).await;
     }
     tracing::info!(instance_id = %event.instance_id, generation = event.generation, kind = ?event.kind, "applying event");
-    if event.kind == domain::EventKind::Backup {
-        let report = backup_report(runtime, event.instance_id).await;
+    let request = match event.kind {
+        domain::EventKind::Backup => Some(backup_report(runtime, event.instance_id).await),
+        domain::EventKind::Switchover => Some(switchover_report(runtime, &event).await),
+        _ => None,
+    };
+    if let Some(report) = request {
         return match queues.send_report(&report).await {
             Ok(_) => Outcome::Ack,
             Err(e) => {
-                tracing::warn!(error = %e, "sending the backup report failed; the request will be redelivered");
+                tracing::warn!(error = %e, kind = ?event.kind, "sending the report of a request failed; the request will be redelivered");
                 Outcome::Retry
             }
         };
@@ -384,6 +388,7 @@ fn success_report(event: &DataPlaneEvent, applied: Applied) -> StatusReport {
         restarted: applied.restarted,
         prediction_note,
         backups: applied.backups,
+        note: applied.note,
         ..StatusReport::new(event.instance_id, event.generation, applied.report)
     }
 }
@@ -404,6 +409,32 @@ pub async fn backup_report<R: Runtime + ?Sized>(runtime: &R, instance_id: Uuid) 
         note,
         backups,
         ..StatusReport::new(instance_id, generation, ReportKind::Backup)
+    }
+}
+
+/// Switches over as `event` asks and says how it went, as a
+/// `SwitchedOver` report (which moves no state: a refused switchover
+/// leaves the primary as it was).
+pub async fn switchover_report<R: Runtime + ?Sized>(
+    runtime: &R,
+    event: &DataPlaneEvent,
+) -> StatusReport {
+    let id = event.instance_id;
+    match runtime.switchover(id, event.switchover_to).await {
+        Ok(done) => StatusReport {
+            note: Some(done.note),
+            observed: Some(done.observed),
+            connection: Some(done.connection),
+            ..StatusReport::new(id, done.generation, ReportKind::SwitchedOver)
+        },
+        Err(e) => {
+            let error = agent::error_chain(&e);
+            tracing::warn!(instance_id = %id, %error, "switchover refused");
+            StatusReport {
+                error: Some(format!("switchover failed: {error}")),
+                ..StatusReport::new(id, 0, ReportKind::SwitchedOver)
+            }
+        }
     }
 }
 

@@ -618,6 +618,7 @@ impl LocalRuntime {
             password: None,
             role_passwords: None,
             backups: None,
+            note: None,
         };
         // A deleted instance stays deleted, whatever arrives late.
         if existing.as_ref().is_some_and(|s| s.deleted) {
@@ -638,6 +639,7 @@ impl LocalRuntime {
                     password: Some(s.password.clone()),
                     role_passwords: Some(declared_passwords(s)),
                     backups: None,
+                    note: None,
                 });
             }
         }
@@ -717,14 +719,31 @@ impl LocalRuntime {
             self.save(&state).await?;
         }
         let was_running = agent.is_running().await?;
-        let outcome = agent
-            .converge_with(
-                &event.spec,
-                event.kind == EventKind::Restart,
-                &role_secrets(&state),
-            )
-            .await?;
-        let standbys_restarted = self.converge_members(&mut state, &event.spec).await?;
+        // With standbys running, a restart restarts them first and then
+        // moves the primary, so writes pause for a switchover only.
+        let rolling = !created
+            && was_running
+            && !event.spec.stopped
+            && event.spec.replicas > 1
+            && !state.standbys().is_empty();
+        let (outcome, standbys_restarted, agent, note) = match rolling {
+            true => {
+                let passwords = role_secrets(&state);
+                self.rolling_converge(&mut state, agent, event, &passwords)
+                    .await?
+            }
+            false => {
+                let outcome = agent
+                    .converge_with(
+                        &event.spec,
+                        event.kind == EventKind::Restart,
+                        &role_secrets(&state),
+                    )
+                    .await?;
+                let standbys_restarted = self.converge_members(&mut state, &event.spec).await?;
+                (outcome, standbys_restarted, agent, None)
+            }
+        };
         let report = report_kind(
             event.kind,
             created,
@@ -750,6 +769,7 @@ impl LocalRuntime {
             password: created.then(|| state.password.clone()),
             role_passwords: Some(declared_passwords(&state)),
             backups: None,
+            note,
         })
     }
 
@@ -1048,6 +1068,14 @@ impl Runtime for LocalRuntime {
 
     async fn backup(&self, instance_id: Uuid) -> Result<BackupDone, RuntimeError> {
         self.backup_instance(instance_id).await
+    }
+
+    async fn switchover(
+        &self,
+        instance_id: Uuid,
+        to: Option<u32>,
+    ) -> Result<crate::SwitchedOver, RuntimeError> {
+        self.switch_over(instance_id, to).await
     }
 
     async fn due_backups(&self) -> Vec<Uuid> {

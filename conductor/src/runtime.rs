@@ -20,6 +20,9 @@ pub struct Applied {
     /// The instance's backups, when the runtime read them (e.g. the final
     /// catalog of a deleted instance, whose backups outlive it).
     pub backups: Option<BackupCatalog>,
+    /// What the runtime did on the way, for the history (e.g. how a rolling
+    /// restart went). Never contains secrets.
+    pub note: Option<String>,
 }
 
 /// A backup that finished.
@@ -30,6 +33,17 @@ pub struct BackupDone {
     /// For the history: what was taken, how big, how long.
     pub note: String,
     pub catalog: BackupCatalog,
+}
+
+/// A switchover that finished: another member is the primary.
+#[derive(Debug, Clone)]
+pub struct SwitchedOver {
+    /// The generation last applied.
+    pub generation: i64,
+    /// For the history: which members, and how long writes were refused.
+    pub note: String,
+    pub observed: ObservedSpec,
+    pub connection: ConnectionInfo,
 }
 
 /// A periodic re-observation of one instance.
@@ -128,6 +142,20 @@ pub trait Runtime: Send + Sync + 'static {
         let _ = instance_id;
         Err(RuntimeError::Apply(format!(
             "the {} data plane does not take backups",
+            self.kind()
+        )))
+    }
+    /// Makes a standby of one instance its primary without losing a
+    /// commit: `to` (a member index) or the most advanced standby. The
+    /// error is shown to users; a refused switchover changes nothing.
+    async fn switchover(
+        &self,
+        instance_id: Uuid,
+        to: Option<u32>,
+    ) -> Result<SwitchedOver, RuntimeError> {
+        let _ = (instance_id, to);
+        Err(RuntimeError::Apply(format!(
+            "the {} data plane does not switch over",
             self.kind()
         )))
     }

@@ -100,6 +100,7 @@ impl Runtime for SimulatedRuntime {
             password: created.then(|| "simulated".to_owned()),
             role_passwords: None,
             backups: None,
+            note: None,
         })
     }
 

@@ -323,6 +323,8 @@ impl From<PostgresInstanceSpec> for domain::InstanceSpec {
         Self {
             postgres_version: s.postgres_version,
             replicas: s.replicas,
+            // The operator runs one server: nothing to replicate to.
+            synchronous: domain::Synchronous::Off,
             resources: s.resources.into(),
             storage: s.storage,
             extensions: s.extensions.into_iter().map(Into::into).collect(),

@@ -28,6 +28,7 @@ pub mod restart;
 pub mod settings;
 pub mod spec;
 pub mod state;
+pub mod synchronous;
 pub mod validate;
 
 pub use backup::{
@@ -50,6 +51,7 @@ pub use spec::{
 pub use state::{
     settle_report, transition, Event, ReportOutcome, Standing, State, TransitionError,
 };
+pub use synchronous::Synchronous;
 pub use validate::{
     validate_spec, validate_spec_with, FieldError, ValidateOptions, ValidationErrors,
 };

@@ -22,10 +22,14 @@ pub enum EventKind {
     Delete,
     /// Take a full backup now (a request, not a change of state).
     Backup,
+    /// Make a standby the primary, losing nothing (a request, not a change
+    /// of state): `switchover_to` names it, or the data plane picks the
+    /// most advanced one.
+    Switchover,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Create,
         EventKind::Update,
         EventKind::Restart,
@@ -33,6 +37,7 @@ impl EventKind {
         EventKind::Start,
         EventKind::Delete,
         EventKind::Backup,
+        EventKind::Switchover,
     ];
 
     /// The name stored and sent for the kind (its serde form).
@@ -45,6 +50,7 @@ impl EventKind {
             EventKind::Start => "Start",
             EventKind::Delete => "Delete",
             EventKind::Backup => "Backup",
+            EventKind::Switchover => "Switchover",
         }
     }
 
@@ -84,6 +90,10 @@ pub struct DataPlaneEvent {
     /// instance, resolved by the control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<RestoreSource>,
+    /// For a `Switchover`: the member to promote (`None`: the most
+    /// advanced standby).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover_to: Option<u32>,
 }
 
 /// The backups a new instance is restored from.
@@ -116,6 +126,9 @@ pub enum ReportKind {
     Observed,
     /// A backup finished (`note`) or failed (`error`); moves no state.
     Backup,
+    /// A requested switchover finished (`note`) or was refused (`error`);
+    /// moves no state.
+    SwitchedOver,
 }
 
 impl ReportKind {
@@ -131,7 +144,7 @@ impl ReportKind {
             ReportKind::Failed => Event::Failed,
             ReportKind::Recovered => Event::Recovered,
             ReportKind::FailedOver => Event::FailedOver,
-            ReportKind::Observed | ReportKind::Backup => return None,
+            ReportKind::Observed | ReportKind::Backup | ReportKind::SwitchedOver => return None,
         })
     }
 }
@@ -241,6 +254,7 @@ mod tests {
             spec: InstanceSpec::default(),
             restart_predicted: true,
             restore_from: None,
+            switchover_to: None,
         };
         let json = serde_json::to_string(&ev).unwrap();
         assert_eq!(serde_json::from_str::<DataPlaneEvent>(&json).unwrap(), ev);

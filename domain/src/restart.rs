@@ -17,7 +17,8 @@ pub fn preload_library(extension: &str) -> Option<&'static str> {
 /// plus the preload libraries its extensions need, merged into
 /// `shared_preload_libraries` (the extensions' libraries in their reviewed
 /// order, then the others sorted, de-duplicated), and the settings those
-/// extensions need unless the spec sets them.
+/// extensions need unless the spec sets them; with `synchronous` on, the
+/// standbys that confirm commits.
 pub fn effective_config(spec: &InstanceSpec) -> BTreeMap<String, String> {
     let mut config: BTreeMap<String, String> = spec
         .config
@@ -47,8 +48,15 @@ pub fn effective_config(spec: &InstanceSpec) -> BTreeMap<String, String> {
     if !libs.is_empty() {
         config.insert("shared_preload_libraries".to_owned(), libs.join(","));
     }
+    if let Some(names) = spec.synchronous.standby_names() {
+        config.insert(MANAGED[0].to_owned(), names);
+    }
     config
 }
+
+/// Reserved parameters that [`effective_config`] sets from fields of the
+/// spec other than `config`.
+pub const MANAGED: &[&str] = &["synchronous_standby_names"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RestartPrediction {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup::{ArchiveStatus, BackupPolicy, RestoreSpec};
 use crate::inside::{Database, ObservedDatabase, ObservedRole, Role};
+use crate::synchronous::Synchronous;
 
 /// The Postgres major version used when a spec does not name one.
 pub const DEFAULT_POSTGRES_VERSION: &str = "15";
@@ -25,6 +26,11 @@ pub struct InstanceSpec {
     pub postgres_version: String,
     #[serde(default = "default_replicas")]
     pub replicas: u32,
+    /// `off`, `on`, or how many standbys confirm each commit before it is
+    /// acknowledged (see [`Synchronous`]).
+    #[serde(default, skip_serializing_if = "Synchronous::is_off")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "on"))]
+    pub synchronous: Synchronous,
     #[serde(default)]
     pub resources: Resources,
     #[serde(default = "default_storage")]
@@ -231,6 +237,7 @@ impl Default for InstanceSpec {
         Self {
             postgres_version: default_version(),
             replicas: default_replicas(),
+            synchronous: Synchronous::Off,
             resources: Resources::default(),
             storage: default_storage(),
             extensions: Vec::new(),

@@ -123,6 +123,24 @@ pub fn validate_spec_with(
             ),
         );
     }
+    if let Some(n) = spec.synchronous.standbys() {
+        let standbys = spec.replicas.saturating_sub(1);
+        if n > standbys {
+            errs.push(
+                format!("{prefix}.synchronous"),
+                match standbys {
+                    0 => format!(
+                        "needs standbys to confirm commits: set replicas to {} or more, or synchronous to off",
+                        n + 1
+                    ),
+                    _ => format!(
+                        "asks {n} standbys to confirm each commit, and replicas = {} has {standbys}",
+                        spec.replicas
+                    ),
+                },
+            );
+        }
+    }
     if let Err(e) = parse_cpu(&spec.resources.cpu) {
         errs.push(format!("{prefix}.resources.cpu"), e.to_string());
     }

@@ -388,6 +388,7 @@ impl Runtime for KubernetesRuntime {
                 password: None,
                 role_passwords: None,
                 backups: None,
+                note: None,
             });
         }
         if foreign {
@@ -418,6 +419,7 @@ impl Runtime for KubernetesRuntime {
             password,
             role_passwords,
             backups: None,
+            note: None,
         })
     }
 

@@ -37,7 +37,7 @@ async fn a_pod_of_the_instance_image_serves_postgres_to_the_host() {
                     { "name": "POSTGRES_PASSWORD", "value": "bare-secret" },
                 ],
                 "readinessProbe": {
-                    "exec": { "command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432"] },
+                    "httpGet": { "path": "/ready", "port": 8008 },
                     "periodSeconds": 1,
                 },
                 "volumeMounts": [
@@ -67,7 +67,7 @@ async fn a_pod_of_the_instance_image_serves_postgres_to_the_host() {
         tokio_postgres::NoTls,
     )
     .await
-    .unwrap_or_else(|e| panic!("connecting to {ip}:5432: {e}\n{}", cluster.container_logs("default", "bare")));
+    .unwrap_or_else(|e| panic!("connecting to {ip}:5432: {e:?}\n{}", cluster.container_logs("default", "bare")));
     let connectable = created.elapsed();
     tokio::spawn(conn);
     eprintln!("pod create → Postgres connectable: {connectable:?}");

@@ -143,9 +143,12 @@ pub fn statefulset(pi: &PostgresInstance, settings: &Settings) -> StatefulSet {
                             "requests": { "cpu": spec.resources.cpu, "memory": spec.resources.memory },
                             "limits": { "memory": spec.resources.memory },
                         },
+                        // Ready once the agent converged the spec and while
+                        // Postgres answers: a client never meets a server
+                        // whose role or configuration is not in place yet.
                         "readinessProbe": {
-                            "exec": { "command": ["pg_isready", "-h", "127.0.0.1", "-p", POSTGRES_PORT.to_string()] },
-                            "periodSeconds": 5,
+                            "httpGet": { "path": "/ready", "port": crate::pod_status::AGENT_STATUS_PORT },
+                            "periodSeconds": 2,
                         },
                         "volumeMounts": [
                             { "name": "data", "mountPath": "/var/lib/postgresql/data" },

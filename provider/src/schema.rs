@@ -352,6 +352,13 @@ pub fn instance_resource() -> Block {
         .optional()
         .computed(),
         attr(
+            "synchronous",
+            Type::String,
+            "`off`, `on`, or a number `n`: with `on`, a commit is acknowledged only once a standby also has it on disk, so a failover loses no acknowledged commit; with `n`, once `n` standbys have it (needs `replicas` above `n`). A commit waits while fewer standbys are connected. Defaults to `off`. Changed in place, with a reload.",
+        )
+        .optional()
+        .computed(),
+        attr(
             "superuser_access",
             Type::Bool,
             "Whether the instance's `postgres` role is a superuser. Defaults to `false`: the role owns the database (schemas, tables, functions, trusted extensions) but cannot run programs on the server or read its files. Even when `true`, the server runs as an OS user of its own that reaches nothing outside this instance.",

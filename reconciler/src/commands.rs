@@ -424,7 +424,14 @@ pub async fn enqueue(
     kind: EventKind,
     restart_predicted: bool,
 ) -> Result<()> {
-    let event = DataPlaneEvent {
+    let event = data_plane_event(row, kind, restart_predicted);
+    state.queues.send_event(tx, &row.data_plane, &event).await?;
+    Ok(())
+}
+
+/// The event carrying the instance's full desired spec.
+fn data_plane_event(row: &InstanceRow, kind: EventKind, restart_predicted: bool) -> DataPlaneEvent {
+    DataPlaneEvent {
         event_id: Uuid::new_v4(),
         instance_id: row.id,
         org: row.org.clone(),
@@ -437,9 +444,8 @@ pub async fn enqueue(
             EventKind::Create => row.restore_source.as_ref().map(|r| r.0.clone()),
             _ => None,
         },
-    };
-    state.queues.send_event(tx, &row.data_plane, &event).await?;
-    Ok(())
+        switchover_to: None,
+    }
 }
 
 fn describe_change(old: &InstanceSpec, new: &InstanceSpec, reasons: &[String]) -> Option<String> {
@@ -535,41 +541,146 @@ async fn resolve_restore(
     })
 }
 
+/// Refuses a request (`event`, e.g. `Backup`) unless the instance is in
+/// one of the `allowed` states, and records it in the history without
+/// moving its state.
+async fn record_request(
+    tx: &mut sqlx::PgConnection,
+    caller: &Caller,
+    row: &InstanceRow,
+    allowed: &[State],
+    event: &'static str,
+    detail: &str,
+) -> Result<()> {
+    let current = row.state();
+    if current == State::Deleted {
+        return Err(ApiError::Deleted {
+            name: row.name.clone(),
+        });
+    }
+    if !allowed.contains(&current) {
+        let needs = allowed
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        return Err(ApiError::Conflict(format!(
+            "instance {:?} is {current}; {} needs it {needs}",
+            row.name,
+            event.to_lowercase()
+        )));
+    }
+    store::record_history(
+        tx,
+        HistoryRecord {
+            instance_id: row.id,
+            from: Some(current),
+            event,
+            to: current,
+            generation: row.generation,
+            actor: &caller.actor(),
+            detail: Some(detail),
+        },
+    )
+    .await
+}
+
 /// Asks the data plane for a full backup now. Moves no state; the history
 /// records the request, and later the backup's outcome.
 pub async fn request_backup(state: &AppState, caller: &Caller, name: &str) -> Result<Instance> {
     let mut tx = state.pool.begin().await?;
     let row = store::find_instance(&mut tx, &caller.org, name, true).await?;
-    let current = row.state();
-    match current {
-        State::Deleted => {
-            return Err(ApiError::Deleted {
-                name: name.to_owned(),
-            })
-        }
-        State::Up | State::Configuring | State::Restarting => {}
-        other => {
-            return Err(ApiError::Conflict(format!(
-                "instance {name:?} is {other}; a backup needs a running server (Up)"
-            )))
-        }
-    }
-    store::record_history(
+    let allowed = [State::Up, State::Configuring, State::Restarting];
+    record_request(
         &mut tx,
-        HistoryRecord {
-            instance_id: row.id,
-            from: Some(current),
-            event: "Backup",
-            to: current,
-            generation: row.generation,
-            actor: &caller.actor(),
-            detail: Some("full backup requested"),
-        },
+        caller,
+        &row,
+        &allowed,
+        "Backup",
+        "full backup requested",
     )
     .await?;
     enqueue(state, &mut tx, &row, EventKind::Backup, false).await?;
     tx.commit().await?;
     Ok(row.into_api())
+}
+
+/// Asks the data plane to make a standby the primary: `to` (`member-N`)
+/// or, without it, the most advanced standby. Moves no state; the history
+/// records the request, and later how it went.
+pub async fn request_switchover(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    to: Option<&str>,
+) -> Result<Instance> {
+    let mut tx = state.pool.begin().await?;
+    let row = store::find_instance(&mut tx, &caller.org, name, true).await?;
+    if row.spec.0.replicas < 2 {
+        return Err(ApiError::Conflict(format!(
+            "instance {name:?} has one server (replicas: {}); a switchover needs a standby (replicas 2 or more)",
+            row.spec.0.replicas
+        )));
+    }
+    let target = match to {
+        None => None,
+        Some(member) => Some(switchover_target(&row, member)?),
+    };
+    let detail = match to {
+        Some(member) => format!("switchover to {member} requested"),
+        None => "switchover to the most advanced standby requested".to_owned(),
+    };
+    record_request(&mut tx, caller, &row, &[State::Up], "Switchover", &detail).await?;
+    let event = DataPlaneEvent {
+        switchover_to: target,
+        ..data_plane_event(&row, EventKind::Switchover, false)
+    };
+    state
+        .queues
+        .send_event(&mut tx, &row.data_plane, &event)
+        .await?;
+    tx.commit().await?;
+    Ok(row.into_api())
+}
+
+/// The member index `member` (`member-N`) names, when it is one of the
+/// instance's standbys as last observed.
+fn switchover_target(row: &InstanceRow, member: &str) -> Result<u32> {
+    let members = row
+        .observed
+        .as_ref()
+        .and_then(|o| o.0.members.clone())
+        .unwrap_or_default();
+    let standbys: Vec<&str> = members
+        .iter()
+        .filter(|m| m.role == domain::MemberRole::Standby)
+        .map(|m| m.name.as_str())
+        .collect();
+    let index = member
+        .strip_prefix("member-")
+        .and_then(|n| n.parse::<u32>().ok());
+    match index {
+        Some(i) if standbys.contains(&member) => Ok(i),
+        _ if members.iter().any(|m| m.name == member) => Err(ApiError::invalid(
+            "to",
+            format!(
+                "{member:?} is already the primary; name a standby ({})",
+                standbys.join(", ")
+            ),
+        )),
+        _ => Err(ApiError::invalid(
+            "to",
+            format!(
+                "{member:?} is not a standby of {:?}; its standbys are: {}",
+                row.name,
+                if standbys.is_empty() {
+                    "none observed yet".to_owned()
+                } else {
+                    standbys.join(", ")
+                }
+            ),
+        )),
+    }
 }
 
 /// Refuses a data plane that has no queue: one no conductor has registered,

@@ -4,8 +4,8 @@
 use api::{
     ActivityList, BackupList, CreateInstance, CreateSource, CreateToken, Credentials,
     DataPlaneSeen, DriftReport, ErrorBody, ExtensionCatalog, History, Instance, InstanceList,
-    ServerStatus, Source, SourceList, SourceStatus, SyncRecord, TokenCreated, TokenInfo, TokenList,
-    UpdateInstance,
+    ServerStatus, Source, SourceList, SourceStatus, Switchover, SyncRecord, TokenCreated,
+    TokenInfo, TokenList, UpdateInstance,
 };
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State as AxumState};
@@ -37,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/instances/{name}/stop", post(stop_instance))
         .route("/api/v1/instances/{name}/start", post(start_instance))
         .route("/api/v1/instances/{name}/heal", post(heal_instance))
+        .route(
+            "/api/v1/instances/{name}/switchover",
+            post(switchover_instance),
+        )
         .route("/api/v1/instances/{name}/logs", get(instance_logs))
         .route("/api/v1/instances/{name}/history", get(instance_history))
         .route(
@@ -255,6 +259,25 @@ async fn backup_instance(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Instance>)> {
     let instance = commands::request_backup(&state, &caller, &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(instance)))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/switchover", params(("name" = String, Path)),
+    request_body(content = Switchover, description = "may be empty: the most advanced standby is promoted"),
+    responses((status = 202, body = Instance), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn switchover_instance(
+    AxumState(state): AxumState<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Instance>)> {
+    let req: Switchover = match raw.iter().all(u8::is_ascii_whitespace) {
+        true => Switchover::default(),
+        false => serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::invalid("body", format!("not a switchover request: {e}")))?,
+    };
+    let instance = commands::request_switchover(&state, &caller, &name, req.to.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(instance)))
 }
 
@@ -798,7 +821,7 @@ async fn ready(AxumState(state): AxumState<AppState>) -> Result<&'static str> {
     info(title = "pgplane", description = "Declarative managed Postgres: the control-plane API."),
     paths(create_instance, list_instances, get_instance, update_instance, restart_instance,
           stop_instance, start_instance, heal_instance, delete_instance, instance_history, instance_credentials,
-          backup_instance, instance_backups, instance_activity, instance_logs, server_status,
+          backup_instance, instance_backups, switchover_instance, instance_activity, instance_logs, server_status,
           create_token, list_tokens, revoke_token, drift_report, list_extensions, create_source, list_sources, source_status, delete_source,
           sync_source, source_webhook, crate::console::events::stream),
     modifiers(&BearerAuth)

@@ -160,7 +160,10 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
     // locked, so comparing with it here is exact.
     let visible = has_news
         || settled.record
-        || report.kind == domain::ReportKind::Backup
+        || matches!(
+            report.kind,
+            domain::ReportKind::Backup | domain::ReportKind::SwitchedOver
+        )
         || gone
         || next.is_some_and(|n| n != current)
         || applied_generation != row.observed_generation
@@ -207,13 +210,19 @@ pub async fn apply_report(state: &AppState, report: &StatusReport) -> Result<(),
         }
         (None, false) => {}
     }
-    if report.kind == domain::ReportKind::Backup {
-        // A backup moves no state; the history says how it went.
-        let (event, detail) = match (&report.error, &report.note) {
-            (Some(e), _) => ("BackupFailed", e.as_str()),
-            (None, Some(n)) => ("BackedUp", n.as_str()),
-            (None, None) => ("BackedUp", "full backup taken"),
-        };
+    // A backup or a switchover moves no state; the history says how it went.
+    let outcome = match (report.kind, &report.error, &report.note) {
+        (domain::ReportKind::Backup, Some(e), _) => Some(("BackupFailed", e.as_str())),
+        (domain::ReportKind::Backup, None, n) => {
+            Some(("BackedUp", n.as_deref().unwrap_or("full backup taken")))
+        }
+        (domain::ReportKind::SwitchedOver, Some(e), _) => Some(("SwitchoverFailed", e.as_str())),
+        (domain::ReportKind::SwitchedOver, None, n) => {
+            Some(("SwitchedOver", n.as_deref().unwrap_or("switched over")))
+        }
+        _ => None,
+    };
+    if let Some((event, detail)) = outcome {
         store::record_history(
             &mut tx,
             HistoryRecord {

@@ -1,7 +1,9 @@
 //! The agent's read-only status endpoint in the pod: `GET /status` answers
 //! what Postgres runs ([`domain::AgentStatus`]: the observed spec, the
 //! server's start time, the generation of the spec converged), observed at
-//! the time of the request. The operator reads it on every reconcile. It
+//! the time of the request. The operator reads it on every reconcile.
+//! `GET /ready` is the pod's readiness: 200 once the first spec converged
+//! and while Postgres answers, 503 otherwise. It
 //! holds no secret, and changes nothing. A minimal HTTP/1.0 responder: one
 //! request per connection.
 
@@ -21,6 +23,8 @@ pub const DEFAULT_ADDR: &str = "0.0.0.0:8008";
 const MAX_REQUEST: usize = 8 * 1024;
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long Postgres may take to answer a readiness probe.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the converge loop last did. The loop holds the lock while it
 /// converges, so an observation never runs in the middle of a restart.
@@ -31,7 +35,16 @@ pub struct Converged {
     pub error: Option<String>,
 }
 
-pub type Shared = Arc<Mutex<Converged>>;
+/// What the status endpoint shares with the converge loop.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub converged: Mutex<Converged>,
+    /// Set once the first spec has been converged: from then on the pod
+    /// is ready whenever Postgres answers.
+    pub first_converged: std::sync::atomic::AtomicBool,
+}
+
+pub type Shared = Arc<Progress>;
 
 /// Serves `listener` until `shutdown`.
 pub async fn serve(
@@ -72,6 +85,12 @@ async fn answer(mut stream: TcpStream, agent: Arc<Agent>, converged: Shared) {
             )
         }
         "/health" => ("200 OK", "{}".to_owned()),
+        // Ready: the spec converged once (the client role has its password
+        // and the configuration its values) and Postgres answers now.
+        "/ready" => match ready(&agent, &converged).await {
+            true => ("200 OK", "{}".to_owned()),
+            false => ("503 Service Unavailable", "{}".to_owned()),
+        },
         _ => ("404 Not Found", "{}".to_owned()),
     };
     let response = format!(
@@ -101,9 +120,16 @@ async fn request_path(stream: &mut TcpStream) -> std::io::Result<Option<String>>
     })
 }
 
+async fn ready(agent: &Agent, progress: &Shared) -> bool {
+    progress
+        .first_converged
+        .load(std::sync::atomic::Ordering::Acquire)
+        && agent.answers(READY_TIMEOUT).await
+}
+
 /// Observes the server now, for the spec last converged.
 pub async fn status(agent: &Agent, converged: &Shared) -> AgentStatus {
-    let converged = converged.lock().await;
+    let converged = converged.converged.lock().await;
     let mut status = AgentStatus {
         converged_generation: converged.generation,
         error: converged.error.clone(),

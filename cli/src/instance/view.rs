@@ -71,6 +71,7 @@ pub fn details(inst: &Instance, now: DateTime<Utc>) -> String {
         let spec = &inst.spec;
         d.field("Postgres version", &spec.postgres_version)
             .field("Replicas", spec.replicas.to_string())
+            .field("Synchronous", spec.synchronous.to_string())
             .field("CPU", &spec.resources.cpu)
             .field("Memory", &spec.resources.memory)
             .field("Storage", &spec.storage)

@@ -9,6 +9,13 @@
 //! backends can commit), the most advanced standby is recorded as the
 //! primary and promoted, the other standbys follow it, and the old primary
 //! is rewound into a standby of the new one.
+//!
+//! Switchover (asked for, or the middle of a rolling restart): the primary
+//! is shut down cleanly, which sends its last WAL to the standbys; once
+//! the chosen standby has received it, that standby is recorded as the
+//! primary and promoted, and the old primary starts again as its standby.
+//! Nothing committed is lost, and writes are refused only from the
+//! shutdown to the promotion.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{free_port, InstanceState, LocalRuntime};
-use crate::runtime::{RuntimeError, Supervised, Supervision};
+use crate::runtime::{RuntimeError, Supervised, Supervision, SwitchedOver};
 
 /// One server of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +38,9 @@ pub(super) struct MemberState {
 
 /// How long a probe of the primary may take before it counts as no answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a switchover waits for the chosen standby to receive the old
+/// primary's last WAL before it starts the old primary again instead.
+const SWITCHOVER_CATCH_UP: Duration = Duration::from_secs(10);
 /// How long observing a replicated instance may hold its lock.
 pub(super) const OBSERVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -408,6 +418,200 @@ impl LocalRuntime {
                 connection: self.connection(state, &new_primary),
             },
         })
+    }
+
+    /// Switches the instance's primary over to standby `to`, or to the most
+    /// advanced standby (see the module's documentation).
+    pub(super) async fn switch_over(
+        &self,
+        id: Uuid,
+        to: Option<u32>,
+    ) -> Result<SwitchedOver, RuntimeError> {
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        let mut state = self
+            .load(id)
+            .await?
+            .filter(|s| !s.deleted && s.applied_generation > 0)
+            .ok_or_else(|| RuntimeError::Apply("this data plane runs no such instance".into()))?;
+        if state.spec.stopped {
+            return Err(RuntimeError::Apply("the instance is stopped".into()));
+        }
+        let old = state.primary_member().index;
+        let candidate = match to {
+            Some(i) if i == old => {
+                return Err(RuntimeError::Apply(format!(
+                    "{} is already the primary",
+                    member_name(i)
+                )))
+            }
+            Some(i) => state
+                .standbys()
+                .into_iter()
+                .find(|m| m.index == i)
+                .ok_or_else(|| {
+                    RuntimeError::Apply(format!(
+                        "{} is not a standby of this instance",
+                        member_name(i)
+                    ))
+                })?,
+            None => self.best_standby(&state).await.ok_or_else(|| {
+                RuntimeError::Apply("no standby answers; there is nothing to switch over to".into())
+            })?,
+        };
+        let spec = state.spec.clone();
+        let (new_primary, outage) = self.planned_switch(&mut state, &spec, candidate).await?;
+        let mut observed = new_primary.observe(&state.spec).await?;
+        self.observe_members(&state, &new_primary, &mut observed)
+            .await;
+        Ok(SwitchedOver {
+            generation: state.applied_generation,
+            note: format!(
+                "switchover: {} promoted, {} now a standby; writes refused for {:.2} s",
+                member_name(candidate.index),
+                member_name(old),
+                outage.as_secs_f64()
+            ),
+            observed,
+            connection: self.connection(&state, &new_primary),
+        })
+    }
+
+    /// Makes `candidate` the primary without losing a commit; the caller
+    /// holds the instance's lock. Returns the new primary's agent and how
+    /// long writes were refused. When the candidate does not catch up, the
+    /// old primary is started again and nothing changed.
+    pub(super) async fn planned_switch(
+        &self,
+        state: &mut InstanceState,
+        spec: &InstanceSpec,
+        candidate: MemberState,
+    ) -> Result<(Agent, Duration), RuntimeError> {
+        let old = state.primary_member();
+        let primary = self.member_agent(state, spec, old)?;
+        let standby = self.member_agent(state, spec, candidate)?;
+        // A standby that just restarted connects again within moments.
+        let deadline = Instant::now() + SWITCHOVER_CATCH_UP;
+        let streaming = loop {
+            let streaming = primary
+                .downstreams()
+                .await?
+                .into_iter()
+                .any(|d| d.member == member_name(candidate.index) && d.state == "streaming");
+            if streaming || Instant::now() >= deadline {
+                break streaming;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if !streaming {
+            return Err(RuntimeError::Apply(format!(
+                "{} is not streaming from the primary; a switchover to it could lose commits",
+                member_name(candidate.index)
+            )));
+        }
+        let refused_from = Instant::now();
+        // A clean shutdown sends the last WAL to the connected standbys.
+        primary.stop().await?;
+        let caught_up = match primary.shutdown_checkpoint().await? {
+            Some(end) => standby.wait_received(end, SWITCHOVER_CATCH_UP).await?,
+            None => false,
+        };
+        if !caught_up {
+            primary.start().await?;
+            return Err(RuntimeError::Apply(format!(
+                "{} did not receive the primary's last WAL within {} s; the primary runs again",
+                member_name(candidate.index),
+                SWITCHOVER_CATCH_UP.as_secs()
+            )));
+        }
+        state.primary = candidate.index;
+        self.save(state).await?;
+        let new_primary = self.member_agent(state, spec, candidate)?;
+        new_primary.promote().await?;
+        let outage = refused_from.elapsed();
+        tracing::info!(instance = %state.name, promoted = %member_name(candidate.index), old = %member_name(old.index), ?outage, "switched over");
+        let slots: Vec<String> = state
+            .standbys()
+            .iter()
+            .map(|m| slot_name(m.index))
+            .collect();
+        new_primary.ensure_slots(&slots).await?;
+        for (member, agent) in self.standby_agents(state)? {
+            let result = match member.index == old.index {
+                true => agent.rejoin(&new_primary).await.map(|_| ()),
+                false => agent.restart().await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(instance = %state.name, member = %member_name(member.index), error = %e, "a standby did not follow the new primary yet");
+            }
+        }
+        Ok((new_primary, outage))
+    }
+
+    /// Converges a replicated instance so that a restart never takes the
+    /// primary down first: the primary takes the new configuration without
+    /// restarting, the standbys follow it (restarting when it needs that),
+    /// and when the primary needs a restart (or one was asked for) it hands
+    /// over to the most advanced standby and restarts as that one's
+    /// standby; the new primary then converges the rest of the spec. When
+    /// no standby can take over, the primary restarts in place.
+    /// Returns the outcome, whether a standby restarted, the primary's
+    /// agent afterwards and a note for the history.
+    pub(super) async fn rolling_converge(
+        &self,
+        state: &mut InstanceState,
+        primary: Agent,
+        event: &domain::DataPlaneEvent,
+        passwords: &agent::RolePasswords,
+    ) -> Result<(agent::ConvergeOutcome, bool, Agent, Option<String>), RuntimeError> {
+        let spec = &event.spec;
+        let forced = event.kind == domain::EventKind::Restart;
+        let staged = primary.converge_deferring_restart(spec, passwords).await?;
+        let mut standbys_restarted = self.converge_members(state, spec).await?;
+        let pending = staged.pending_restart_before.clone();
+        if !forced && pending.is_empty() {
+            return Ok((staged, standbys_restarted, primary, None));
+        }
+        if forced {
+            for (_, standby) in self.standby_agents(state)? {
+                standby.restart().await?;
+            }
+            standbys_restarted = true;
+        }
+        let old = state.primary_member().index;
+        let switched = match self.best_standby(state).await {
+            Some(candidate) => self.planned_switch(state, spec, candidate).await,
+            None => Err(RuntimeError::Apply("no standby answers".to_owned())),
+        };
+        let why = match pending.is_empty() {
+            true => "a restart was asked for".to_owned(),
+            false => format!("{} needed a restart", pending.join(", ")),
+        };
+        match switched {
+            Ok((new_primary, outage)) => {
+                let mut outcome = new_primary.converge_with(spec, false, passwords).await?;
+                outcome.restarted = true;
+                outcome.pending_restart_before = pending;
+                let note = format!(
+                    "rolling restart ({why}): standbys restarted first, then {} promoted and {} restarted as its standby; writes refused for {:.2} s",
+                    member_name(state.primary),
+                    member_name(old),
+                    outage.as_secs_f64()
+                );
+                Ok((outcome, standbys_restarted, new_primary, Some(note)))
+            }
+            // The primary did not move: it restarts where it is.
+            Err(e) if state.primary == old => {
+                tracing::warn!(instance = %state.name, error = %e, "no switchover for the restart; restarting the primary in place");
+                let mut outcome = primary.converge_with(spec, forced, passwords).await?;
+                outcome.restarted = true;
+                let note = format!(
+                    "restart ({why}): standbys restarted first; the primary restarted in place, as no switchover was possible: {e}"
+                );
+                Ok((outcome, standbys_restarted, primary, Some(note)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether the primary answers within the probe's timeout, or is not

@@ -73,6 +73,7 @@ pub fn event(id: Uuid, generation: i64, kind: EventKind, spec: InstanceSpec) -> 
         spec,
         restart_predicted: false,
         restore_from: None,
+        switchover_to: None,
     }
 }
 

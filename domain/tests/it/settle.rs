@@ -112,7 +112,7 @@ impl World {
             EventKind::Stop => Event::Stop,
             EventKind::Start => Event::Start,
             EventKind::Delete => Event::Delete,
-            EventKind::Backup => return, // a request; no state to settle
+            EventKind::Backup | EventKind::Switchover => return, // requests; no state to settle
         };
         let Ok(next) = transition(cp.standing.state, event, Change { restart_required }) else {
             return; // 409: nothing written.

@@ -301,6 +301,11 @@ fn bad_replica_counts_are_refused_naming_the_field() {
             vec!["--replicas", "3", "--config", "max_wal_senders=2"],
             "spec.config.max_wal_senders",
         ),
+        (vec!["--synchronous", "on"], "spec.synchronous"),
+        (
+            vec!["--replicas", "2", "--synchronous", "2"],
+            "spec.synchronous",
+        ),
     ] {
         let mut all = vec!["instance", "create", "bad"];
         all.extend(args.iter().copied());
@@ -310,4 +315,289 @@ fn bad_replica_counts_are_refused_naming_the_field() {
     }
     let list = json(&["instance", "list"], &env);
     assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+}
+
+#[test]
+fn a_switchover_under_writes_moves_the_primary_and_loses_no_acknowledged_commit() {
+    let up = Embedded::start();
+    let env = up.env();
+    ok(
+        &["instance", "create", "sw", "--replicas", "3", "--wait"],
+        &env,
+    );
+    assert_eq!(wait_streaming("sw", 2, &env), "member-0");
+    let rw = credentials("sw", "read-write-uri", &env);
+    psql(&rw, "create table t (id bigint primary key)");
+    let old_port = primary_port("sw", &env);
+
+    let writer = AckedWriter::start(&rw);
+    eventually("some writes before the switchover", WAIT, || {
+        (psql(&rw, "select count(*) from t").parse::<u64>().unwrap() >= 5).then_some(())
+    });
+    ok(
+        &["instance", "switchover", "sw", "--to", "member-2", "--wait"],
+        &env,
+    );
+    let after = psql(&rw, "select count(*) from t").parse::<u64>().unwrap();
+    eventually("writes after the switchover", WAIT, || {
+        (psql(&rw, "select count(*) from t").parse::<u64>().unwrap() > after).then_some(())
+    });
+    let acked = writer.stop();
+
+    // member-2 is the primary now, member-0 one of its standbys.
+    assert_eq!(wait_streaming("sw", 2, &env), "member-2");
+    assert_ne!(primary_port("sw", &env), old_port);
+    let old = member_uri(&rw, old_port);
+    assert_eq!(psql(&old, "select pg_is_in_recovery()"), "t");
+    assert_eq!(psql(&rw, "select pg_is_in_recovery()"), "f");
+    assert_none_lost(&rw, &acked);
+    let (_, note) = history_notes("sw", &env)
+        .into_iter()
+        .find(|(e, _)| e == "SwitchedOver")
+        .expect("the switchover in the history");
+    assert!(
+        note.contains("member-2 promoted, member-0 now a standby; writes refused for"),
+        "{note}"
+    );
+    assert_eq!(instance("sw", &env)["state"], "Up");
+
+    // A switchover to what is not a standby is refused before anything moves.
+    for (to, why) in [
+        ("member-2", "already the primary"),
+        ("member-7", "not a standby"),
+    ] {
+        let o = run(&["instance", "switchover", "sw", "--to", to], &env);
+        assert!(!o.status.success(), "--to {to} was accepted");
+        let err = stderr(&o);
+        assert!(err.contains("to") && err.contains(why), "--to {to}: {err}");
+    }
+    // Without standbys there is nothing to switch over to.
+    ok(&["instance", "create", "solo", "--wait"], &env);
+    let o = run(&["instance", "switchover", "solo"], &env);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("needs a standby"), "{}", stderr(&o));
+}
+
+/// When each running member's postmaster started (epoch seconds), by port.
+fn start_times(data_dir: &Path, uri: &str) -> std::collections::BTreeMap<u16, f64> {
+    let mut times = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(data_dir.join("instances"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("postmaster.pid")) else {
+            continue;
+        };
+        let Some(port) = text
+            .lines()
+            .nth(3)
+            .and_then(|p| p.trim().parse::<u16>().ok())
+        else {
+            continue;
+        };
+        let started = psql(
+            &member_uri(uri, port),
+            "select extract(epoch from pg_postmaster_start_time())",
+        );
+        times.insert(port, started.parse().unwrap());
+    }
+    times
+}
+
+#[test]
+fn a_change_that_needs_a_restart_restarts_the_standbys_first_then_switches_over() {
+    let up = Embedded::start();
+    let env = up.env();
+    ok(
+        &["instance", "create", "roll", "--replicas", "3", "--wait"],
+        &env,
+    );
+    assert_eq!(wait_streaming("roll", 2, &env), "member-0");
+    let rw = credentials("roll", "read-write-uri", &env);
+    psql(&rw, "create table t (id bigint primary key)");
+    let old_port = primary_port("roll", &env);
+    let before = start_times(&up.data_dir, &rw);
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    let writer = AckedWriter::start(&rw);
+    let o = run(
+        &[
+            "instance",
+            "update",
+            "roll",
+            "--extension",
+            "pg_stat_statements",
+            "--wait",
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after_update = psql(&rw, "select count(*) from t").parse::<u64>().unwrap();
+    eventually("writes after the rolling restart", WAIT, || {
+        (psql(&rw, "select count(*) from t").parse::<u64>().unwrap() > after_update).then_some(())
+    });
+    let acked = writer.stop();
+
+    // Every member restarted, and the member promoted had restarted before
+    // the old primary stopped (the other standby restarts once more, to
+    // follow the new primary).
+    let new_primary = wait_streaming("roll", 2, &env);
+    assert_ne!(new_primary, "member-0");
+    let new_port = primary_port("roll", &env);
+    assert_ne!(new_port, old_port);
+    let after = start_times(&up.data_dir, &rw);
+    for (port, started) in &before {
+        assert!(after[port] > *started, "port {port} was not restarted");
+    }
+    assert!(
+        after[&new_port] < after[&old_port],
+        "the new primary restarted after the old one: {after:?}"
+    );
+    assert_eq!(
+        psql(&member_uri(&rw, old_port), "select pg_is_in_recovery()"),
+        "t"
+    );
+    assert_eq!(
+        psql(
+            &rw,
+            "select extname from pg_extension where extname = 'pg_stat_statements'"
+        ),
+        "pg_stat_statements"
+    );
+    for port in after.keys() {
+        assert_eq!(
+            psql(&member_uri(&rw, *port), "show shared_preload_libraries"),
+            "pg_stat_statements",
+            "port {port}"
+        );
+    }
+    assert_none_lost(&rw, &acked);
+    let (_, note) = history_notes("roll", &env)
+        .into_iter()
+        .rev()
+        .find(|(_, n)| n.contains("rolling restart"))
+        .expect("the rolling restart in the history");
+    assert!(
+        note.contains("shared_preload_libraries needed a restart")
+            && note.contains(&format!(
+                "{new_primary} promoted and member-0 restarted as its standby"
+            )),
+        "{note}"
+    );
+    assert_eq!(instance("roll", &env)["state"], "Up");
+
+    // An asked-for restart rolls the same way, back to another member.
+    ok(&["instance", "restart", "roll", "--wait"], &env);
+    eventually("the asked-for restart in the history", WAIT, || {
+        history_notes("roll", &env)
+            .iter()
+            .any(|(_, n)| n.contains("rolling restart (a restart was asked for)"))
+            .then_some(())
+    });
+    assert_ne!(primary_port("roll", &env), new_port);
+}
+
+#[test]
+fn with_synchronous_on_a_killed_primary_loses_no_acknowledged_commit() {
+    let up = Embedded::start();
+    let env = up.env();
+    ok(
+        &[
+            "instance",
+            "create",
+            "ledger",
+            "--replicas",
+            "3",
+            "--synchronous",
+            "on",
+            "--wait",
+        ],
+        &env,
+    );
+    wait_streaming("ledger", 2, &env);
+    let rw = credentials("ledger", "read-write-uri", &env);
+    assert_eq!(psql(&rw, "show synchronous_standby_names"), "ANY 1 (*)");
+    eventually("both standbys quorum candidates", WAIT, || {
+        (psql(
+            &rw,
+            "select count(*) from pg_stat_replication where sync_state = 'quorum'",
+        ) == "2")
+            .then_some(())
+    });
+    assert_eq!(instance("ledger", &env)["spec"]["synchronous"], "on");
+    psql(&rw, "create table t (id bigint primary key)");
+
+    let writer = AckedWriter::start(&rw);
+    eventually("writes before the kill", WAIT, || {
+        (psql(&rw, "select count(*) from t").parse::<u64>().unwrap() >= 20).then_some(())
+    });
+    let old_port = primary_port("ledger", &env);
+    let (pid, _) = postmaster_on(&up.data_dir, old_port);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("the failover in the history", WAIT, || {
+        history_notes("ledger", &env)
+            .into_iter()
+            .find(|(event, _)| event == "FailedOver")
+    });
+    eventually("a write on the new primary", WAIT, || {
+        succeeds(&rw, "insert into t values (1000000000000)").then_some(())
+    });
+    let acked = writer.stop();
+    assert_none_lost(&rw, &acked);
+    // The new primary asks the same of its standbys.
+    assert_eq!(psql(&rw, "show synchronous_standby_names"), "ANY 1 (*)");
+}
+
+/// A client inserting ids 1, 2, … through a URI, one connection per
+/// insert (so it follows the primary), that keeps every id the server
+/// acknowledged.
+struct AckedWriter {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl AckedWriter {
+    /// Writes into `t (id bigint primary key)`.
+    fn start(uri: &str) -> AckedWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (uri, stopped) = (uri.to_owned(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut acked, mut next) = (Vec::new(), 0u64);
+            while !stopped.load(Ordering::Relaxed) {
+                next += 1;
+                if succeeds(&uri, &format!("insert into t values ({next})")) {
+                    acked.push(next);
+                }
+            }
+            acked
+        });
+        AckedWriter { stop, thread }
+    }
+
+    /// Stops; the acknowledged ids (at least one).
+    fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let acked = self.thread.join().unwrap();
+        assert!(!acked.is_empty(), "no insert was acknowledged");
+        acked
+    }
+}
+
+/// Every id in `acked` is in `t` as `uri` reads it.
+fn assert_none_lost(uri: &str, acked: &[u64]) {
+    let present: std::collections::BTreeSet<u64> = psql(uri, "select id from t")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let lost: Vec<&u64> = acked.iter().filter(|id| !present.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged commits lost: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
 }

@@ -207,6 +207,7 @@ async fn queued_events_become_postgres_instances_and_the_control_plane_shows_up(
         spec: updated.spec.clone(),
         restart_predicted: false,
         restore_from: None,
+        switchover_to: None,
     };
     let applied = conductor::Runtime::apply(runtime.as_ref(), &again)
         .await

@@ -27,8 +27,9 @@ pub const COMPUTED_ONLY: [&str; 12] = [
 ];
 
 /// Optional attributes with a default the control plane fills in.
-pub const DEFAULTS: [(&str, &str); 6] = [
+pub const DEFAULTS: [(&str, &str); 7] = [
     ("postgres_version", DEFAULT_POSTGRES_VERSION),
+    ("synchronous", "off"),
     ("cpu", DEFAULT_CPU),
     ("memory", DEFAULT_MEMORY),
     ("storage", DEFAULT_STORAGE),
@@ -112,6 +113,8 @@ pub fn spec_from(v: &Value, base: Option<&InstanceSpec>) -> Option<InstanceSpec>
             }
             _ => return None,
         },
+        // An invalid value is reported by validation, at its attribute.
+        synchronous: domain::Synchronous::parse(&s("synchronous", "off")?).unwrap_or_default(),
         resources: Resources {
             cpu: s("cpu", DEFAULT_CPU)?,
             memory: s("memory", DEFAULT_MEMORY)?,
@@ -186,6 +189,16 @@ pub fn refreshed(prior: &Value, inst: &Instance, credentials: Option<&Credential
             (Value::Null, false) => Value::Null,
             (_, b) => Value::Bool(b),
         },
+    );
+    v.set(
+        "synchronous",
+        same(
+            "synchronous",
+            &spec.synchronous.to_string(),
+            &|a: &str, b: &str| {
+                domain::Synchronous::parse(a).ok() == domain::Synchronous::parse(b).ok()
+            },
+        ),
     );
     v.set(
         "backup_schedule",

@@ -31,6 +31,7 @@ pub fn validate(config: &Value) -> Diagnostics {
         ("memory", "resources.memory"),
         ("storage", "storage"),
         ("replicas", "replicas"),
+        ("synchronous", "synchronous"),
         ("extensions", "extensions"),
         ("config", "config"),
         ("superuser_access", "superuserAccess"),
@@ -81,6 +82,15 @@ pub fn validate(config: &Value) -> Diagnostics {
                 };
                 diags.push(diag::error_at(at, summary, e.message));
             }
+        }
+    }
+    if let Some(text) = config.get("synchronous").as_str() {
+        if let Err(e) = domain::Synchronous::parse(text) {
+            diags.push(diag::error_at(
+                attr_path("synchronous"),
+                "Invalid synchronous replication",
+                e,
+            ));
         }
     }
     if let Some(r) = config.get("backup_retention").as_str() {
@@ -204,6 +214,7 @@ pub fn plan(prior: &Value, proposed: Value, config: &Value) -> Plan {
         "memory",
         "storage",
         "replicas",
+        "synchronous",
         "superuser_access",
         "backup_schedule",
         "backup_retention",
