@@ -118,7 +118,7 @@ pub async fn metrics(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Stri
             help: "Live instances by state.",
             samples: states
                 .into_iter()
-                .map(|(org, state, n)| ([("org", org), ("state", state)], n))
+                .map(|(org, state, n)| (vec![("org", org), ("state", state)], n))
                 .collect(),
         },
         Gauges {
@@ -126,11 +126,13 @@ pub async fn metrics(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Stri
             help: "Instances whose observed spec differs from their source's declaration.",
             samples: drifted
                 .into_iter()
-                .map(|((org, source), n)| ([("org", org), ("source", source)], n))
+                .map(|((org, source), n)| (vec![("org", org), ("source", source)], n))
                 .collect(),
         },
     ];
-    gauges.extend(backup_gauges(conn).await?);
+    let rows = live_observations(conn).await?;
+    gauges.extend(backup_gauges(&rows));
+    gauges.extend(member_gauges(&rows));
     encode(gauges)
 }
 
@@ -145,14 +147,14 @@ fn encode(gauges: Vec<Gauges>) -> Result<String> {
     Ok(out)
 }
 
-/// A gauge's samples, each with its two labels.
+/// A gauge's samples, each with its labels.
 #[derive(Debug)]
 struct Gauges {
     name: &'static str,
     /// Exposed as is (the registry's full stop is only added to the help of
     /// registered metrics, not of collected ones).
     help: &'static str,
-    samples: Vec<([(&'static str, String); 2], i64)>,
+    samples: Vec<(Vec<(&'static str, String)>, i64)>,
 }
 
 /// The gauges read for one scrape. Every gauge is described, samples or not.
@@ -172,20 +174,82 @@ impl Collector for Scrape {
     }
 }
 
-/// Per live instance: its backups and its WAL archive.
-async fn backup_gauges(conn: &mut PgConnection) -> Result<Vec<Gauges>> {
-    type Row = (
-        String,
-        String,
-        Option<Json<domain::ObservedSpec>>,
-        Option<Json<domain::BackupCatalog>>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
+/// `(org, name, observed, backups)` of every live instance.
+type Observation = (
+    String,
+    String,
+    Option<Json<domain::ObservedSpec>>,
+    Option<Json<domain::BackupCatalog>>,
+);
+
+async fn live_observations(conn: &mut PgConnection) -> Result<Vec<Observation>> {
+    Ok(sqlx::query_as(
         "select org, name, observed, backups from instances
          where state <> 'Deleted' order by org, name",
     )
     .fetch_all(&mut *conn)
-    .await?;
+    .await?)
+}
+
+/// Per member of each replicated instance: whether it is the primary,
+/// whether it runs, its timeline and how far behind the primary it is.
+fn member_gauges(rows: &[Observation]) -> Vec<Gauges> {
+    let gauges: [(&str, &str); 4] = [
+        (
+            "pgplane_member_primary",
+            "1 for the member that accepts writes, 0 for a standby.",
+        ),
+        ("pgplane_member_running", "1 when the member's server runs."),
+        (
+            "pgplane_member_timeline",
+            "The WAL timeline the member is on.",
+        ),
+        (
+            "pgplane_member_replication_lag_bytes",
+            "Bytes of WAL a standby has still to replay, as the primary sees it.",
+        ),
+    ];
+    gauges
+        .map(|(name, help)| {
+            let samples = rows
+                .iter()
+                .flat_map(|(org, instance, observed, _)| {
+                    let members = observed
+                        .as_ref()
+                        .and_then(|o| o.0.members.clone())
+                        .unwrap_or_default();
+                    members.into_iter().filter_map(move |m| {
+                        let value: Option<i64> = match name {
+                            "pgplane_member_primary" => {
+                                Some(i64::from(m.role == domain::MemberRole::Primary))
+                            }
+                            "pgplane_member_running" => Some(i64::from(m.running)),
+                            "pgplane_member_timeline" => m.timeline.map(i64::from),
+                            _ => m
+                                .lag_bytes
+                                .filter(|_| m.role == domain::MemberRole::Standby)
+                                .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+                        };
+                        let labels = vec![
+                            ("org", org.clone()),
+                            ("instance", instance.clone()),
+                            ("member", m.name.clone()),
+                        ];
+                        value.map(|v| (labels, v))
+                    })
+                })
+                .collect();
+            Gauges {
+                name,
+                help,
+                samples,
+            }
+        })
+        .into()
+}
+
+/// Per live instance: its backups and its WAL archive.
+fn backup_gauges(rows: &[Observation]) -> Vec<Gauges> {
     let gauges: [(&str, &str); 6] = [
         ("pgplane_backups", "Full backups kept."),
         (
@@ -231,7 +295,7 @@ async fn backup_gauges(conn: &mut PgConnection) -> Result<Vec<Gauges>> {
                         .and_then(|a| a.last_archived_at)
                         .map(|t| t.timestamp()),
                 };
-                let labels = [("org", org.clone()), ("instance", instance.clone())];
+                let labels = vec![("org", org.clone()), ("instance", instance.clone())];
                 value.map(|v| (labels, v))
             })
             .collect();
@@ -241,7 +305,7 @@ async fn backup_gauges(conn: &mut PgConnection) -> Result<Vec<Gauges>> {
             samples,
         }
     });
-    Ok(gauges.into())
+    gauges.into()
 }
 
 #[cfg(test)]
@@ -255,15 +319,15 @@ mod tests {
                 name: "pgplane_instances",
                 help: "Live instances by state.",
                 samples: vec![
-                    ([("org", "acme".into()), ("state", "Running".into())], 2),
-                    ([("org", "acme".into()), ("state", "Stopped".into())], 1),
+                    (vec![("org", "acme".into()), ("state", "Running".into())], 2),
+                    (vec![("org", "acme".into()), ("state", "Stopped".into())], 1),
                 ],
             },
             Gauges {
                 name: "pgplane_drifted_instances",
                 help: "Instances whose observed spec differs from their source's declaration.",
                 samples: vec![(
-                    [("org", "acme".into()), ("source", r#"git "a\b""#.into())],
+                    vec![("org", "acme".into()), ("source", r#"git "a\b""#.into())],
                     0,
                 )],
             },

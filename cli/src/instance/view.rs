@@ -70,9 +70,11 @@ pub fn details(inst: &Instance, now: DateTime<Utc>) -> String {
     d.section("Spec", |d| {
         let spec = &inst.spec;
         d.field("Postgres version", &spec.postgres_version)
-            .field("Replicas", spec.replicas.to_string())
-            .field("Synchronous", spec.synchronous.to_string())
-            .field("CPU", &spec.resources.cpu)
+            .field("Replicas", spec.replicas.to_string());
+        if spec.replicas > 1 || !spec.synchronous.is_off() {
+            d.field("Synchronous", spec.synchronous.to_string());
+        }
+        d.field("CPU", &spec.resources.cpu)
             .field("Memory", &spec.resources.memory)
             .field("Storage", &spec.storage)
             .field("Stopped", yes_no(spec.stopped))

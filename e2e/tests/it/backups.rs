@@ -524,23 +524,6 @@ fn verify(repo: &Path, stanza: &str) {
     );
 }
 
-/// `/metrics` with the admin token.
-fn metrics(env: &[(&str, &str)]) -> String {
-    let var = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1;
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "-H"])
-        .arg(format!("authorization: Bearer {}", var("PGPLANE_TOKEN")))
-        .arg(format!("{}/metrics", var("PGPLANE_ENDPOINT")))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();

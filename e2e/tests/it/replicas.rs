@@ -360,6 +360,18 @@ fn a_switchover_under_writes_moves_the_primary_and_loses_no_acknowledged_commit(
         "{note}"
     );
     assert_eq!(instance("sw", &env)["state"], "Up");
+    eventually("the members in /metrics", WAIT, || {
+        let gauges = metrics(&env);
+        (gauges
+            .contains(r#"pgplane_member_primary{org="default",instance="sw",member="member-2"} 1"#)
+            && gauges.contains(
+                r#"pgplane_member_primary{org="default",instance="sw",member="member-0"} 0"#,
+            )
+            && gauges.contains(
+                r#"pgplane_member_running{org="default",instance="sw",member="member-1"} 1"#,
+            ))
+        .then_some(())
+    });
 
     // A switchover to what is not a standby is refused before anything moves.
     for (to, why) in [

@@ -356,3 +356,20 @@ pub fn git(dir: &Path, args: &[&str]) {
         .unwrap();
     assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
 }
+
+/// `/metrics` with the admin token.
+pub fn metrics(env: &[(&str, &str)]) -> String {
+    let var = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1;
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-H"])
+        .arg(format!("authorization: Bearer {}", var("PGPLANE_TOKEN")))
+        .arg(format!("{}/metrics", var("PGPLANE_ENDPOINT")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,6 +1,7 @@
-//! Standbys under Terraform: `replicas` changes in place, the read-write
-//! and read-only URIs reach the primary and a standby, and an out-of-range
-//! count is an error at its attribute before anything is created.
+//! Standbys under Terraform: `replicas` and `synchronous` change in place,
+//! the read-write and read-only URIs reach the primary and a standby, and
+//! an out-of-range count or a bad `synchronous` is an error at its
+//! attribute before anything is created.
 
 use crate::support::*;
 
@@ -8,6 +9,11 @@ const APPLY: &[&str] = &["apply", "-auto-approve", "-input=false", "-no-color"];
 const PLAN: &[&str] = &["plan", "-detailed-exitcode", "-input=false", "-no-color"];
 
 fn config(replicas: &str) -> String {
+    config_with(replicas, "")
+}
+
+/// `extra`: more attributes of the resource.
+fn config_with(replicas: &str, extra: &str) -> String {
     format!(
         r#"terraform {{
   required_providers {{
@@ -19,6 +25,7 @@ provider "pgplane" {{}}
 resource "pgplane_instance" "ha" {{
   name     = "ha"
   replicas = {replicas}
+  {extra}
 }}
 
 output "rw" {{
@@ -48,6 +55,20 @@ fn replicas_change_in_place_and_the_uris_reach_primary_and_standby() {
             "{}",
             refused.stderr
         );
+        ws.write(&config_with("2", r#"synchronous = "sometimes""#));
+        let refused = ws.expect(1, PLAN);
+        assert!(
+            refused.stderr.contains("synchronous") && refused.stderr.contains("\"sometimes\""),
+            "{}",
+            refused.stderr
+        );
+        ws.write(&config_with("1", r#"synchronous = "on""#));
+        let refused = ws.expect(1, PLAN);
+        assert!(
+            refused.stderr.contains("synchronous") && refused.stderr.contains("replicas"),
+            "{}",
+            refused.stderr
+        );
         if tf == Tf::V1_0 {
             continue;
         }
@@ -69,6 +90,17 @@ fn replicas_change_in_place_and_the_uris_reach_primary_and_standby() {
         );
         assert_eq!(psql(&rw, "select pg_is_in_recovery()"), "f");
         assert_eq!(psql(&ro, "select pg_is_in_recovery()"), "t");
+        assert_eq!(psql(&rw, "show synchronous_standby_names"), "");
+        // Synchronous replication is a reload: in place, same server.
+        let started = psql(&rw, "select pg_postmaster_start_time()");
+        ws.write(&config_with("2", r#"synchronous = "on""#));
+        let plan = ws.expect(2, PLAN).stdout;
+        assert!(plan.contains("update in-place"), "{plan}");
+        ws.ok(APPLY);
+        ws.expect(0, PLAN);
+        assert_eq!(psql(&rw, "show synchronous_standby_names"), "ANY 1 (*)");
+        assert_eq!(psql(&rw, "select pg_postmaster_start_time()"), started);
+        psql(&rw, "insert into t values (2)");
         ws.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     }
 }
