@@ -40,6 +40,11 @@ pub fn diff_specs(old: &InstanceSpec, new: &InstanceSpec) -> Vec<FieldChange> {
         old.replicas.to_string(),
         new.replicas.to_string(),
     );
+    field(
+        "synchronous",
+        old.synchronous.to_string(),
+        new.synchronous.to_string(),
+    );
     let same_cpu = parse_cpu(&old.resources.cpu).ok() == parse_cpu(&new.resources.cpu).ok();
     if !same_cpu {
         field(
@@ -187,6 +192,22 @@ mod tests {
         b.extensions.reverse();
         b.storage = "10240Mi".into();
         assert_eq!(diff_specs(&a, &b), vec![]);
+    }
+
+    #[test]
+    fn synchronous_changes_are_changes() {
+        let a = InstanceSpec::default();
+        let b = InstanceSpec {
+            synchronous: crate::Synchronous::Standbys(1),
+            ..a.clone()
+        };
+        let c = diff_specs(&a, &b);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].path, "synchronous");
+        assert_eq!(
+            (c[0].from.as_deref(), c[0].to.as_deref()),
+            (Some("off"), Some("on"))
+        );
     }
 
     #[test]
