@@ -17,26 +17,29 @@ impl Agent {
     /// values of the parameters the spec declares, and pending restarts.
     /// Never starts a stopped server.
     pub async fn observe(&self, spec: &InstanceSpec) -> Result<ObservedSpec> {
-        if self.running_pid().is_none() {
-            let bins = self.bins.clone();
-            return Ok(ObservedSpec {
-                postgres_version: blocking("reading the Postgres version", move || bins.version())
-                    .await?,
-                running: false,
-                ..ObservedSpec::default()
-            });
+        match self.connect_running().await? {
+            Some(client) => self.observe_with(&client, spec).await,
+            None => self.observe_stopped().await,
         }
-        let client = self.start_connected().await?;
-        self.observe_with(&client, spec).await
+    }
+
+    /// What is observed of a server that does not run.
+    async fn observe_stopped(&self) -> Result<ObservedSpec> {
+        let bins = self.bins.clone();
+        Ok(ObservedSpec {
+            postgres_version: blocking("reading the Postgres version", move || bins.version())
+                .await?,
+            running: false,
+            ..ObservedSpec::default()
+        })
     }
 
     /// Observes the instance as [`Agent::observe`] does and, while it runs,
     /// samples what it is doing (one connection for both).
     pub async fn sample(&self, spec: &InstanceSpec) -> Result<(ObservedSpec, Option<Activity>)> {
-        if self.running_pid().is_none() {
-            return Ok((self.observe(spec).await?, None));
-        }
-        let client = self.start_connected().await?;
+        let Some(client) = self.connect_running().await? else {
+            return Ok((self.observe_stopped().await?, None));
+        };
         let observed = self.observe_with(&client, spec).await?;
         let activity = activity(&client)
             .await
@@ -51,10 +54,9 @@ impl Agent {
         &self,
         spec: &InstanceSpec,
     ) -> Result<(ObservedSpec, Option<DateTime<Utc>>)> {
-        if self.running_pid().is_none() {
-            return Ok((self.observe(spec).await?, None));
-        }
-        let client = self.start_connected().await?;
+        let Some(client) = self.connect_running().await? else {
+            return Ok((self.observe_stopped().await?, None));
+        };
         let observed = self.observe_with(&client, spec).await?;
         let micros: i64 = client
             .query_one(

@@ -97,6 +97,23 @@ impl Agent {
     /// does not answer within the deadline is killed: the agent never leaves
     /// behind a server it gave up on.
     pub(crate) async fn start_connected(&self) -> Result<Client> {
+        Ok(self
+            .connected(true)
+            .await?
+            .expect("a server this call may start is connected or an error"))
+    }
+
+    /// An admin connection to the server if it runs; `None` when it does
+    /// not, or when it stops while this waits for it. Never starts one: an
+    /// observation must not bring back a server that supervision has to
+    /// decide about (a primary that died is failed over, not restarted).
+    pub(crate) async fn connect_running(&self) -> Result<Option<Client>> {
+        self.connected(false).await
+    }
+
+    /// [`Agent::start_connected`]; with `may_start` false, `None` instead
+    /// of starting a server that is not running.
+    async fn connected(&self, may_start: bool) -> Result<Option<Client>> {
         let started = Instant::now();
         let mut spawned: Option<(i32, Arc<Mutex<Option<ExitStatus>>>)> = None;
         let mut legacy = self.is_legacy();
@@ -104,6 +121,7 @@ impl Agent {
             if spawned.is_none() {
                 match self.running_pid() {
                     Some(pid) => tracing::trace!(pid, "waiting for the running postmaster"),
+                    None if !may_start => return Ok(None),
                     None => spawned = Some(self.spawn_postmaster()?),
                 }
             }
@@ -128,7 +146,7 @@ impl Agent {
                 }
                 Ok(client) => {
                     tracing::debug!(elapsed = ?started.elapsed(), "server ready");
-                    return Ok(client);
+                    return Ok(Some(client));
                 }
                 Err(e) => {
                     let status = spawned

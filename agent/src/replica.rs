@@ -8,6 +8,7 @@
 //! a standby streams over its primary's unix socket as [`ADMIN_ROLE`],
 //! authenticated by the kernel (`peer`): no replication password exists.
 
+use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use domain::{MemberRole, ObservedMember};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio_postgres::Client;
 
 use crate::create::remove_dir_if_exists;
 use crate::error::{blocking, Error, Result};
@@ -459,10 +461,16 @@ impl Agent {
 
     /// Where this member's WAL is (never starts a stopped server).
     pub async fn replication_position(&self) -> Result<Option<ReplicationPosition>> {
-        if self.running_pid().is_none() {
-            return Ok(None);
-        }
-        let client = self.start_connected().await?;
+        bounded("reading the replication position", async {
+            let Some(client) = self.connect_running().await? else {
+                return Ok(None);
+            };
+            self.position_of(&client).await.map(Some)
+        })
+        .await
+    }
+
+    async fn position_of(&self, client: &Client) -> Result<ReplicationPosition> {
         let row = client
             .query_one(
                 "SELECT pg_is_in_recovery(), \
@@ -480,17 +488,26 @@ impl Agent {
             .await
             .map_err(|e| self.sql_error("reading the replication position", e))?;
         let timeline: Option<i32> = row.get(3);
-        Ok(Some(ReplicationPosition {
+        Ok(ReplicationPosition {
             in_recovery: row.get(0),
             lsn: row.get(1),
             received_lsn: row.get(2),
             timeline: timeline.and_then(|t| u32::try_from(t).ok()),
-        }))
+        })
     }
 
     /// The standbys connected to this primary.
     pub async fn downstreams(&self) -> Result<Vec<Downstream>> {
-        let client = self.start_connected().await?;
+        bounded("reading pg_stat_replication", async {
+            let Some(client) = self.connect_running().await? else {
+                return Ok(Vec::new());
+            };
+            self.downstreams_of(&client).await
+        })
+        .await
+    }
+
+    async fn downstreams_of(&self, client: &Client) -> Result<Vec<Downstream>> {
         let rows = client
             .query(
                 "SELECT application_name, state, \
@@ -532,7 +549,23 @@ impl Agent {
     }
 }
 
-/// `'value'` as libpq's connection strings quote it.
+/// How long a probe of a member's replication state may take. A server
+/// that hangs (stopped by a signal, stuck on I/O) accepts connections into
+/// the kernel's backlog and never answers; whoever probes it must go on.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `probe`, or an error once [`PROBE_TIMEOUT`] passed.
+async fn bounded<T>(op: &'static str, probe: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Replication {
+                op,
+                message: format!("no answer within {} s", PROBE_TIMEOUT.as_secs()),
+            })
+        })
+}
+
 /// The latest checkpoint of a control file `pg_controldata` printed, when
 /// the cluster was shut down cleanly.
 fn parse_control_data(text: &str) -> Option<domain::Lsn> {
@@ -547,6 +580,7 @@ fn parse_control_data(text: &str) -> Option<domain::Lsn> {
     domain::Lsn::parse(field("Latest checkpoint location")?).ok()
 }
 
+/// `'value'` as libpq's connection strings quote it.
 fn conninfo_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }

@@ -896,6 +896,10 @@ impl LocalRuntime {
     }
 }
 
+/// How long observing a single server may hold its lock: as long as the
+/// agent waits for a server that starts.
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How often deleted instances' backups are checked against their retention
 /// (which counts in days).
 const EXPIRY_EVERY: Duration = Duration::from_secs(300);
@@ -1057,6 +1061,7 @@ impl Runtime for LocalRuntime {
             let lock = self.lock(s.instance_id);
             // Busy applying an event: that event decides.
             let Ok(_guard) = lock.try_lock() else {
+                tracing::debug!(instance = %s.name, "busy; not supervised this time");
                 continue;
             };
             if let Some(done) = self.supervise_one(s.instance_id).await {
@@ -1134,20 +1139,24 @@ impl Runtime for LocalRuntime {
                             tracing::warn!(instance = %s.name, error = %e, "reading the server log failed");
                             None
                         });
-                    let sampling = agent.sample(&s.spec);
-                    match s.replicated() {
-                        // Never keep supervision from a primary that hangs.
-                        true => tokio::time::timeout(members::OBSERVE_TIMEOUT, sampling)
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(agent::Error::Replication {
-                                    op: "observing",
-                                    message: "the primary did not answer in time".to_owned(),
-                                })
+                    // Never keep supervision (which needs this lock) or the
+                    // other instances' observation from a server that hangs.
+                    let bound = match s.replicated() {
+                        true => members::OBSERVE_TIMEOUT,
+                        false => OBSERVE_TIMEOUT,
+                    };
+                    tokio::time::timeout(bound, agent.sample(&s.spec))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(agent::Error::Replication {
+                                op: "observing",
+                                message: format!(
+                                    "the server did not answer within {} s",
+                                    bound.as_secs()
+                                ),
                             })
-                            .map_err(RuntimeError::from),
-                        false => sampling.await.map_err(RuntimeError::from),
-                    }
+                        })
+                        .map_err(RuntimeError::from)
                 }
                 Err(e) => Err(e),
             };

@@ -329,6 +329,7 @@ impl LocalRuntime {
             .expect("unreachable map poisoned")
             .entry(id)
             .or_insert_with(Instant::now);
+        tracing::debug!(instance = %state.name, running, unanswered = ?since.elapsed(), "the primary does not answer");
         if running && since.elapsed() < self.settings.failover_timeout {
             return Ok(None);
         }
@@ -340,6 +341,7 @@ impl LocalRuntime {
                 .unwrap_or_else(|| "its postmaster exited".to_owned()),
         };
         let Some(candidate) = self.best_standby(&state).await else {
+            tracing::debug!(instance = %state.name, "no standby answers; nothing to fail over to");
             return match running {
                 true => Ok(None),
                 false => Err(()),

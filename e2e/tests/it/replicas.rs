@@ -179,7 +179,10 @@ fn a_killed_primary_is_replaced_by_a_standby_and_rejoins_as_one() {
 
 #[test]
 fn a_hung_primary_is_fenced_before_its_standby_takes_over() {
-    let up = Embedded::start_with(&["--failover-timeout", "2s"], &[]);
+    let up = Embedded::start_with(
+        &["--failover-timeout", "2s"],
+        &[("RUST_LOG", "info,conductor=debug,agent=debug")],
+    );
     let env = up.env();
     ok(
         &["instance", "create", "hung", "--replicas", "2", "--wait"],

@@ -98,8 +98,8 @@ pub fn spawn(name: &'static str, args: &[&str], env: &[(&str, &str)], log: &Path
         .unwrap();
     let child = Command::new(pgplane_bin())
         .args(args)
-        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file)
@@ -231,12 +231,26 @@ pub fn json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
 /// `pgplane up` on a scratch directory, and the environment its
 /// `pgplane.env` gives the CLI.
 pub struct Embedded {
-    /// Killed when dropped.
+    /// Killed when dropped; a failing test prints the end of its log.
     _server: Proc,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     vars: Vec<(String, String)>,
     _scratch: tempfile::TempDir,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("PGPLANE_TEST_LOG").is_some() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("not supervised"))
+                .collect();
+            let tail = lines[lines.len().saturating_sub(120)..].join("\n");
+            eprintln!("--- the end of {}:\n{tail}", self.log.display());
+        }
+    }
 }
 
 impl Embedded {

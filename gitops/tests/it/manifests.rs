@@ -76,7 +76,7 @@ fn every_error_of_every_file_is_reported_at_once() {
     let text = err.to_string();
     let lines: Vec<&str> = text.lines().collect();
     let expected = [
-        "instances/a.yaml:7:3: spec.replica: unknown field \"replica\"; allowed: postgresVersion, replicas, resources, storage, extensions, config, stopped, superuserAccess, backup, restore, databases, roles",
+        "instances/a.yaml:7:3: spec.replica: unknown field \"replica\"; allowed: postgresVersion, replicas, synchronous, resources, storage, extensions, config, stopped, superuserAccess, backup, restore, databases, roles",
         "instances/a.yaml:8:3: spec.storage: \"10GB\" is not a valid byte quantity: sizes of resources and storage are Kubernetes quantities: write \"10Gi\" (binary, what Postgres calls 10GB) or \"10G\" (decimal)",
         "instances/a.yaml:10:5: spec.config.port: parameter \"port\" is managed by pgplane and may not be set",
         "instances/a.yaml:13:1: apiVersion: \"pgplane.io/v2\" is not supported; must be \"pgplane.io/v1\"",
