@@ -13,6 +13,7 @@ mod console_list;
 mod databases;
 mod fanout;
 mod harness;
+mod kube;
 mod replicas;
 mod scenarios;
 
@@ -94,6 +95,13 @@ enum Which {
         #[arg(long, default_value_t = 20)]
         seconds: u32,
     },
+    /// The Kubernetes data plane on a real single-node cluster: cold start
+    /// to node Ready, and PostgresInstance create → connectable, median of
+    /// N, next to a bare Pod of the same image.
+    Kube {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// All three with their defaults.
     All,
 }
@@ -122,6 +130,7 @@ fn main() -> anyhow::Result<()> {
                 rate,
                 seconds,
             } => replicas::replicas(runs, rate, seconds).await,
+            Which::Kube { runs } => kube::kube(runs).await,
             Which::ConsoleList {
                 instances,
                 requests,

@@ -1,7 +1,10 @@
 //! `pgplane agent`: the instance agent as a long-running process, for the
 //! pod the Kubernetes operator creates. It creates the data directory once,
 //! runs Postgres, and converges it to the spec file the operator mounts from
-//! a ConfigMap, again whenever the file changes. It answers what Postgres
+//! a ConfigMap, again whenever the file or its generation changes. A server
+//! that ends on its own (a crash, a kill) is started again at once, and
+//! again with a growing delay while it will not start; the status counts
+//! the restarts and says how the server last ended. It answers what Postgres
 //! runs on a read-only status endpoint ([`status`]) that the operator reads.
 //! SIGTERM stops Postgres with a fast shutdown.
 
@@ -11,6 +14,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use agent::{Agent, InstanceConfig, PostgresBinaries, RolePasswords, RunAs, Secret, Template};
 use anyhow::Context;
@@ -184,9 +189,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!(data_dir = %args.data_dir.display(), port = args.port, "postgres running");
 
     let mut applied_roles = None;
+    let mut supervision = Supervision::default();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
+        supervise(&agent, &converged, &mut supervision).await;
         let role_passwords = args
             .role_passwords_dir
             .as_deref()
@@ -232,6 +239,78 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The first delay before starting again a server that would not start.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// The longest delay between tries to start a server that will not start.
+const LONGEST_RETRY: Duration = Duration::from_secs(60);
+
+/// When the next try to start a server that would not start may be.
+struct Supervision {
+    not_before: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Self {
+            not_before: None,
+            backoff: FIRST_RETRY,
+        }
+    }
+}
+
+/// Starts the server again when it ended on its own, recording how it
+/// ended and counting the restart; when it will not start, records why and
+/// leaves the next try for later (1 s, doubling to a minute). A spec that
+/// declares the server stopped is left stopped.
+async fn supervise(agent: &Agent, progress: &status::Shared, supervision: &mut Supervision) {
+    if agent.is_running().await.unwrap_or(true)
+        || supervision.not_before.is_some_and(|t| Instant::now() < t)
+    {
+        return;
+    }
+    let mut converged = progress.converged.lock().await;
+    if converged.spec.as_ref().is_some_and(|spec| spec.stopped) {
+        return;
+    }
+    if let Some(status) = agent.take_exit() {
+        // A signal leaves no line of its own; an exit's reason is the last
+        // thing Postgres wrote.
+        let mut exit = agent::describe_exit(status);
+        if status.code().is_some() {
+            if let Some(fatal) = agent.last_fatal() {
+                exit = format!("{exit}: {fatal}");
+            }
+        }
+        tracing::warn!(%exit, "postgres ended on its own; starting it again");
+        converged.last_exit = Some(exit);
+    }
+    match agent.start().await {
+        Ok(()) => {
+            converged.restarts += 1;
+            if converged
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(START_FAILED))
+            {
+                converged.error = None;
+            }
+            *supervision = Supervision::default();
+            tracing::info!(restarts = converged.restarts, "postgres running again");
+        }
+        Err(e) => {
+            let error = format!("{:#}", anyhow::Error::new(e));
+            tracing::warn!(%error, retry_in = ?supervision.backoff, "postgres would not start; will retry");
+            converged.error = Some(format!("{START_FAILED}{error}"));
+            supervision.not_before = Some(Instant::now() + supervision.backoff);
+            supervision.backoff = (supervision.backoff * 2).min(LONGEST_RETRY);
+        }
+    }
+}
+
+/// How the status's error begins while the server will not start.
+const START_FAILED: &str = "starting postgres: ";
+
 /// Converges to the spec file when it, its generation or the role
 /// passwords changed (`applied_roles`: the passwords of the last converge),
 /// holding the status lock throughout, and records what was converged.
@@ -260,10 +339,10 @@ async fn converge_to_file(
     if read_generation(generation_file) != generation {
         return;
     }
-    if converged.spec.as_ref() == Some(&spec) && applied_roles.as_ref() == Some(role_passwords) {
-        // The generation may move without a change for the server.
-        converged.generation = generation;
-        converged.error = None;
+    if converged.spec.as_ref() == Some(&spec)
+        && converged.generation == generation
+        && applied_roles.as_ref() == Some(role_passwords)
+    {
         return;
     }
     let passwords = RolePasswords::new(role_passwords.clone());

@@ -87,6 +87,13 @@ pub struct PostgresInstanceSpec {
     /// `pgplane instance restart`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_request: Option<String>,
+    /// Changing this value makes the agent in the pod converge the server
+    /// to the spec again, putting back what was changed behind pgplane's
+    /// back (`ALTER SYSTEM`), without a restart unless one is then pending;
+    /// any string. The conductor sets it for every update, so that a
+    /// `pgplane instance heal` (an update that changes nothing) heals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converge_request: Option<String>,
     /// Databases besides `postgres`; those not listed are left alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<DatabaseRef>,
@@ -312,6 +319,7 @@ impl From<domain::InstanceSpec> for PostgresInstanceSpec {
             stopped: s.stopped,
             superuser_access: s.superuser_access,
             restart_request: None,
+            converge_request: None,
             databases: s.databases.into_iter().map(Into::into).collect(),
             roles: s.roles.into_iter().map(Into::into).collect(),
         }

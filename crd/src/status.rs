@@ -27,6 +27,14 @@ pub struct PostgresInstanceStatus {
     /// converged Postgres to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub converged_generation: Option<i64>,
+    /// How often the agent in the pod started the server again after it
+    /// ended on its own (a crash, a kill), since the pod started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_restarts: Option<u32>,
+    /// How the server last ended on its own, as the agent saw it
+    /// (`killed by signal 9 (SIGKILL)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_server_exit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<Connection>,
     /// The restart hash of the pod template the last completed rollout ran:

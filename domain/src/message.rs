@@ -280,4 +280,13 @@ pub struct AgentStatus {
     /// Why the last converge or this observation failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How often the agent has started the server again after it ended on
+    /// its own (a crash, a kill), since the agent started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
+    /// How the server last ended on its own: `killed by signal 9
+    /// (SIGKILL)`, with Postgres's last `FATAL` or `PANIC` line when it
+    /// wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
 }

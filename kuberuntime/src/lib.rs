@@ -460,12 +460,19 @@ impl Runtime for KubernetesRuntime {
 /// annotation and the spec. A `Restart` event sets a new `restartRequest`
 /// (its generation), which the operator turns into a rolling restart; every
 /// other event keeps the one `existing` has, so that it restarts nothing.
+/// An `Update` event sets a new `convergeRequest`: even when the spec is
+/// the same (a heal), the agent in the pod converges to it again.
 pub fn desired(event: &DataPlaneEvent, existing: Option<&PostgresInstance>) -> PostgresInstance {
     let mut spec: crd::PostgresInstanceSpec = event.spec.clone().into();
     spec.restart_request = if event.kind == EventKind::Restart {
         Some(format!("generation-{}", event.generation))
     } else {
         existing.and_then(|pi| pi.spec.restart_request.clone())
+    };
+    spec.converge_request = if event.kind == EventKind::Update {
+        Some(format!("generation-{}", event.generation))
+    } else {
+        existing.and_then(|pi| pi.spec.converge_request.clone())
     };
     let mut pi = PostgresInstance::new(&event.name, spec);
     pi.metadata.labels = Some(BTreeMap::from([
@@ -600,6 +607,46 @@ mod tests {
         }
         // A lowercased twin of a plain name does not collide with it.
         assert_ne!(org_namespace("pg", "Acme"), org_namespace("pg", "acme"));
+    }
+
+    fn event(kind: EventKind, generation: i64) -> DataPlaneEvent {
+        DataPlaneEvent {
+            event_id: Uuid::new_v4(),
+            instance_id: Uuid::new_v4(),
+            org: "acme".into(),
+            name: "orders".into(),
+            generation,
+            kind,
+            spec: domain::InstanceSpec::default(),
+            restart_predicted: false,
+            restore_from: None,
+            switchover_to: None,
+        }
+    }
+
+    #[test]
+    fn an_update_of_the_same_spec_changes_the_resource_so_that_the_pod_converges_again() {
+        let created = desired(&event(EventKind::Create, 1), None);
+        assert_eq!(created.spec.converge_request, None);
+        // A heal re-sends the same spec: the resource still changes, so its
+        // generation moves and the agent converges it.
+        let healed = desired(&event(EventKind::Update, 2), Some(&created));
+        assert_eq!(
+            healed.spec.converge_request.as_deref(),
+            Some("generation-2")
+        );
+        assert_ne!(healed.spec, created.spec);
+        assert_eq!(healed.spec.restart_request, None, "nothing restarts");
+        // Other events keep it: a stop or restart converges nothing more.
+        let restarted = desired(&event(EventKind::Restart, 3), Some(&healed));
+        assert_eq!(
+            restarted.spec.converge_request.as_deref(),
+            Some("generation-2")
+        );
+        assert_eq!(
+            restarted.spec.restart_request.as_deref(),
+            Some("generation-3")
+        );
     }
 
     #[test]

@@ -53,6 +53,48 @@ pub struct Cluster {
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
+/// A bare Pod of the instance image named `name` (no operator: an
+/// emptyDir for data, an empty spec, `password` for `postgres`) and the
+/// ConfigMap `NAME-spec` it mounts: the floor the operator's pods are
+/// measured against.
+pub fn bare_pod(name: &str, password: &str) -> (k8s_openapi::api::core::v1::ConfigMap, Pod) {
+    let spec = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": format!("{name}-spec") },
+        "data": { "spec.json": "{}" },
+    }))
+    .expect("a ConfigMap");
+    let pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "spec": {
+            "securityContext": { "runAsUser": POSTGRES_UID, "runAsNonRoot": true },
+            "containers": [{
+                "name": "postgres",
+                "image": INSTANCE_IMAGE,
+                "imagePullPolicy": "Never",
+                "env": [
+                    { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
+                    { "name": "PGPLANE_SPEC_FILE", "value": "/etc/pgplane/spec.json" },
+                    { "name": "POSTGRES_PASSWORD", "value": password },
+                ],
+                "readinessProbe": {
+                    "httpGet": { "path": "/ready", "port": 8008 },
+                    "periodSeconds": 1,
+                },
+                "volumeMounts": [
+                    { "name": "data", "mountPath": "/var/lib/postgresql/data" },
+                    { "name": "spec", "mountPath": "/etc/pgplane", "readOnly": true },
+                ],
+            }],
+            "volumes": [
+                { "name": "data", "emptyDir": {} },
+                { "name": "spec", "configMap": { "name": format!("{name}-spec") } },
+            ],
+        },
+    }))
+    .expect("a Pod");
+    (spec, pod)
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

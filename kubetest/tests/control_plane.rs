@@ -3,7 +3,9 @@
 //! a conductor with `--runtime kubernetes` using the service account
 //! rbac.yaml gives it, and the operator. `pgplane instance create --wait`
 //! becomes a running pod; an `ALTER SYSTEM` inside it shows in
-//! `pgplane drift`.
+//! `pgplane drift` and `pgplane instance heal` puts it back; stop and start
+//! keep the data; delete removes the pod, its Service, Secrets, ConfigMap
+//! and data volume; `terraform apply` of a `pgplane_instance` runs a pod.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -211,18 +213,7 @@ async fn an_instance_created_through_the_control_plane_runs_and_its_drift_shows(
     assert_eq!(instance["observed"]["running"], true);
 
     // Behind pgplane's back, with the credentials the operator made.
-    let pod = Api::<Pod>::namespaced(cluster.client(), NAMESPACE)
-        .get("k1-0")
-        .await
-        .unwrap();
-    let ip = pod.status.unwrap().pod_ip.unwrap();
-    let (pg, connection) = tokio_postgres::connect(
-        &cluster.conninfo(NAMESPACE, "k1-credentials", &ip).await,
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let (pg, ip) = connect(&cluster, "k1").await;
 
     // The declared role's password, as the operator generated it, reaches
     // the control plane's secret store and logs in to its database.
@@ -306,4 +297,252 @@ async fn an_instance_created_through_the_control_plane_runs_and_its_drift_shows(
         table.contains("k1") && table.contains("work_mem") && table.contains("48MB"),
         "{table}"
     );
+
+    // Heal: the declared spec again, converged over the ALTER SYSTEM in
+    // place; once `--wait` returns the pod runs it.
+    let started = postmaster_start(&pg).await;
+    let healing = Instant::now();
+    ok(&["instance", "heal", "k1", "--wait"], &env);
+    eprintln!("pgplane instance heal k1 --wait: {:?}", healing.elapsed());
+    assert_eq!(show(&pg, "work_mem").await, "16MB", "healed in the pod");
+    assert_eq!(
+        postmaster_start(&pg).await,
+        started,
+        "healed without a restart"
+    );
+    poll(
+        "pgplane drift no longer shows k1",
+        Duration::from_secs(60),
+        || {
+            let o = pgplane(&["drift", "-o", "json"], &env);
+            (o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("48MB"))
+                .then_some(())
+        },
+        || String::from_utf8_lossy(&pgplane(&["drift", "-o", "json"], &env).stdout).into_owned(),
+    )
+    .await;
+
+    // Stop and start: replicas 0, then 1, on the same volume.
+    pg.batch_execute("create table kept (note text); insert into kept values ('before the stop')")
+        .await
+        .unwrap();
+    drop((pg, app));
+    ok(&["instance", "stop", "k1", "--wait"], &env);
+    let pods = Api::<Pod>::namespaced(cluster.client(), NAMESPACE);
+    gone(&pods, "k1-0", "the stopped instance's pod").await;
+    let instance: serde_json::Value =
+        serde_json::from_str(&ok(&["instance", "get", "k1", "-o", "json"], &env)).unwrap();
+    assert_eq!(instance["state"], "Stopped", "{instance:#}");
+    assert_eq!(instance["observed"]["running"], false, "{instance:#}");
+    let starting = Instant::now();
+    ok(&["instance", "start", "k1", "--wait"], &env);
+    eprintln!("pgplane instance start k1 --wait: {:?}", starting.elapsed());
+    let (pg, _) = connect(&cluster, "k1").await;
+    let note: String = pg
+        .query_one("select note from kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "before the stop", "the data survives a stop");
+    drop(pg);
+
+    // Delete: the pod, its Service, Secrets, ConfigMap and, by the
+    // operator's default policy, its data volume.
+    ok(&["instance", "delete", "k1", "--wait"], &env);
+    gone(&pods, "k1-0", "the deleted instance's pod").await;
+    gone(
+        &Api::<k8s_openapi::api::core::v1::Service>::namespaced(cluster.client(), NAMESPACE),
+        "k1",
+        "the Service",
+    )
+    .await;
+    let secrets =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cluster.client(), NAMESPACE);
+    gone(&secrets, "k1-credentials", "the credentials Secret").await;
+    gone(&secrets, "k1-roles", "the roles Secret").await;
+    gone(
+        &Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(cluster.client(), NAMESPACE),
+        "k1-config",
+        "the spec ConfigMap",
+    )
+    .await;
+    gone(
+        &Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+            cluster.client(),
+            NAMESPACE,
+        ),
+        "data-k1-0",
+        "the data volume's claim",
+    )
+    .await;
+    let instance = pgplane(&["instance", "get", "k1", "-o", "json"], &env);
+    let state = serde_json::from_slice::<serde_json::Value>(&instance.stdout)
+        .map(|i| i["state"].clone())
+        .unwrap_or_default();
+    assert!(
+        !instance.status.success() || state == "Deleted",
+        "the instance is gone: {}",
+        String::from_utf8_lossy(&instance.stdout)
+    );
+
+    terraform_apply_reaches_a_pod(&cluster, &env, &mut operator, &mut conductor).await;
+}
+
+/// The Terraform CLI 1.15 from the tools directory (scripts/setup-terraform.sh).
+fn terraform_bin() -> std::path::PathBuf {
+    let tools = std::env::var("PGPLANE_TOOLS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/pgplane")
+        });
+    let bin = tools.join("bin/terraform-1.15");
+    assert!(
+        bin.exists(),
+        "{} not found: run `bash scripts/setup-terraform.sh`",
+        bin.display()
+    );
+    bin
+}
+
+/// `terraform apply` of a `pgplane_instance` on this control plane, whose
+/// default data plane is the cluster: a pod runs it with the declared
+/// settings; `terraform destroy` removes it.
+async fn terraform_apply_reaches_a_pod(
+    cluster: &Cluster,
+    env: &[(&str, &str)],
+    operator: &mut Proc,
+    conductor: &mut Proc,
+) {
+    cluster
+        .host_path_volume("k2-data", "10Gi", POSTGRES_UID)
+        .await;
+    // The provider from a filesystem mirror: no registry.
+    let root = cluster.dir().join("terraform");
+    let mirror = root.join("mirror/registry.pgplane.io/pgplane/pgplane/0.1.0/linux_amd64");
+    std::fs::create_dir_all(&mirror).unwrap();
+    std::fs::copy(
+        workspace_bin("terraform-provider-pgplane"),
+        mirror.join("terraform-provider-pgplane_v0.1.0"),
+    )
+    .unwrap();
+    let rc = root.join("terraform.tfrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "provider_installation {{\n  filesystem_mirror {{\n    path = \"{}\"\n    include = [\"registry.pgplane.io/*/*\"]\n  }}\n}}\n",
+            root.join("mirror").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("main.tf"),
+        r#"terraform {
+  required_providers {
+    pgplane = { source = "registry.pgplane.io/pgplane/pgplane" }
+  }
+}
+provider "pgplane" {}
+resource "pgplane_instance" "k2" {
+  name   = "k2"
+  config = { work_mem = "8MB" }
+}
+"#,
+    )
+    .unwrap();
+    let terraform = |args: &[&str]| {
+        let o = Command::new(terraform_bin())
+            .args(args)
+            .current_dir(&root)
+            .env("TF_CLI_CONFIG_FILE", &rc)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("CHECKPOINT_DISABLE", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (ok, out) = terraform(&["init", "-input=false", "-no-color"]);
+    assert!(ok, "terraform init:\n{out}");
+    let applying = Instant::now();
+    let (ok, out) = terraform(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(
+        ok,
+        "terraform apply:\n{out}\n--- conductor:\n{}\n--- operator:\n{}\n{}",
+        conductor.log_tail(30),
+        operator.log_tail(30),
+        cluster.container_logs(NAMESPACE, "k2-0")
+    );
+    eprintln!(
+        "terraform apply of pgplane_instance k2 on the cluster: {:?}",
+        applying.elapsed()
+    );
+    let pods = Api::<Pod>::namespaced(cluster.client(), NAMESPACE);
+    let (pg, _) = connect(cluster, "k2").await;
+    assert_eq!(
+        show(&pg, "work_mem").await,
+        "8MB",
+        "the pod runs what Terraform declared"
+    );
+    drop(pg);
+    let (ok, out) = terraform(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    assert!(ok, "an empty plan after apply:\n{out}");
+    let (ok, out) = terraform(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(ok, "terraform destroy:\n{out}");
+    gone(&pods, "k2-0", "the destroyed instance's pod").await;
+}
+
+/// Connects with the instance's Secret to its pod; returns the pod's IP too.
+async fn connect(cluster: &Cluster, instance: &str) -> (tokio_postgres::Client, String) {
+    let pod = Api::<Pod>::namespaced(cluster.client(), NAMESPACE)
+        .get(&format!("{instance}-0"))
+        .await
+        .unwrap();
+    let ip = pod.status.unwrap().pod_ip.unwrap();
+    let (pg, connection) = tokio_postgres::connect(
+        &cluster
+            .conninfo(NAMESPACE, &format!("{instance}-credentials"), &ip)
+            .await,
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connecting to {instance} at {ip}: {e}"));
+    tokio::spawn(connection);
+    (pg, ip)
+}
+
+async fn postmaster_start(pg: &tokio_postgres::Client) -> String {
+    pg.query_one("select pg_postmaster_start_time()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn show(pg: &tokio_postgres::Client, setting: &str) -> String {
+    pg.query_one("select current_setting($1)", &[&setting])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until `name` is gone from `api` (a minute at most).
+async fn gone<K>(api: &Api<K>, name: &str, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let start = Instant::now();
+    while api.get_opt(name).await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} ({name}) is still there after a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

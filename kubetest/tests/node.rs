@@ -14,44 +14,11 @@ async fn a_pod_of_the_instance_image_serves_postgres_to_the_host() {
     let cluster = Cluster::start().await;
     eprintln!("cluster start → node Ready: {:?}", cluster.start_to_ready);
     let client = cluster.client();
-    let spec: ConfigMap = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "bare-spec" },
-        "data": { "spec.json": "{}" },
-    }))
-    .unwrap();
+    let (spec, pod) = kubetest::bare_pod("bare", "bare-secret");
     Api::<ConfigMap>::namespaced(client.clone(), "default")
         .create(&PostParams::default(), &spec)
         .await
         .unwrap();
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "bare" },
-        "spec": {
-            "securityContext": { "runAsUser": POSTGRES_UID, "runAsNonRoot": true },
-            "containers": [{
-                "name": "postgres",
-                "image": INSTANCE_IMAGE,
-                "imagePullPolicy": "Never",
-                "env": [
-                    { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
-                    { "name": "PGPLANE_SPEC_FILE", "value": "/etc/pgplane/spec.json" },
-                    { "name": "POSTGRES_PASSWORD", "value": "bare-secret" },
-                ],
-                "readinessProbe": {
-                    "httpGet": { "path": "/ready", "port": 8008 },
-                    "periodSeconds": 1,
-                },
-                "volumeMounts": [
-                    { "name": "data", "mountPath": "/var/lib/postgresql/data" },
-                    { "name": "spec", "mountPath": "/etc/pgplane", "readOnly": true },
-                ],
-            }],
-            "volumes": [
-                { "name": "data", "emptyDir": {} },
-                { "name": "spec", "configMap": { "name": "bare-spec" } },
-            ],
-        },
-    }))
-    .unwrap();
     let created = Instant::now();
     Api::<Pod>::namespaced(client.clone(), "default")
         .create(&PostParams::default(), &pod)

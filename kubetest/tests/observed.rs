@@ -2,8 +2,8 @@
 //! agent observes Postgres and the operator (a process, as in operator.rs,
 //! with a short resync) writes `status.observedSpec`. A reload-only change
 //! applies in place; an `ALTER SYSTEM` behind pgplane's back shows within one
-//! resync, and so does a killed server; a deleted pod comes back on the same
-//! volume with its data.
+//! resync; a killed server is started again in its pod and the status
+//! counts it; a deleted pod comes back on the same volume with its data.
 
 use std::time::{Duration, Instant};
 
@@ -195,7 +195,8 @@ async fn the_status_shows_what_the_pod_runs() {
     );
 
     // The server dies (killed with its own OS user's rights, as a superuser
-    // tenant can): the status says it does not run.
+    // tenant can): the agent starts it again in the pod, and the status
+    // counts the restart and says how the server ended.
     let crashed = Instant::now();
     let _killed = pg
         .batch_execute(
@@ -203,24 +204,44 @@ async fn the_status_shows_what_the_pod_runs() {
         )
         .await;
     let mut last = None;
-    wait_for(&instances, NAME, Duration::from_secs(60), |pi| {
+    let restarted = wait_for(&instances, NAME, Duration::from_secs(60), |pi| {
         last = pi.status.clone();
         let status = pi.status.as_ref()?;
-        let stopped = !status.observed_spec.as_ref()?.running && status.server_started_at.is_none();
-        stopped.then_some(Ok(()))
+        let again = status.server_restarts == Some(1)
+            && status.observed_spec.as_ref()?.running
+            && status.server_started_at.is_some();
+        again.then(|| Ok(status.clone()))
     })
     .await
     .unwrap_or_else(|e| {
         panic!(
-            "status.observedSpec never showed the killed server as not running: {}\nstatus: {last:#?}\n--- operator:\n{}\n{}",
+            "the status never showed the killed server running again: {}\nstatus: {last:#?}\n--- operator:\n{}\n{}",
             e.split("; last seen").next().unwrap_or_default(),
             operator.log_tail(30),
             cluster.container_logs(NAMESPACE, POD)
         )
     });
     eprintln!(
-        "postmaster killed → status.observedSpec.running false: {:?}",
+        "postmaster killed → running again, status.serverRestarts 1: {:?}",
         crashed.elapsed()
+    );
+    assert_eq!(
+        restarted.last_server_exit.as_deref(),
+        Some("killed by signal 9 (SIGKILL)")
+    );
+    assert_ne!(
+        restarted.server_started_at, status.server_started_at,
+        "a new server"
+    );
+    let pg = connect(&cluster, &ip).await;
+    let note: String = pg
+        .query_one("select note from entries where id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        note, "before the pod was deleted",
+        "the row survives the crash"
     );
 
     // The pod is deleted: the StatefulSet recreates it on the same volume.

@@ -175,7 +175,8 @@ pub fn statefulset(pi: &PostgresInstance, settings: &Settings) -> StatefulSet {
                     ],
                 },
             },
-            // PVCs carry no owner reference: deleting an instance keeps its data.
+            // PVCs carry no owner reference: the operator deletes them with
+            // the instance, or keeps them (`--volumes-on-delete`).
             "volumeClaimTemplates": [{
                 "metadata": { "name": "data", "labels": labels },
                 "spec": {

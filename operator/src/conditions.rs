@@ -80,6 +80,12 @@ pub fn agent_behind(pi: &PostgresInstance, pod: &PodObservation) -> Option<Strin
     Some(why)
 }
 
+/// Whether the spec says stopped but the pod is still there (terminating,
+/// or its server still answering): not `Stopped` until it is gone.
+pub fn stopping(pi: &PostgresInstance, pod: &PodObservation) -> bool {
+    pi.spec.stopped && !matches!(pod, PodObservation::NoPod)
+}
+
 /// The observed spec, server start time and converged generation: the
 /// agent's when it answered; for a stopped instance without a pod, not
 /// running; otherwise the last ones known.
@@ -129,10 +135,16 @@ pub fn converged_status(
     let generation = pi.metadata.generation;
     let stopped = pi.spec.stopped;
     let behind = agent_behind(pi, pod);
-    let done = rollout.complete() && behind.is_none();
+    let done = rollout.complete() && behind.is_none() && !stopping(pi, pod);
     let ready = done && !stopped;
     let (observed_spec, server_started_at, converged_generation) =
         observation(&old, pod, stopped && rollout.complete());
+    let (server_restarts, last_server_exit) = match pod {
+        PodObservation::Agent(status) => (status.restarts, status.last_exit.clone()),
+        PodObservation::NoPod | PodObservation::Unreachable(_) => {
+            (old.server_restarts, old.last_server_exit.clone())
+        }
+    };
     let observed_pending = observed_spec
         .as_ref()
         .filter(|o| o.running)
@@ -170,6 +182,8 @@ pub fn converged_status(
         observed_spec,
         server_started_at,
         converged_generation,
+        server_restarts,
+        last_server_exit,
         connection: Some(Connection {
             host: builders::host(pi),
             port: builders::POSTGRES_PORT,
@@ -181,6 +195,7 @@ pub fn converged_status(
     };
     let progress = match &behind {
         Some(why) => why.clone(),
+        None if stopping(pi, pod) => "waiting for the pod to stop".to_owned(),
         None => format!("{}/{} replicas ready", rollout.ready, rollout.desired),
     };
     let conds = [
@@ -374,7 +389,7 @@ mod tests {
             }),
             started_at: Some(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
             converged_generation: converged,
-            error: None,
+            ..AgentStatus::default()
         }))
     }
 
@@ -436,6 +451,40 @@ mod tests {
     }
 
     #[test]
+    fn restarts_after_a_crash_reach_the_status_and_stay_while_the_agent_is_unreachable() {
+        let mut pi = instance(1, false);
+        let mut crashed = agent(Some(1), "16MB", &[]);
+        if let PodObservation::Agent(status) = &mut crashed {
+            status.restarts = Some(2);
+            status.last_exit = Some("killed by signal 9 (SIGKILL)".into());
+        }
+        let status = converged_status(&pi, &rolled_out(1), &crashed, false, "t");
+        assert_eq!(status.server_restarts, Some(2));
+        assert_eq!(
+            status.last_server_exit.as_deref(),
+            Some("killed by signal 9 (SIGKILL)")
+        );
+        pi.status = Some(status.clone());
+        let unreachable = PodObservation::Unreachable("connection refused".into());
+        let kept = converged_status(&pi, &rolled_out(1), &unreachable, false, "t");
+        assert_eq!(
+            (kept.server_restarts, kept.last_server_exit),
+            (status.server_restarts, status.last_server_exit)
+        );
+        let fresh = converged_status(
+            &pi,
+            &rolled_out(1),
+            &agent(Some(1), "16MB", &[]),
+            false,
+            "t",
+        );
+        assert_eq!(
+            fresh.server_restarts, None,
+            "a new pod's agent has restarted nothing"
+        );
+    }
+
+    #[test]
     fn without_an_answer_the_last_observation_stays_and_a_stopped_instance_does_not_run() {
         let mut pi = instance(2, false);
         pi.status = Some(converged_status(
@@ -458,6 +507,18 @@ mod tests {
         assert_eq!(condition(&kept, ConditionType::Ready), (true, "PodReady"));
 
         pi.spec.stopped = true;
+        let terminating = converged_status(
+            &pi,
+            &rolled_out(0),
+            &agent(Some(2), "32MB", &[]),
+            false,
+            "t",
+        );
+        assert_ne!(
+            terminating.phase,
+            Some(Phase::Stopped),
+            "not stopped while the pod's server answers"
+        );
         let stopped = converged_status(&pi, &rolled_out(0), &PodObservation::NoPod, false, "t");
         let observed = stopped.observed_spec.unwrap();
         assert!(!observed.running);

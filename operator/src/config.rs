@@ -54,6 +54,22 @@ pub struct Config {
     /// as `ALTER SYSTEM`, shows in `status.observedSpec` within one resync).
     #[arg(long, env = "PGPLANE_RESYNC_SECS", default_value_t = Settings::DEFAULT_RESYNC.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_secs: u64,
+    /// What deleting an instance does to its data volumes (the
+    /// StatefulSet's PersistentVolumeClaims): `delete` them, or `retain`
+    /// them for an administrator to recover. A retained volume is mounted
+    /// again by the next instance of the same name in the namespace, which
+    /// may belong to someone else: retain only where names are not reused.
+    #[arg(long, env = "PGPLANE_VOLUMES_ON_DELETE", value_enum, default_value_t = VolumePolicy::Delete)]
+    pub volumes_on_delete: VolumePolicy,
+}
+
+/// What deleting an instance does to its data volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VolumePolicy {
+    /// Delete the PersistentVolumeClaims with the instance.
+    Delete,
+    /// Keep them.
+    Retain,
 }
 
 /// What the reconciler needs, as a plain struct (tests build it directly).
@@ -65,6 +81,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Re-check of a converged instance.
     pub resync: Duration,
+    /// What deleting an instance does to its volumes.
+    pub volumes_on_delete: VolumePolicy,
 }
 
 impl Settings {
@@ -80,6 +98,7 @@ impl Default for Settings {
             instance_image: Self::DEFAULT_IMAGE.to_owned(),
             concurrency: Self::DEFAULT_CONCURRENCY,
             resync: Self::DEFAULT_RESYNC,
+            volumes_on_delete: VolumePolicy::Delete,
         }
     }
 }
@@ -91,6 +110,7 @@ impl Config {
             instance_image: self.instance_image.clone(),
             concurrency: self.max_concurrent_reconciles,
             resync: Duration::from_secs(self.resync_secs),
+            volumes_on_delete: self.volumes_on_delete,
         }
     }
 
@@ -162,6 +182,27 @@ mod tests {
         assert!(err.contains("--retry-period-secs (10)"), "{err}");
         assert!(
             Config::try_parse_from(["pgplane-operator", "--lease-duration-secs", "0"]).is_err()
+        );
+    }
+
+    #[test]
+    fn volumes_are_deleted_with_an_instance_unless_retained() {
+        assert_eq!(
+            parse(&[]).settings().volumes_on_delete,
+            VolumePolicy::Delete
+        );
+        assert_eq!(
+            parse(&["--volumes-on-delete", "retain"])
+                .settings()
+                .volumes_on_delete,
+            VolumePolicy::Retain
+        );
+        let err = Config::try_parse_from(["pgplane-operator", "--volumes-on-delete", "keep"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--volumes-on-delete") && err.contains("retain"),
+            "{err}"
         );
     }
 }

@@ -17,7 +17,7 @@ pub mod leader;
 pub mod pod_status;
 pub mod reconcile;
 
-pub use config::{Config, Settings};
+pub use config::{Config, Settings, VolumePolicy};
 pub use controller::run_controller;
 pub use error::{Error, Result};
 

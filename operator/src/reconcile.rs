@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crd::PostgresInstance;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -20,7 +20,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::admin::Metrics;
 use crate::conditions::{self, Rollout};
 use crate::pod_status::{self, PodObservation};
-use crate::{builders, Error, Result, Settings, FIELD_MANAGER, FINALIZER};
+use crate::{builders, Error, Result, Settings, VolumePolicy, FIELD_MANAGER, FINALIZER};
 
 /// Requeue while the pods are not ready yet ("not ready" is not an error).
 /// A safety net only: every change of the StatefulSet's status triggers a
@@ -150,7 +150,7 @@ async fn converge(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
     let pod = observe_pod(pi, ctx).await?;
     let status = conditions::converged_status(pi, &rollout, &pod, restart_scheduled, &now());
     write_status(pi, status, ctx).await?;
-    Ok(if !rollout.complete() {
+    Ok(if !rollout.complete() || conditions::stopping(pi, &pod) {
         Action::requeue(NOT_READY_REQUEUE)
     } else if conditions::agent_behind(pi, &pod).is_some() {
         Action::requeue(AGENT_REQUEUE)
@@ -374,8 +374,37 @@ async fn cleanup(pi: &PostgresInstance, ctx: &Context) -> Result<Action> {
     delete_child::<ConfigMap>(pi, ctx, &builders::configmap_name(pi)).await?;
     delete_child::<Secret>(pi, ctx, &builders::secret_name(pi)).await?;
     delete_child::<Secret>(pi, ctx, &builders::roles_secret_name(pi)).await?;
-    info!("children deleted");
+    if ctx.settings.volumes_on_delete == VolumePolicy::Delete {
+        delete_volumes(pi, ctx).await?;
+    }
+    info!(volumes = ?ctx.settings.volumes_on_delete, "children deleted");
     Ok(Action::await_change())
+}
+
+/// Deletes the instance's PersistentVolumeClaims: those of its
+/// StatefulSet's volume claim template, found by the instance's labels.
+/// A claim still mounted by a terminating pod is removed once that pod is
+/// gone (the claim's protection finalizer holds it until then).
+async fn delete_volumes(pi: &PostgresInstance, ctx: &Context) -> Result<()> {
+    let api: Api<PersistentVolumeClaim> = child_api(pi, ctx);
+    let selector = builders::labels(pi)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let claims = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Delete {
+            kind: "PersistentVolumeClaim",
+            namespace: pi.namespace().unwrap_or_default(),
+            name: selector.clone(),
+            source,
+        })?;
+    for claim in claims {
+        delete_child::<PersistentVolumeClaim>(pi, ctx, &claim.name_any()).await?;
+    }
+    Ok(())
 }
 
 async fn delete_child<K>(pi: &PostgresInstance, ctx: &Context, name: &str) -> Result<()>
@@ -443,6 +472,7 @@ fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
         "Service" => "Service",
         "Secret" => "Secret",
         "ConfigMap" => "ConfigMap",
+        "PersistentVolumeClaim" => "PersistentVolumeClaim",
         _ => "object",
     }
 }

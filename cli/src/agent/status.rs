@@ -1,6 +1,7 @@
 //! The agent's read-only status endpoint in the pod: `GET /status` answers
 //! what Postgres runs ([`domain::AgentStatus`]: the observed spec, the
-//! server's start time, the generation of the spec converged), observed at
+//! server's start time, the generation of the spec converged, the restarts
+//! after the server ended on its own), observed at
 //! the time of the request. The operator reads it on every reconcile.
 //! `GET /ready` is the pod's readiness: 200 once the first spec converged
 //! and while Postgres answers, 503 otherwise. It
@@ -33,6 +34,10 @@ pub struct Converged {
     pub spec: Option<InstanceSpec>,
     pub generation: Option<i64>,
     pub error: Option<String>,
+    /// How often the server was started again after it ended on its own.
+    pub restarts: u32,
+    /// How it last ended on its own.
+    pub last_exit: Option<String>,
 }
 
 /// What the status endpoint shares with the converge loop.
@@ -133,6 +138,8 @@ pub async fn status(agent: &Agent, converged: &Shared) -> AgentStatus {
     let mut status = AgentStatus {
         converged_generation: converged.generation,
         error: converged.error.clone(),
+        restarts: (converged.restarts > 0).then_some(converged.restarts),
+        last_exit: converged.last_exit.clone(),
         ..AgentStatus::default()
     };
     let Some(spec) = &converged.spec else {
