@@ -1111,6 +1111,14 @@ impl Runtime for LocalRuntime {
     async fn observe_all(&self) -> Vec<Observation> {
         let mut out = Vec::new();
         for listed in self.states().await {
+            // Supervision decides what a primary that does not answer
+            // becomes; observing it would wait for it. Probed before the
+            // lock is taken: a probe of a hung primary takes its whole
+            // timeout, and supervision, which only tries the lock, must
+            // get it between resyncs.
+            if listed.replicated() && !self.primary_answers(&listed).await {
+                continue;
+            }
             let lock = self.lock(listed.instance_id);
             let _guard = lock.lock().await;
             // Read again under the lock: an event may have changed or
@@ -1124,11 +1132,6 @@ impl Runtime for LocalRuntime {
             else {
                 continue;
             };
-            if s.replicated() && !self.primary_answers(&s).await {
-                // Supervision decides what a primary that does not answer
-                // becomes; observing it would wait for it.
-                continue;
-            }
             let mut log = None;
             let mut observed = match self.agent(&s) {
                 Ok(agent) => {
