@@ -3,7 +3,8 @@
 //! a conductor with `--runtime kubernetes` using the service account
 //! rbac.yaml gives it, and the operator. `pgplane instance create --wait`
 //! becomes a running pod; an `ALTER SYSTEM` inside it shows in
-//! `pgplane drift` and `pgplane instance heal` puts it back; stop and start
+//! `pgplane drift` and `pgplane instance heal` puts it back; a preloaded
+//! extension rolls the pod; stop and start
 //! keep the data; delete removes the pod, its Service, Secrets, ConfigMap
 //! and data volume; `terraform apply` of a `pgplane_instance` runs a pod.
 
@@ -321,6 +322,43 @@ async fn an_instance_created_through_the_control_plane_runs_and_its_drift_shows(
         || String::from_utf8_lossy(&pgplane(&["drift", "-o", "json"], &env).stdout).into_owned(),
     )
     .await;
+
+    // A preloaded extension: the pod rolls (Restarting, then Up), and runs
+    // with the library loaded and the extension created.
+    drop(pg);
+    let rolling = Instant::now();
+    ok(
+        &[
+            "instance",
+            "update",
+            "k1",
+            "--extension",
+            "pg_stat_statements",
+            "--wait",
+        ],
+        &env,
+    );
+    eprintln!(
+        "--extension pg_stat_statements → the pod rolled, Up: {:?}",
+        rolling.elapsed()
+    );
+    let (pg, _) = connect(&cluster, "k1").await;
+    assert_eq!(
+        show(&pg, "shared_preload_libraries").await,
+        "pg_stat_statements"
+    );
+    let created: i64 = pg
+        .query_one(
+            "select count(*) from pg_extension where extname = 'pg_stat_statements'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(created, 1, "the extension is created");
+    assert_ne!(postmaster_start(&pg).await, started, "a new server");
+    let history = ok(&["instance", "history", "k1"], &env);
+    assert!(history.contains("Restarting"), "{history}");
 
     // Stop and start: replicas 0, then 1, on the same volume.
     pg.batch_execute("create table kept (note text); insert into kept values ('before the stop')")
