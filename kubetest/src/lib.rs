@@ -100,7 +100,9 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn tools_dir() -> PathBuf {
+/// Where the set-up scripts cache their tools (`PGPLANE_TOOLS_DIR`, default
+/// `~/.cache/pgplane`).
+pub fn tools_dir() -> PathBuf {
     std::env::var_os("PGPLANE_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/pgplane"))

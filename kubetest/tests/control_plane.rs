@@ -428,11 +428,7 @@ async fn an_instance_created_through_the_control_plane_runs_and_its_drift_shows(
 
 /// The Terraform CLI 1.15 from the tools directory (scripts/setup-terraform.sh).
 fn terraform_bin() -> std::path::PathBuf {
-    let tools = std::env::var("PGPLANE_TOOLS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/pgplane")
-        });
+    let tools = kubetest::tools_dir();
     let bin = tools.join("bin/terraform-1.15");
     assert!(
         bin.exists(),
